@@ -1,0 +1,72 @@
+"""Model configuration: one dataclass whose fields are the transformer's constructor keywords.
+
+Field names follow the Wan2.1 / FlashI2V configs so a reader can hold them side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import FlashI2VError
+
+PROJ_KERNELS = ("1x3x3", "3x3x3")
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    dim: int = 1536
+    ffn_dim: int = 8960
+    num_heads: int = 12
+    num_layers: int = 30
+    in_dim: int = 16
+    out_dim: int = 16
+    text_dim: int = 4096
+    freq_dim: int = 256
+    text_len: int = 512
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    proj_kernel: str = "1x3x3"
+
+    def __post_init__(self):
+        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        if self.dim % self.num_heads:
+            raise FlashI2VError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}: pick dim = heads * head_dim")
+        if (self.dim // self.num_heads) % 2:
+            raise FlashI2VError(f"head dim {self.dim // self.num_heads} is odd: RoPE needs an even head dim")
+        if self.proj_kernel not in PROJ_KERNELS:
+            raise FlashI2VError(f"proj_kernel {self.proj_kernel!r} is not supported: use one of {PROJ_KERNELS}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names - {"_class_name", "model_type"})
+        if unknown:
+            raise FlashI2VError(f"unknown transformer config keys {unknown}: is this a flashi2v config.json?")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+PRESETS: dict[str, TransformerConfig] = {
+    # Wan2.1-T2V-1.3B backbone; the released FlashI2V-1.3B weights use the 3x3x3 projection.
+    "flashi2v-1.3b": TransformerConfig(),
+    "flashi2v-14b": TransformerConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
+    # For tests: every code path of the 1.3B (3-D RoPE split, cross-attn norm, both embeddings) in KBs.
+    "tiny": TransformerConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32, freq_dim=32, text_len=16),
+}
+
+
+def preset(name: str, **overrides) -> TransformerConfig:
+    """A named configuration, optionally with some fields replaced."""
+    if name not in PRESETS:
+        raise FlashI2VError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)

@@ -1,0 +1,70 @@
+"""Flow matching with latent shifting (METHOD.md sections 3 and 7), as short functions.
+
+Conventions, stated once for the whole project:
+- ``sigma`` in [0, 1] is flow time; sigma = 1 is pure noise, sigma = 0 is data.
+- The DiT receives the timestep t = 1000 * sigma.
+- Flow state (x, eps, z, phi(s)) is float32; only the DiT input is cast to the compute dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# Dynamic shifting maps image tokens per latent frame L to mu = a * L + b through these two points.
+DYNAMIC_SHIFT_POINTS = ((256, 0.5), (4096, 1.15))
+
+
+def sample_sigma_uniform(batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """sigma ~ U[0, 1], one per sample."""
+    return torch.rand(batch, generator=generator, device=device)
+
+
+def sample_sigma_logit_normal(batch: int, mean: float = 0.0, std: float = 1.0,
+                              generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """sigma = sigmoid(n), n ~ N(mean, std^2): concentrates training on mid-noise levels (SD3 / reference recipe)."""
+    return torch.sigmoid(mean + std * torch.randn(batch, generator=generator, device=device))
+
+
+def shift_sigma(sigma: torch.Tensor, k: float | torch.Tensor) -> torch.Tensor:
+    """sigma' = k sigma / (1 + (k - 1) sigma): k > 1 spends more of the schedule at high noise."""
+    return k * sigma / (1 + (k - 1) * sigma)
+
+
+def image_tokens_per_frame(latent_height: int, latent_width: int, patch_size=(1, 2, 2)) -> int:
+    """L: DiT tokens per latent frame (H*W/4 for the 2x2 spatial patch)."""
+    return (latent_height // patch_size[1]) * (latent_width // patch_size[2])
+
+
+def dynamic_shift(tokens_per_frame: int, points=DYNAMIC_SHIFT_POINTS) -> float:
+    """k = exp(a L + b), the line through (256, 0.5) and (4096, 1.15): about 2.056 at 480x832."""
+    (l0, m0), (l1, m1) = points
+    a = (m1 - m0) / (l1 - l0)
+    return math.exp(a * tokens_per_frame + (m0 - a * l0))
+
+
+def shifted_interpolation(x: torch.Tensor, eps: torch.Tensor, phi_s: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """z_sigma = sigma eps + (1 - sigma) x - phi(s), in float32.
+
+    Both ends of the flow are shifted by phi(s): z1 = eps - phi(s), z0 = x - phi(s). phi(s) is
+    B x C x T x H x W (already broadcast over frames); sigma is per sample (B,).
+    """
+    s = sigma.float().view(-1, *([1] * (x.ndim - 1)))
+    return s * eps.float() + (1 - s) * x.float() - phi_s.float()
+
+
+def velocity_target(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """d z / d sigma = z1 - z0 = eps - x: phi(s) cancels, so the target equals plain T2V flow matching."""
+    return eps.float() - x.float()
+
+
+def flow_loss(velocity: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the predicted velocity and eps - x, over every element and frame, float32."""
+    return F.mse_loss(velocity.float(), velocity_target(x, eps))
+
+
+def sigma_schedule(steps: int, shift: float = 7.0, device=None) -> torch.Tensor:
+    """Inference grid sigma_0 = 1 > ... > sigma_N = 0: a linear grid with the static shift applied; N+1 values."""
+    return shift_sigma(torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float32), shift)

@@ -1,0 +1,67 @@
+"""Attention and 3-D rotary position embedding, as pure functions.
+
+Tensors are laid out B x L x H x D (batch, tokens, heads, head dim) between the projections and the
+attention call; SDPA wants B x H x L x D, so the transpose happens here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Unmasked softmax attention through torch SDPA. q: B x Lq x H x D, k/v: B x Lk x H x D."""
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+def rope_split(head_dim: int) -> tuple[int, int, int]:
+    """Rotary dims given to (frame, height, width): Wan gives h and w 2*(d//6) each, t the rest (44/42/42 for 128)."""
+    hw = 2 * (head_dim // 6)
+    return head_dim - 2 * hw, hw, hw
+
+
+def rope_angles(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0, device=None) -> torch.Tensor:
+    """Rotation angle of every (token, rotary pair) for a latent grid of f x h x w patches, float32.
+
+    Token order is frame-major then row then column (the order of ``flatten`` after the patch
+    embedding). Each axis gets its own 1-D RoPE, angle = position * theta^(-2i/d_axis), and the three
+    are concatenated: result L x head_dim/2.
+    """
+    parts = []
+    for axis, (size, dim) in enumerate(zip(grid, rope_split(head_dim))):
+        inv_freq = theta ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+        pos = torch.arange(size, device=device, dtype=torch.float32)
+        ang = pos[:, None] * inv_freq[None, :]  # size x dim/2
+        shape = [1, 1, 1, dim // 2]
+        shape[axis] = size
+        parts.append(ang.view(shape).expand(*grid, dim // 2))
+    return torch.cat(parts, dim=-1).reshape(-1, head_dim // 2)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs (x[2i], x[2i+1]) of x (B x L x H x D) by the angles behind cos/sin (L x D/2).
+
+    Done in float32 whatever the input dtype; the result is cast back.
+    """
+    xf = x.float().unflatten(-1, (-1, 2))
+    x1, x2 = xf[..., 0], xf[..., 1]
+    cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+class RopeCache:
+    """cos/sin tables per (grid, device), computed once: every step of a generation reuses them."""
+
+    def __init__(self, head_dim: int):
+        self.head_dim = head_dim
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, grid: tuple[int, int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (tuple(grid), str(device))
+        if key not in self._tables:
+            ang = rope_angles(grid, self.head_dim, device=device)
+            self._tables[key] = (ang.cos(), ang.sin())
+        return self._tables[key]

@@ -1,0 +1,230 @@
+"""FlashI2VTransformer: the Wan2.1 DiT plus FlashI2V's two additions (METHOD.md sections 4-6).
+
+- ``learnable_proj`` (phi): maps the condition latent s to the shift phi(s) applied to both ends of
+  the flow. Applied from outside the DiT forward (the flow code subtracts it), once per generation.
+- ``fourier_embedding``: a second patch embedding for the high-frequency magnitude of s, added to
+  the ordinary patch embedding of the DiT input.
+Both start at zero output, so a freshly initialised FlashI2V is exactly the T2V backbone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import PRESETS, TransformerConfig
+from ..errors import FlashI2VError
+from .attention import RopeCache
+from .wan import WanBlock, WanHead, sinusoidal_embedding, unpatchify
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def _xavier_2d_(weight: torch.Tensor) -> None:
+    """Xavier-uniform on a conv weight viewed as out x (in * kernel), as Wan inits its patch embedding."""
+    nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+
+
+class LearnableProjection(nn.Module):
+    """phi: Conv3d(C -> 4C) -> SiLU -> Conv3d(4C -> C), 'same' padding, kept and evaluated in float32.
+
+    ``1x3x3``: phi is applied to the single condition frame, then broadcast over T.
+    ``3x3x3``: the condition is repeated to T frames first, then phi is applied, so the first and last
+    latent frames see zero temporal padding and differ from the middle ones (the released weights).
+    """
+
+    def __init__(self, channels: int, kernel: str):
+        super().__init__()
+        self.kernel = kernel
+        k = tuple(int(n) for n in kernel.split("x"))
+        pad = tuple(n // 2 for n in k)
+        self.proj = nn.Sequential(
+            nn.Conv3d(channels, 4 * channels, k, padding=pad), nn.SiLU(), nn.Conv3d(4 * channels, channels, k, padding=pad)
+        )
+
+    def reset_parameters(self) -> None:
+        _xavier_2d_(self.proj[0].weight)
+        nn.init.zeros_(self.proj[0].bias)
+        nn.init.zeros_(self.proj[2].weight)
+        nn.init.zeros_(self.proj[2].bias)
+
+    def forward(self, s: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """s: B x C x 1 x H x W condition latent -> phi(s): B x C x num_frames x H x W, float32."""
+        with torch.autocast(s.device.type, enabled=False):
+            x = s.float()
+            if self.kernel == "3x3x3":
+                x = x.expand(-1, -1, num_frames, -1, -1)
+            first, last = self.proj[0], self.proj[2]
+            x = F.conv3d(x, first.weight.float(), first.bias.float(), padding=first.padding)
+            x = F.conv3d(F.silu(x), last.weight.float(), last.bias.float(), padding=last.padding)
+            return x.expand(-1, -1, num_frames, -1, -1) if self.kernel == "1x3x3" else x
+
+
+class FlashI2VTransformer(nn.Module):
+    """Velocity predictor v(z, t, c, s_high). State-dict keys use the Wan2.1 original layout."""
+
+    def __init__(
+        self,
+        dim: int = 1536,
+        ffn_dim: int = 8960,
+        num_heads: int = 12,
+        num_layers: int = 30,
+        in_dim: int = 16,
+        out_dim: int = 16,
+        text_dim: int = 4096,
+        freq_dim: int = 256,
+        text_len: int = 512,
+        patch_size: tuple[int, int, int] = (1, 2, 2),
+        cross_attn_norm: bool = True,
+        eps: float = 1e-6,
+        proj_kernel: str = "1x3x3",
+    ):
+        super().__init__()
+        cfg = TransformerConfig(dim, ffn_dim, num_heads, num_layers, in_dim, out_dim, text_dim, freq_dim, text_len,
+                                tuple(patch_size), cross_attn_norm, eps, proj_kernel)
+        self.config = cfg
+        p = cfg.patch_size
+        self.patch_embedding = nn.Conv3d(in_dim, dim, kernel_size=p, stride=p)
+        self.text_embedding = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(WanBlock(dim, ffn_dim, num_heads, cross_attn_norm, eps) for _ in range(num_layers))
+        self.head = WanHead(dim, out_dim, p, eps)
+        self.fourier_embedding = nn.Sequential(nn.Conv3d(in_dim, dim, kernel_size=p, stride=p), nn.Conv3d(dim, dim, 1))
+        self.learnable_proj = LearnableProjection(in_dim, proj_kernel)
+        self.rope = RopeCache(cfg.head_dim)
+        self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, config: TransformerConfig | str | dict, **overrides) -> "FlashI2VTransformer":
+        """Build from a TransformerConfig, a preset name ('flashi2v-1.3b', 'flashi2v-14b', 'tiny') or a dict."""
+        if isinstance(config, str):
+            if config not in PRESETS:
+                raise FlashI2VError(f"unknown preset {config!r}: choose one of {sorted(PRESETS)}")
+            config = PRESETS[config]
+        if isinstance(config, dict):
+            config = TransformerConfig.from_dict(config)
+        kwargs = {**config.to_dict(), **overrides}
+        return cls(**kwargs)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Wan2.1's initialisation for the backbone; zero-output init for the two FlashI2V modules."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        _xavier_2d_(self.patch_embedding.weight)
+        nn.init.zeros_(self.patch_embedding.bias)
+        for m in (self.text_embedding[0], self.text_embedding[2], self.time_embedding[0], self.time_embedding[2]):
+            nn.init.normal_(m.weight, std=0.02)
+        nn.init.zeros_(self.head.head.weight)
+        _xavier_2d_(self.fourier_embedding[0].weight)
+        nn.init.zeros_(self.fourier_embedding[0].bias)
+        nn.init.zeros_(self.fourier_embedding[1].weight)
+        nn.init.zeros_(self.fourier_embedding[1].bias)
+        self.learnable_proj.reset_parameters()
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def embed_text(self, context: torch.Tensor) -> torch.Tensor:
+        """B x L x text_dim -> B x text_len x dim; shorter contexts are zero-padded to text_len as Wan does."""
+        length = self.config.text_len
+        if context.shape[1] > length:
+            raise FlashI2VError(f"text context has {context.shape[1]} tokens, more than text_len={length}: truncate the prompt embedding")
+        if context.shape[1] < length:
+            context = F.pad(context, (0, 0, 0, length - context.shape[1]))
+        w = self.text_embedding[0].weight
+        return self.text_embedding(context.to(w.dtype))
+
+    def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """t (B,) = 1000 * sigma -> (e: B x dim, e0: B x 6 x dim), both float32."""
+        w = self.time_embedding[0].weight
+        e = self.time_embedding(sinusoidal_embedding(t, self.config.freq_dim).to(w.dtype))
+        e0 = self.time_projection(e).unflatten(1, (6, self.config.dim))
+        return e.float(), e0.float()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        fourier_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict the flow velocity.
+
+        x: B x C x T x H x W, the (already latent-shifted) noisy latent z_sigma - phi(s).
+        t: B, the timestep 1000 * sigma.
+        context: B x L x text_dim text embeddings (L <= text_len).
+        fourier_features: B x C x T x H x W high-frequency magnitude of s (None: T2V backbone only).
+        Returns the velocity, float32, shape of x.
+        """
+        b, _, f, h, w = x.shape
+        pt, ph, pw = self.config.patch_size
+        if f % pt or h % ph or w % pw:
+            raise FlashI2VError(f"latent size {f}x{h}x{w} is not divisible by the patch size {self.config.patch_size}")
+        grid = (f // pt, h // ph, w // pw)
+        weight = self.patch_embedding.weight
+        tokens = self.patch_embedding(x.to(weight.dtype))
+        if fourier_features is not None:
+            tokens = tokens + self.fourier_embedding(fourier_features.to(weight.dtype))
+        tokens = tokens.flatten(2).transpose(1, 2)  # B x L x dim
+        e, e0 = self.embed_time(t.expand(b) if t.ndim == 0 else t)
+        context = self.embed_text(context)
+        rope = self.rope(grid, x.device)
+        for block in self.blocks:
+            tokens = block(tokens, e0, context, rope)
+        out = self.head(tokens, e)
+        return unpatchify(out, grid, self.config.patch_size).float()
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors (Wan original key names) into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"_class_name": type(self).__name__, **self.config.to_dict()}
+        (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        tmp = folder / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, folder / WEIGHTS_NAME)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None) -> "FlashI2VTransformer":
+        """Load a folder written by ``save_pretrained``. Weights keep their stored dtype unless ``dtype`` is given."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (folder / name).is_file():
+                raise FlashI2VError(f"transformer folder '{folder}' has no {name}: pass a folder written by save_pretrained or `flashi2v convert`")
+        config = TransformerConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
+        with torch.device("meta"):
+            model = cls.from_config(config)
+        state = load_file(str(folder / WEIGHTS_NAME), device=str(device))
+        if dtype is not None:
+            state = {k: v.to(dtype) for k, v in state.items()}
+        load_state_dict_strict(model, state, source=str(folder))
+        return model
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load ``state`` into ``model`` (assigning the tensors), failing loudly on any key or shape mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", mismatched)):
+        if keys:
+            raise FlashI2VError(f"{source}: {len(keys)} {what} keys (first: {', '.join(keys[:3])}): the weights do not match this config")
+    model.load_state_dict(state, strict=True, assign=True)

@@ -1,0 +1,114 @@
+"""The Wan2.1 DiT building blocks in plain PyTorch.
+
+Module and parameter names follow the Wan2.1 original checkpoints (``blocks.N.self_attn.q``,
+``blocks.N.norm3``, ``head.head`` ...), so those weights load without renaming. Norms and the AdaLN
+modulation run in float32 whatever the weight dtype; the residual stream stays in the compute dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import apply_rope, attention
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Timestep features [cos(t w_i), sin(t w_i)], w_i = max_period^(-i/(dim/2)); float32, B x dim."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None, :]
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+class FP32LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 (weights upcast too), output cast back to the input dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the whole width (all heads together, as Wan's qk-norm), statistics in float32."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with qk RMSNorm. Self-attention gets RoPE; cross-attention (to text) none."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q = RMSNorm(dim, eps)
+        self.norm_k = RMSNorm(dim, eps)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, rope=None) -> torch.Tensor:
+        kv = x if context is None else context
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))  # B x L x H x D
+        k = self.norm_k(self.k(kv)).unflatten(-1, (self.num_heads, -1))
+        v = self.v(kv).unflatten(-1, (self.num_heads, -1))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return self.o(attention(q, k, v).flatten(-2))
+
+
+class WanBlock(nn.Module):
+    """One DiT block: AdaLN-modulated self-attention, cross-attention to the text, modulated FFN."""
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, cross_attn_norm: bool, eps: float):
+        super().__init__()
+        self.norm1 = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.self_attn = Attention(dim, num_heads, eps)
+        self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=True) if cross_attn_norm else nn.Identity()
+        self.cross_attn = Attention(dim, num_heads, eps)
+        self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor, rope) -> torch.Tensor:
+        """x: B x L x dim (compute dtype); e: B x 6 x dim float32 timestep modulation."""
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e).chunk(6, dim=1)
+        dtype = x.dtype
+        y = self.self_attn((self.norm1(x.float()) * (1 + scale_sa) + shift_sa).to(dtype), rope=rope)
+        x = (x.float() + y.float() * gate_sa).to(dtype)
+        x = x + self.cross_attn(self.norm3(x), context=context)
+        y = self.ffn((self.norm2(x.float()) * (1 + scale_ff) + shift_ff).to(dtype))
+        return (x.float() + y.float() * gate_ff).to(dtype)
+
+
+class WanHead(nn.Module):
+    """Final modulated LayerNorm + linear map from tokens to patches of velocity."""
+
+    def __init__(self, dim: int, out_dim: int, patch_size: tuple[int, int, int], eps: float):
+        super().__init__()
+        self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.head = nn.Linear(dim, out_dim * math.prod(patch_size))
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """e: B x dim float32 timestep embedding (before the 6-way projection)."""
+        shift, scale = (self.modulation.float() + e[:, None]).chunk(2, dim=1)
+        return self.head((self.norm(x.float()) * (1 + scale) + shift).to(x.dtype))
+
+
+def unpatchify(x: torch.Tensor, grid: tuple[int, int, int], patch_size: tuple[int, int, int]) -> torch.Tensor:
+    """B x (f*h*w) x (pt*ph*pw*C) tokens -> B x C x (f*pt) x (h*ph) x (w*pw) video."""
+    (f, h, w), (pt, ph, pw) = grid, patch_size
+    x = x.reshape(x.shape[0], f, h, w, pt, ph, pw, -1)
+    x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return x.reshape(x.shape[0], x.shape[1], f * pt, h * ph, w * pw)
