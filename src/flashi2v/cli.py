@@ -1,0 +1,159 @@
+"""Command line: a thin layer that parses flags and calls the library. Errors the user can fix are
+printed as one line (no traceback) with exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import FlashI2VError
+
+
+def _dtype(name: str):
+    import torch
+
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise FlashI2VError(f"unknown dtype {name!r}: use float32, bfloat16 or float16")
+    return table[name]
+
+
+def resolve_device(name: str | None) -> str:
+    """'auto' -> cuda when available else cpu; an unavailable device is a one-line error."""
+    import torch
+
+    name = name or "auto"
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise FlashI2VError(f"device {name!r} is not available (no CUDA GPU visible to torch): use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise FlashI2VError(f"device {name!r} is not available: only {torch.cuda.device_count()} GPU(s); use cuda:0")
+    elif name == "mps":
+        if not torch.backends.mps.is_available():
+            raise FlashI2VError("device 'mps' is not available on this machine: use --device cpu")
+    elif name != "cpu":
+        raise FlashI2VError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+def _read_lines(path: str, what: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise FlashI2VError(f"{what} file '{path}' does not exist: give a text file with one entry per line")
+    lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise FlashI2VError(f"{what} file '{path}' is empty: give one entry per line")
+    return lines
+
+
+def _jobs(args) -> list[tuple[str, str, Path]]:
+    """(image, prompt, output path) per video: one, or numbered outputs in batch mode."""
+    images = _read_lines(args.images_file, "images") if args.images_file else ([args.image] if args.image else [])
+    prompts = _read_lines(args.prompts_file, "prompts") if args.prompts_file else ([args.prompt] if args.prompt else [])
+    if not images:
+        raise FlashI2VError("no input image: pass --image IMG (or --images-file LIST)")
+    if not prompts:
+        raise FlashI2VError("no prompt: pass --prompt TEXT (or --prompts-file LIST)")
+    if len(images) == 1 and len(prompts) > 1:
+        images = images * len(prompts)
+    if len(prompts) == 1 and len(images) > 1:
+        prompts = prompts * len(images)
+    if len(images) != len(prompts):
+        raise FlashI2VError(f"{len(images)} images but {len(prompts)} prompts: give equally many, or just one of either")
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise FlashI2VError(f"--out {args.out!r} must end in .mp4")
+    if len(images) == 1:
+        return [(images[0], prompts[0], out)]
+    return [(im, pr, out.with_name(f"{out.stem}_{i:03d}.mp4")) for i, (im, pr) in enumerate(zip(images, prompts))]
+
+
+GENERATION_FLAGS = ("num_frames", "height", "width", "steps", "guidance", "shift", "cutoff")
+
+
+def cmd_generate(args) -> None:
+    from .pipeline import REFERENCE_SETTINGS, FlashI2VPipeline, check_generation_args
+    from .video import load_image
+
+    jobs = _jobs(args)
+    flags = {name: getattr(args, name) for name in GENERATION_FLAGS if getattr(args, name) is not None}
+    # Fail on bad flags or a bad image before loading any weights.
+    check_generation_args(**{**REFERENCE_SETTINGS, **flags})
+    for image, _, _ in jobs:
+        load_image(image)
+    device = resolve_device(args.device)
+    dtype = _dtype(args.dtype) if args.dtype else None
+    if args.model:
+        pipe = FlashI2VPipeline.from_pretrained(args.model, device=device, dtype=dtype, vae_tiling=args.vae_tiling)
+    else:
+        from .tiny import random_tiny_pipeline
+
+        print("note: no --model given: using a RANDOMLY INITIALISED tiny FlashI2V (it has learned nothing, the "
+              "video will be noise-like). Pass --model DIR for real weights.", file=sys.stderr)
+        pipe = random_tiny_pipeline(seed=0).to(device)
+    settings = {**pipe.defaults, **flags}
+    for i, (image, prompt, out) in enumerate(jobs):
+        seed = None if args.seed is None else args.seed + i
+        result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **settings)
+        result.save(out, fps=args.fps)
+        t, h, w, _ = result.frames.shape
+        print(f"wrote {out} ({t} frames, {w}x{h}, {args.fps} fps)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flashi2v", description="FlashI2V image-to-video generation and training.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    g = sub.add_parser("generate", help="generate a video from an image and a prompt",
+                       description="Generate a video whose first frame is the given image, following the prompt.")
+    g.add_argument("--image", help="condition image (PNG/JPEG/...); becomes the first frame")
+    g.add_argument("--prompt", help="text prompt describing the video")
+    g.add_argument("--images-file", help="batch mode: text file with one image path per line")
+    g.add_argument("--prompts-file", help="batch mode: text file with one prompt per line")
+    g.add_argument("--model", help="pipeline folder (transformer/, vae/, text_encoder/, tokenizer/); "
+                   "default: the built-in model")
+    g.add_argument("--out", default="outputs/flashi2v.mp4",
+                   help="output mp4 (batch mode numbers them: NAME_000.mp4, ...); default %(default)s")
+    g.add_argument("--negative-prompt", default=None, help="negative prompt for CFG (default: Wan's standard one)")
+    g.add_argument("--num-frames", type=int, default=None, help="frames, of the form 4k+1 (default: the model's, 49 for FlashI2V-1.3B)")
+    g.add_argument("--height", type=int, default=None, help="height in pixels, multiple of 16 (default: the model's, 480)")
+    g.add_argument("--width", type=int, default=None, help="width in pixels, multiple of 16 (default: the model's, 832)")
+    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 50)")
+    g.add_argument("--guidance", type=float, default=None, help="text CFG scale; 1 disables CFG (default 5.0)")
+    g.add_argument("--shift", type=float, default=None, help="static sigma shift of the schedule (default 7.0)")
+    g.add_argument("--cutoff", type=float, default=None,
+                   help="Fourier low-frequency energy ratio rho in [0,1): lower keeps more image detail (default 0.1)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (batch mode: seed + index)")
+    g.add_argument("--fps", type=int, default=16, help="frame rate of the mp4 (default %(default)s)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default %(default)s)")
+    g.add_argument("--dtype", default=None, help="transformer/text-encoder dtype: bfloat16, float16, float32 "
+                   "(default: as stored)")
+    g.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory, slower)")
+    g.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        args.func(args)
+    except FlashI2VError as err:
+        print(f"flashi2v: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flashi2v: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

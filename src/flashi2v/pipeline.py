@@ -1,0 +1,221 @@
+"""FlashI2VPipeline: image + prompt -> video. ``__call__`` reads top to bottom like the algorithm.
+
+Folder layout (diffusers-like): ``transformer/`` (config.json + model.safetensors, our format),
+``vae/`` (diffusers AutoencoderKLWan), ``text_encoder/`` (transformers UMT5EncoderModel), ``tokenizer/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from . import flow, fourier
+from .encoders import UMT5TextEncoder, WanVAE
+from .errors import FlashI2VError
+from .model import FlashI2VTransformer
+from .sampling import euler, flashi2v_velocity
+from .video import image_to_tensor, to_uint8, write_mp4
+
+# Wan2.1's standard negative prompt (what the reference pipeline uses when none is given).
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+FPS = 16
+PIPELINE_CONFIG = "pipeline.json"
+# FlashI2V-1.3B's inference settings (METHOD.md section 7), the defaults of __call__.
+REFERENCE_SETTINGS = dict(num_frames=49, height=480, width=832, steps=50, guidance=5.0, shift=7.0, cutoff=0.1)
+
+
+@dataclass
+class FlashI2VOutput:
+    """frames: uint8 T x H x W x 3 (B x T x H x W x 3 for a list of prompts); latents: the clean latent."""
+
+    frames: torch.Tensor | None
+    latents: torch.Tensor
+
+    def save(self, path: str | os.PathLike, fps: int = FPS) -> Path:
+        """Write the video (the first one, for a batch) as mp4."""
+        frames = self.frames if self.frames.ndim == 4 else self.frames[0]
+        return export_to_mp4(frames, path, fps=fps)
+
+
+def export_to_mp4(frames: torch.Tensor, path: str | os.PathLike, fps: int = FPS) -> Path:
+    """uint8 T x H x W x 3 -> mp4 at ``fps`` (16, FlashI2V's training rate)."""
+    write_mp4(frames, path, fps=fps)
+    return Path(path)
+
+
+def check_generation_args(num_frames: int, height: int, width: int, steps: int, guidance: float,
+                          shift: float, cutoff: float, spatial: int = 8, temporal: int = 4, patch: int = 2) -> None:
+    """Fail early, with one line naming the fix, on settings the model cannot honour."""
+    multiple = spatial * patch
+    if height % multiple or width % multiple or height <= 0 or width <= 0:
+        raise FlashI2VError(f"height {height} and width {width} must be positive multiples of {multiple}: try e.g. 480x832")
+    if num_frames < 1 or (num_frames - 1) % temporal:
+        near = max(1, round((num_frames - 1) / temporal) * temporal + 1)
+        raise FlashI2VError(f"num_frames {num_frames} is not of the form {temporal}k+1: use e.g. {near}")
+    if not 1 <= steps <= 1000:
+        raise FlashI2VError(f"steps {steps} is out of range: use 1..1000 (50 is the default)")
+    if not 0.0 <= guidance <= 50.0:
+        raise FlashI2VError(f"guidance {guidance} is out of range: use 0..50 (5.0 is the default; 1 disables CFG)")
+    if not shift > 0:
+        raise FlashI2VError(f"shift {shift} must be > 0 (7.0 is the default)")
+    if not 0.0 <= cutoff < 1.0:
+        raise FlashI2VError(f"cutoff {cutoff} is out of range: use 0 <= cutoff < 1 (0.1 is the default; lower keeps more detail)")
+
+
+class FlashI2VPipeline:
+    """Image + prompt -> video with a FlashI2V transformer, the Wan VAE and a umT5-style text encoder.
+
+    ``defaults`` holds the generation settings this model was made for (frames, size, steps, ...);
+    the CLI uses them for flags the user leaves out. Stored as pipeline.json beside the components.
+    """
+
+    def __init__(self, transformer: FlashI2VTransformer, vae: WanVAE, text_encoder: UMT5TextEncoder,
+                 signed_fourier: bool = False, defaults: dict | None = None):
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.signed_fourier = signed_fourier
+        self.defaults = dict(defaults or {})
+
+    # -- loading / saving ------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None, vae_tiling: bool = False) -> "FlashI2VPipeline":
+        """Load a pipeline folder. ``dtype`` is the transformer's and text encoder's compute dtype
+        (the VAE always runs in float32)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FlashI2VError(f"model folder '{folder}' does not exist: pass a folder with transformer/, vae/, text_encoder/, tokenizer/")
+        for sub in ("transformer", "vae", "text_encoder", "tokenizer"):
+            if not (folder / sub).is_dir():
+                raise FlashI2VError(f"model folder '{folder}' has no {sub}/ subfolder: see the README section on model folders")
+        transformer = FlashI2VTransformer.from_pretrained(folder / "transformer", device=device, dtype=dtype)
+        vae = WanVAE.from_pretrained(folder / "vae", device=device, tiling=vae_tiling)
+        text_encoder = UMT5TextEncoder.from_pretrained(folder / "text_encoder", folder / "tokenizer", device=device,
+                                                       dtype=dtype or torch.float32)
+        settings = json.loads((folder / PIPELINE_CONFIG).read_text()) if (folder / PIPELINE_CONFIG).is_file() else {}
+        return cls(transformer, vae, text_encoder, signed_fourier=settings.get("signed_fourier", False),
+                   defaults=settings.get("defaults"))
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = {"signed_fourier": self.signed_fourier, "defaults": self.defaults}
+        (folder / PIPELINE_CONFIG).write_text(json.dumps(settings, indent=2) + "\n")
+        self.transformer.save_pretrained(folder / "transformer")
+        self.vae.save_pretrained(folder / "vae")
+        self.text_encoder.save_pretrained(folder / "text_encoder", folder / "tokenizer")
+
+    def to(self, device: str | torch.device) -> "FlashI2VPipeline":
+        for module in (self.transformer, self.vae, self.text_encoder):
+            module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """B x text_len x text_dim float32 embeddings (zero beyond each prompt's length)."""
+        return self.text_encoder.encode(prompts, max_length=self.transformer.config.text_len).to(self.device)
+
+    def encode_image(self, images: list, height: int, width: int) -> torch.Tensor:
+        """Condition latent s: each image centre-crop-resized, in [-1, 1], encoded as a 1-frame video: B x C x 1 x h x w."""
+        pixels = torch.stack([image_to_tensor(im, height, width) for im in images])[:, :, None]
+        return self.vae.encode(pixels.to(self.vae.device)).float().to(self.device)
+
+    def prepare_noise(self, shape, seed: int | None, generator: torch.Generator | None) -> torch.Tensor:
+        """eps ~ N(0, I) in float32, drawn on the CPU so a seed gives the same video on any device."""
+        if generator is None:
+            generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: str | os.PathLike | Image.Image | torch.Tensor | list,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_frames: int = 49,
+        height: int = 480,
+        width: int = 832,
+        steps: int = 50,
+        guidance: float = 5.0,
+        shift: float = 7.0,
+        cutoff: float = fourier.RHO_DEFAULT,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "frames",
+        progress: bool = True,
+        batch_cfg: bool = True,
+    ) -> FlashI2VOutput:
+        """Generate a video whose first frame is ``image``, following ``prompt``.
+
+        cutoff is rho, the low-frequency energy ratio of the Fourier guidance: lower keeps more detail.
+        output_type "latent" skips the VAE decode.
+        """
+        # 1. Check inputs.
+        vae_s, vae_t = self.vae.spatial_factor, self.vae.temporal_factor
+        check_generation_args(num_frames, height, width, steps, guidance, shift, cutoff, vae_s, vae_t,
+                              self.transformer.config.patch_size[1])
+        single = isinstance(prompt, str) or (prompt is None and prompt_embeds is not None and prompt_embeds.shape[0] == 1)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+        batch = len(prompts) if prompts else prompt_embeds.shape[0]
+        images = image if isinstance(image, list) else [image] * batch
+        if len(images) != batch:
+            raise FlashI2VError(f"got {len(images)} images for {batch} prompts: pass one image, or one per prompt")
+
+        # 2. Encode the prompt and (for CFG) the negative prompt.
+        use_cfg = guidance != 1.0
+        context = prompt_embeds.to(self.device) if prompt_embeds is not None else self.encode_prompt(prompts)
+        negative_context = None
+        if use_cfg:
+            if negative_prompt_embeds is not None:
+                negative_context = negative_prompt_embeds.to(self.device)
+            else:
+                negative = negative_prompt if negative_prompt is not None else WAN_NEGATIVE_PROMPT
+                negative = [negative] * batch if isinstance(negative, str) else list(negative)
+                negative_context = self.encode_prompt(negative)
+
+        # 3. Encode the condition image; phi(s) and s_high once for the whole generation.
+        latent_frames = (num_frames - 1) // vae_t + 1
+        s = self.encode_image(images, height, width)
+        phi_s = self.transformer.learnable_proj(s, latent_frames)
+        s_high = fourier.fourier_features(s, cutoff, latent_frames, signed=self.signed_fourier)
+
+        # 4. Start from noise: z = eps at sigma = 1.
+        shape = (batch, self.transformer.config.in_dim, latent_frames, height // vae_s, width // vae_s)
+        z = self.prepare_noise(shape, seed, generator)
+
+        # 5. Integrate the flow ODE from sigma = 1 to 0 (Euler on the static-shifted grid).
+        sigmas = flow.sigma_schedule(steps, shift, device=self.device)
+        velocity = flashi2v_velocity(self.transformer, phi_s, s_high, context, negative_context, guidance,
+                                     batch_cfg=batch_cfg)
+        with tqdm(total=steps, desc="denoising", unit="step", disable=not progress) as bar:
+            z = euler(velocity, z, sigmas, callback=lambda i, _: bar.update(1))
+
+        # 6. z is the clean latent x: decode it directly (phi(s) is not added back).
+        if output_type == "latent":
+            return FlashI2VOutput(frames=None, latents=z)
+        pixels = self.vae.decode(z.to(self.vae.device))  # B x 3 x F x H x W in [-1, 1]
+        frames = to_uint8(pixels.permute(0, 2, 3, 4, 1)).cpu()  # B x F x H x W x 3
+        return FlashI2VOutput(frames=frames[0] if single else frames, latents=z)
