@@ -105,6 +105,47 @@ def cmd_generate(args) -> None:
         print(f"wrote {out} ({t} frames, {w}x{h}, {args.fps} fps)")
 
 
+def cmd_train(args) -> None:
+    import logging
+
+    from .train import load_config, train
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config, args.overrides)
+    resume = True if args.resume == "latest" else args.resume
+    result = train(config, resume=resume, device=args.device)
+    if result.losses:
+        print(f"trained to step {result.final_step}: last loss {result.losses[-1]:.4f}; outputs in {result.output_dir}")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} bad clip(s): " + ", ".join(f"{p} ({r})" for p, r in result.skipped.items()))
+
+
+def cmd_data_filter(args) -> None:
+    from .data import FilterConfig, filter_clips, load_clip_index, save_clip_index
+
+    records = load_clip_index(args.index)
+    config = FilterConfig(min_pixels=args.min_pixels, min_aspect=args.min_aspect, max_aspect=args.max_aspect,
+                          num_frames=args.num_frames, fps=args.fps)
+    kept, counts = filter_clips(records, config)
+    save_clip_index(kept, args.out)
+    print(f"kept {len(kept)} of {len(records)} clips -> {args.out}")
+    for reason, count in sorted(counts.items()):
+        print(f"  rejected {reason}: {count}")
+
+
+def cmd_data_cache(args) -> None:
+    from .data import DataConfig, VideoClipDataset, load_clip_index
+    from .data.cache import write_latent_cache
+    from .model import FlashI2VTransformer
+    from .train.trainer import load_components
+
+    device = resolve_device(args.device)
+    vae, text_encoder = load_components(args.components, device)
+    dataset = VideoClipDataset(load_clip_index(args.index), DataConfig(args.num_frames, args.fps, args.height, args.width))
+    index = write_latent_cache(dataset, vae, text_encoder, args.text_len, args.out, shard_size=args.shard_size)
+    print(f"cached {len(index['samples'])} clips -> {args.out}" + (f" (skipped {len(index['skipped'])} bad)" if index["skipped"] else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flashi2v", description="FlashI2V image-to-video generation and training.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -135,6 +176,45 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: as stored)")
     g.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory, slower)")
     g.set_defaults(func=cmd_generate)
+
+    t = sub.add_parser("train", help="train / fine-tune FlashI2V (one process, or many through torchrun + FSDP2)",
+                       description="Train with a YAML config (or a preset name: tiny, flashi2v-1.3b) and "
+                       "section.key=value overrides, e.g. `flashi2v train tiny data.index=clips.jsonl recipe.steps=50`. "
+                       "Multi-GPU: `torchrun --nproc_per_node N -m flashi2v.cli train CONFIG`.")
+    t.add_argument("config", help="YAML config file or preset name (tiny, flashi2v-1.3b)")
+    t.add_argument("overrides", nargs="*", help="section.key=value overrides (recipe.steps=100 data.index=...)")
+    t.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="continue from the latest checkpoint of the run, or from the given step folder")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("data", help="prepare training data (filter a clip index, cache latents)")
+    dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    f = dsub.add_parser("filter", help="keep clips that meet size / aspect / length requirements",
+                        description="Probe every clip (missing fields read from the file) and write the kept ones.")
+    f.add_argument("index", help="clip index (.json/.jsonl) or a folder of videos with .txt captions")
+    f.add_argument("--out", required=True, help="filtered index to write (.json or .jsonl)")
+    f.add_argument("--min-pixels", type=int, default=480 * 832, help="minimum height*width (default %(default)s)")
+    f.add_argument("--min-aspect", type=float, default=0.0, help="minimum width/height (default %(default)s)")
+    f.add_argument("--max-aspect", type=float, default=float("inf"), help="maximum width/height (default: none)")
+    f.add_argument("--num-frames", type=int, default=49, help="frames needed at --fps (default %(default)s)")
+    f.add_argument("--fps", type=float, default=16.0, help="training frame rate (default %(default)s)")
+    f.set_defaults(func=cmd_data_filter)
+    c = dsub.add_parser("cache", help="precompute VAE latents and text embeddings into safetensors shards",
+                        description="Encode every clip once; train with data.cache=OUT to skip the encoders.")
+    c.add_argument("index", help="clip index (.json/.jsonl) or a folder of videos with .txt captions")
+    c.add_argument("--out", required=True, help="cache folder to write")
+    c.add_argument("--components", default="tiny-random", help="folder with vae/, text_encoder/, tokenizer/ "
+                   "(default: the tiny random ones)")
+    c.add_argument("--text-len", type=int, default=512, help="text tokens (the transformer's text_len; default %(default)s)")
+    c.add_argument("--num-frames", type=int, default=49, help="frames per clip (default %(default)s)")
+    c.add_argument("--fps", type=float, default=16.0, help="sampling frame rate (default %(default)s)")
+    c.add_argument("--height", type=int, default=480, help="height (default %(default)s)")
+    c.add_argument("--width", type=int, default=832, help="width (default %(default)s)")
+    c.add_argument("--shard-size", type=int, default=64, help="samples per shard (default %(default)s)")
+    c.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
+    c.set_defaults(func=cmd_data_cache)
+    d.set_defaults(func=lambda a: d.print_help())
     return parser
 
 

