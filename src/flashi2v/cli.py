@@ -96,10 +96,9 @@ def cmd_generate(args) -> None:
         print("note: no --model given: using a RANDOMLY INITIALISED tiny FlashI2V (it has learned nothing, the "
               "video will be noise-like). Pass --model DIR for real weights.", file=sys.stderr)
         pipe = random_tiny_pipeline(seed=0).to(device)
-    settings = {**pipe.defaults, **flags}
     for i, (image, prompt, out) in enumerate(jobs):
         seed = None if args.seed is None else args.seed + i
-        result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **settings)
+        result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **flags)  # unset: the model's defaults
         result.save(out, fps=args.fps)
         t, h, w, _ = result.frames.shape
         print(f"wrote {out} ({t} frames, {w}x{h}, {args.fps} fps)")

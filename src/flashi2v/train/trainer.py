@@ -35,7 +35,7 @@ class TrainResult:
 
 def load_components(name: str | None, device):
     """(vae, text_encoder) from a folder with vae/, text_encoder/, tokenizer/ or the tiny random ones."""
-    from ..encoders import UMT5TextEncoder, WanVAE
+    from ..encoders import load_text_encoder, load_vae
 
     if name is None:
         raise FlashI2VError("model.components is not set: give a folder with vae/, text_encoder/ and tokenizer/ "
@@ -46,9 +46,7 @@ def load_components(name: str | None, device):
         pipe = random_tiny_pipeline(seed=0)
         return pipe.vae.to(device), pipe.text_encoder.to(device)
     folder = Path(name)
-    vae = WanVAE.from_pretrained(folder / "vae", device=device)
-    text = UMT5TextEncoder.from_pretrained(folder / "text_encoder", folder / "tokenizer", device=device)
-    return vae, text
+    return load_vae(folder / "vae", device=device), load_text_encoder(folder / "text_encoder", folder / "tokenizer", device=device)
 
 
 def build_transformer(cfg: TrainConfig) -> FlashI2VTransformer:
