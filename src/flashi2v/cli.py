@@ -88,8 +88,14 @@ def cmd_generate(args) -> None:
         load_image(image)
     device = resolve_device(args.device)
     dtype = _dtype(args.dtype) if args.dtype else None
-    if args.model:
-        pipe = FlashI2VPipeline.from_pretrained(args.model, device=device, dtype=dtype, vae_tiling=args.vae_tiling)
+    from .builtin import builtin_available
+
+    if args.model or builtin_available():
+        model = args.model or "builtin"
+        pipe = FlashI2VPipeline.from_pretrained(model, device=device, dtype=dtype, vae_tiling=args.vae_tiling)
+        if model == "builtin":
+            print("using the built-in model (small, 128x128, 17 frames; pass --model DIR for FlashI2V-1.3B)",
+                  file=sys.stderr)
     else:
         from .tiny import random_tiny_pipeline
 
@@ -175,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: as stored)")
     g.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory, slower)")
     g.set_defaults(func=cmd_generate)
+
+    from .weights.cli import add_convert_parser, add_inspect_parser
+
+    add_convert_parser(sub)
+    add_inspect_parser(sub)
 
     t = sub.add_parser("train", help="train / fine-tune FlashI2V (one process, or many through torchrun + FSDP2)",
                        description="Train with a YAML config (or a preset name: tiny, flashi2v-1.3b) and "

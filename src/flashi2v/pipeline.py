@@ -108,15 +108,23 @@ class FlashI2VPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None, vae_tiling: bool = False) -> "FlashI2VPipeline":
-        """Load a pipeline folder. ``dtype`` is the transformer's and text encoder's compute dtype
+        """Load a pipeline folder ("builtin": the small model shipped in the package). ``dtype`` is the transformer's and text encoder's compute dtype
         (the VAE always runs in float32)."""
+        if str(folder) == "builtin":
+            from .builtin import builtin_path
+
+            folder = builtin_path()
+        if dtype is None and torch.device(device).type == "cpu":
+            dtype = torch.float32  # half precision on a CPU is slow and imprecise
         folder = Path(folder)
         if not folder.is_dir():
             raise FlashI2VError(f"model folder '{folder}' does not exist: pass a folder with transformer/, vae/, text_encoder/, tokenizer/")
         for sub in ("transformer", "vae", "text_encoder"):
             if not (folder / sub).is_dir():
                 raise FlashI2VError(f"model folder '{folder}' has no {sub}/ subfolder: see the README section on model folders")
-        transformer = FlashI2VTransformer.from_pretrained(folder / "transformer", device=device, dtype=dtype)
+        # The EMA weights, when a checkpoint carries both, are the ones to sample from (as the authors do).
+        weights = folder / "transformer_ema" if (folder / "transformer_ema").is_dir() else folder / "transformer"
+        transformer = FlashI2VTransformer.from_pretrained(weights, device=device, dtype=dtype)
         vae = load_vae(folder / "vae", device=device, tiling=vae_tiling)
         text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer", device=device,
                                          dtype=dtype or torch.float32)

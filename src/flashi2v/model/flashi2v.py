@@ -9,9 +9,7 @@ Both start at zero output, so a freshly initialised FlashI2V is exactly the T2V 
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -22,8 +20,6 @@ from ..errors import FlashI2VError
 from .attention import RopeCache
 from .wan import WanBlock, WanHead, sinusoidal_embedding, unpatchify
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 def _xavier_2d_(weight: torch.Tensor) -> None:
@@ -185,36 +181,21 @@ class FlashI2VTransformer(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------------
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors (Wan original key names) into ``folder``."""
-        from safetensors.torch import save_file
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_size="5GB") -> None:
+        """Write config.json + model.safetensors (Wan original key names; sharded with an index when large)."""
+        from ..weights.ourformat import save_transformer
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {"_class_name": type(self).__name__, **self.config.to_dict()}
-        (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        tmp = folder / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, folder / WEIGHTS_NAME)
+        save_transformer(self, folder, max_shard_size)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None) -> "FlashI2VTransformer":
-        """Load a folder written by ``save_pretrained``. Weights keep their stored dtype unless ``dtype`` is given."""
-        from safetensors.torch import load_file
+        """Load a folder written by ``save_pretrained``. Weights keep their stored dtype unless ``dtype`` is given.
 
-        folder = Path(folder)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (folder / name).is_file():
-                raise FlashI2VError(f"transformer folder '{folder}' has no {name}: pass a folder written by save_pretrained or `flashi2v convert`")
-        config = TransformerConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
-        with torch.device("meta"):
-            model = cls.from_config(config)
-        state = load_file(str(folder / WEIGHTS_NAME), device=str(device))
-        if dtype is not None:
-            state = {k: v.to(dtype) for k, v in state.items()}
-        load_state_dict_strict(model, state, source=str(folder))
-        return model
+        Other layouts (Wan2.1, diffusers, the authors' checkpoints): ``flashi2v.weights.load_transformer_weights``.
+        """
+        from ..weights.ourformat import load_transformer
+
+        return load_transformer(folder, device=device, dtype=dtype)
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
