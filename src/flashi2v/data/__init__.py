@@ -9,7 +9,7 @@ Typical use by the trainer::
     loader = DataLoader(dataset, batch_size=1, sampler=sampler, collate_fn=collate_clips, num_workers=4)
 """
 
-from flashi2v.data.dataset import DataConfig, SkipLog, VideoClipDataset, collate_clips
+from flashi2v.data.dataset import DataConfig, SkipLog, TensorClips, VideoClipDataset, collate_clips
 from flashi2v.data.decode import decode_clip
 from flashi2v.data.index import ClipRecord, load_clip_index, save_clip_index
 from flashi2v.data.media import ClipError, frames_needed, source_indices
@@ -23,6 +23,7 @@ __all__ = [
     "FilterConfig",
     "ResumableSampler",
     "SkipLog",
+    "TensorClips",
     "VideoClipDataset",
     "VideoInfo",
     "collate_clips",

@@ -143,3 +143,25 @@ def collate_clips(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([s["index"] for s in batch]),
         "skipped": [pair for s in batch for pair in s["skipped"]],
     }
+
+
+class TensorClips(Dataset):
+    """Clips already decoded to tensors (``{"video": 3xFxHxW in [-1,1], "caption"}``), cycled to ``length``.
+
+    For small sets of real footage carried to a machine without a video decoder; ``length`` sets how
+    often they come up next to a larger dataset in a ConcatDataset.
+    """
+
+    def __init__(self, clips: Sequence[dict[str, Any]], length: int | None = None):
+        if not clips:
+            raise FlashI2VError("TensorClips got no clips")
+        self.clips = list(clips)
+        self.length = length or len(self.clips)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        clip = self.clips[index % len(self.clips)]
+        video = clip["video"].float()
+        return {"video": video, "image": video[:, 0].clone(), "caption": clip["caption"], "index": index, "skipped": []}

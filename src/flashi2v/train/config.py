@@ -29,6 +29,9 @@ class ModelSection:
 class DataSection:
     index: str | None = None  # clip index (.json/.jsonl) or a folder of videos with .txt captions
     cache: str | None = None  # folder written by `flashi2v data cache`; used instead of decoding videos
+    photos: str | None = None  # folder of photos: camera-motion clips rendered on the fly (the built-in model)
+    synthetic_clips: int = 100_000  # distinct rendered clips per epoch
+    real_clips: str | None = None  # .pt list of pre-decoded real clips mixed in (~10 % of samples)
     num_frames: int = 49
     height: int = 480
     width: int = 832
@@ -60,6 +63,7 @@ class RecipeSection:
     rho_range: tuple[float, float] = (0.05, 0.95)
     seed: int = 0
     compile: bool = False
+    time_limit_min: float | None = None  # stop (checkpoint + export) once this much wall time has passed
 
 
 @dataclass
@@ -148,7 +152,7 @@ def validate(c: TrainConfig) -> None:
         raise FlashI2VError(f"data.num_frames {c.data.num_frames} is not of the form 4k+1: use e.g. 49")
     if c.data.height % 16 or c.data.width % 16:
         raise FlashI2VError(f"data.height/width {c.data.height}x{c.data.width} must be multiples of 16")
-    if c.data.index is None and c.data.cache is None:
-        raise FlashI2VError("no training data: set data.index (clip index or video folder) or data.cache")
+    if c.data.index is None and c.data.cache is None and c.data.photos is None:
+        raise FlashI2VError("no training data: set data.index (clip index or video folder), data.cache or data.photos")
     if min(c.recipe.steps, c.recipe.batch_size, c.recipe.grad_accum) < 1:
         raise FlashI2VError("recipe.steps, batch_size and grad_accum must be >= 1")

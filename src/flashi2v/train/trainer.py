@@ -72,11 +72,22 @@ def build_data(cfg: TrainConfig, info: DistInfo):
     from ..data import DataConfig, ResumableSampler, VideoClipDataset, collate_clips, load_clip_index
     from ..data.cache import CachedLatentDataset, collate_cached
 
+    d = cfg.data
     if cfg.data.cache:
         dataset, collate, cached = CachedLatentDataset(cfg.data.cache), collate_cached, True
+    elif cfg.data.photos:
+        from torch.utils.data import ConcatDataset
+
+        from ..data import TensorClips
+        from ..data.synthetic import CameraMotionClips
+
+        photos = sorted(p for p in Path(d.photos).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        parts = [CameraMotionClips(photos, d.synthetic_clips, d.num_frames, d.height, d.width, seed=cfg.recipe.seed)]
+        if d.real_clips:
+            parts.append(TensorClips(torch.load(d.real_clips, weights_only=True), length=d.synthetic_clips // 9))
+        dataset, collate, cached = ConcatDataset(parts), collate_clips, False
     else:
         records = load_clip_index(cfg.data.index)
-        d = cfg.data
         dataset = VideoClipDataset(records, DataConfig(d.num_frames, d.fps, d.height, d.width))
         collate, cached = collate_clips, False
     sampler = ResumableSampler(len(dataset), info.rank, info.world_size, seed=cfg.recipe.seed)
@@ -231,7 +242,8 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
     objective.train()
     tokens_per_step = cfg.recipe.batch_size * cfg.recipe.grad_accum * world * math.prod(shape[1:]) // 4
     t_last = time.perf_counter()
-    while step < cfg.recipe.steps:
+    started, last_step = time.perf_counter(), cfg.recipe.steps
+    while step < last_step:
         total = torch.zeros((), device=info.device)
         for a in range(cfg.recipe.grad_accum):
             batch = next(batches)
@@ -257,6 +269,8 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
         optimizer.zero_grad(set_to_none=True)
         update_ema(ema, transformer, cfg.optim.ema_decay)
         step += 1
+        if cfg.recipe.time_limit_min and _agreed_timeout(started, cfg.recipe.time_limit_min, info):
+            last_step = step  # out of time: this step becomes the final one (checkpoint, sample, export)
 
         loss_value = all_mean(total, info).item()
         result.losses.append(loss_value)
@@ -272,17 +286,17 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
                 for k in ("loss", "lr", "grad_norm", "sec_per_step", "tokens_per_sec"):
                     writer.add_scalar(f"train/{k}", row[k], step)
             bar.update(1)
-            if step % cfg.output.log_every == 0 or step == cfg.recipe.steps:
+            if step % cfg.output.log_every == 0 or step == last_step:
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{row['lr']:.2e}", gnorm=f"{row['grad_norm']:.3f}",
                                 skipped=len(result.skipped))
 
-        if step % cfg.output.checkpoint_every == 0 or step == cfg.recipe.steps:
+        if step % cfg.output.checkpoint_every == 0 or step == last_step:
             sampler_state = sampler.state_dict(consumed=consumed)
             save_checkpoint(ckpt_dir, step, info, model=objective, ema=ema, optimizer=optimizer, keep=cfg.output.keep,
                             train_state={"step": step, "scheduler": scheduler.state_dict(), "sampler": sampler_state})
             if info.is_main:
                 plot_losses(metrics_file, out_dir / "loss_curve.png")
-        if cfg.output.sample_every and cfg.output.sample_image and (step % cfg.output.sample_every == 0 or step == cfg.recipe.steps):
+        if cfg.output.sample_every and cfg.output.sample_image and (step % cfg.output.sample_every == 0 or step == last_step):
             state = {k.removeprefix("transformer."): v for k, v in full_state_dict(objective).items()}
             if info.is_main:
                 save_sample(cfg, step, state, transformer.config, vae, text_encoder, out_dir)
@@ -306,6 +320,14 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
     barrier(info)
     result.final_step = step
     return result
+
+
+def _agreed_timeout(started: float, minutes: float, info: DistInfo) -> bool:
+    """True once the time budget is spent, decided by rank 0 so every rank stops at the same step."""
+    flag = torch.tensor([float(time.perf_counter() - started > 60 * minutes)], device=info.device)
+    if info.distributed:
+        torch.distributed.broadcast(flag, 0)
+    return bool(flag.item())
 
 
 def _tensorboard(cfg: TrainConfig, out_dir: Path):
