@@ -151,6 +151,23 @@ def cmd_data_cache(args) -> None:
     print(f"cached {len(index['samples'])} clips -> {args.out}" + (f" (skipped {len(index['skipped'])} bad)" if index["skipped"] else ""))
 
 
+def cmd_eval_motion(args) -> None:
+    import tempfile
+
+    from .data.synthetic import collect_photos, photos_in, split_photos
+    from .eval.quality import evaluate_motion_model
+    from .pipeline import FlashI2VPipeline
+
+    pipe = FlashI2VPipeline.from_pretrained(args.model, device=resolve_device(args.device))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = split_photos(collect_photos(tmp))[1] if args.photos == "held-out" else photos_in(args.photos)
+        report = evaluate_motion_model(pipe, photos, out, seed=args.seed, progress=False)
+    print(report.table())
+    print(f"per-video rows: {out / 'quality.json'}; frame strips: {out}/*.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flashi2v", description="FlashI2V image-to-video generation and training.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -197,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the latest checkpoint of the run, or from the given step folder")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a model (camera-motion prompt following on held-out photos)")
+    esub = e.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND")
+    m = esub.add_parser("motion", help="prompt following, frame-0 fidelity, colour drift, detail knob",
+                        description="Generate pan/tilt/zoom/still videos from photos and measure them.")
+    m.add_argument("--model", default="builtin", help="pipeline folder or 'builtin' (default %(default)s)")
+    m.add_argument("--photos", default="held-out", help="folder of photos, or 'held-out': the photos the built-in "
+                   "model never saw in training (default %(default)s)")
+    m.add_argument("--out", default="outputs/eval-motion", help="folder for quality.json/.md and PNG strips")
+    m.add_argument("--seed", type=int, default=0, help="generation seed (default %(default)s)")
+    m.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
+    m.set_defaults(func=cmd_eval_motion)
+    e.set_defaults(func=lambda a: e.print_help())
 
     d = sub.add_parser("data", help="prepare training data (filter a clip index, cache latents)")
     dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND")

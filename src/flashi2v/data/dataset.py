@@ -24,6 +24,7 @@ from flashi2v.data.decode import decode_clip
 from flashi2v.data.index import ClipRecord
 from flashi2v.data.media import CORRUPT, MISSING, TOO_SHORT, UNREADABLE, ClipError
 from flashi2v.errors import FlashI2VError
+from flashi2v.video import to_unit_range
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def collate_clips(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 class TensorClips(Dataset):
-    """Clips already decoded to tensors (``{"video": 3xFxHxW in [-1,1], "caption"}``), cycled to ``length``.
+    """Clips already decoded to tensors (``{"video": 3xFxHxW, uint8 or float in [-1,1], "caption"}``), cycled to ``length``.
 
     For small sets of real footage carried to a machine without a video decoder; ``length`` sets how
     often they come up next to a larger dataset in a ConcatDataset.
@@ -163,5 +164,6 @@ class TensorClips(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         clip = self.clips[index % len(self.clips)]
-        video = clip["video"].float()
+        video = clip["video"]
+        video = to_unit_range(video) if video.dtype == torch.uint8 else video.float()
         return {"video": video, "image": video[:, 0].clone(), "caption": clip["caption"], "index": index, "skipped": []}
