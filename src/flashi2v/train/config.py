@@ -48,6 +48,7 @@ class OptimSection:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
+    ema_warmup: bool = False  # ramp the decay up from 0.1 (for models trained from scratch)
 
 
 @dataclass

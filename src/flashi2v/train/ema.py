@@ -15,6 +15,12 @@ def make_ema(model: nn.Module) -> nn.Module:
     return ema
 
 
+def ema_decay(decay: float, step: int, warmup: bool) -> float:
+    """The decay used after optimizer step ``step`` (1-based). With warmup, min(decay, (1 + step) / (10 + step)):
+    a model trained from scratch would otherwise keep its random init in the average for ~1 / (1 - decay) steps."""
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, for every parameter."""

@@ -18,7 +18,7 @@ from ..errors import FlashI2VError
 from ..model import FlashI2VTransformer, load_state_dict_strict
 from .checkpoint import full_state_dict, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .ema import make_ema, update_ema
+from .ema import ema_decay, make_ema, update_ema
 from .objective import FlashI2VObjective, draw_noise
 from .parallel import DistInfo, all_mean, apply_activation_checkpointing, apply_fsdp, barrier, init_distributed
 
@@ -252,13 +252,13 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
             positions = [(n + i) * world + rank for i in range(len(batch["caption"]))]
             consumed += len(batch["caption"])
             noise = draw_noise(cfg.recipe.seed, positions, shape, caption_dropout=cfg.recipe.caption_dropout,
-                               sigma_sampling=cfg.recipe.sigma_sampling, shift=shift, rho_range=tuple(cfg.recipe.rho_range))
+                               sigma_sampling=cfg.recipe.sigma_sampling, shift=shift, rho_range=tuple(cfg.recipe.rho_range),
+                               device=info.device)
             x, s, context = conditioner(batch, noise.drop_caption)
             if info.distributed:
                 objective.set_requires_gradient_sync(a == cfg.recipe.grad_accum - 1)
             with autocast:
-                loss = objective(x, s, context, noise.sigma.to(info.device), noise.eps.to(info.device),
-                                 noise.rho.to(info.device))
+                loss = objective(x, s, context, noise.sigma.to(info.device), noise.eps, noise.rho.to(info.device))
             (loss / cfg.recipe.grad_accum).backward()
             total += loss.detach() / cfg.recipe.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
@@ -267,8 +267,8 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        update_ema(ema, transformer, cfg.optim.ema_decay)
         step += 1
+        update_ema(ema, transformer, ema_decay(cfg.optim.ema_decay, step, cfg.optim.ema_warmup))
         if cfg.recipe.time_limit_min and _agreed_timeout(started, cfg.recipe.time_limit_min, info):
             last_step = step  # out of time: this step becomes the final one (checkpoint, sample, export)
 
