@@ -77,6 +77,8 @@ GENERATION_FLAGS = ("num_frames", "height", "width", "steps", "guidance", "shift
 
 
 def cmd_generate(args) -> None:
+    import torch
+
     from .pipeline import REFERENCE_SETTINGS, FlashI2VPipeline, check_generation_args
     from .video import load_image
 
@@ -102,6 +104,11 @@ def cmd_generate(args) -> None:
         print("note: no --model given: using a RANDOMLY INITIALISED tiny FlashI2V (it has learned nothing, the "
               "video will be noise-like). Pass --model DIR for real weights.", file=sys.stderr)
         pipe = random_tiny_pipeline(seed=0).to(device)
+    if torch.device(device).type == "cuda":
+        if not args.no_fast:
+            pipe.enable_fast_path()
+        if args.offload_text_encoder:
+            pipe.enable_text_encoder_offload()
     for i, (image, prompt, out) in enumerate(jobs):
         seed = None if args.seed is None else args.seed + i
         result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **flags)  # unset: the model's defaults
@@ -197,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default=None, help="transformer/text-encoder dtype: bfloat16, float16, float32 "
                    "(default: as stored)")
     g.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory, slower)")
+    g.add_argument("--no-fast", action="store_true", help="on a GPU, skip the fast path (compiled blocks, cuDNN "
+                   "attention; compiling costs ~10-30 s per video size)")
+    g.add_argument("--offload-text-encoder", action="store_true", help="on a GPU, keep the text encoder in CPU "
+                   "memory and stream it layer by layer (umT5-XXL: ~11 GB less GPU memory)")
     g.set_defaults(func=cmd_generate)
 
     from .weights.cli import add_convert_parser, add_inspect_parser

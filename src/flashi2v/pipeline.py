@@ -88,6 +88,15 @@ class FlashI2VPipeline:
         self.defaults = dict(defaults or {})
         self.text_encoder_offloaded = False
 
+    def enable_fast_path(self, **kwargs) -> "FlashI2VPipeline":
+        """Speed up the transformer in place with ``flashi2v.optimize.apply_fast_path`` (cuDNN attention,
+        GELU in the matmul epilogue, compiled blocks: 1.7x the plain model on an H100, same function to
+        bf16 rounding). The first call at each video size compiles (~10-30 s). ``kwargs`` go through."""
+        from .optimize import apply_fast_path
+
+        apply_fast_path(self.transformer, **kwargs)
+        return self
+
     def enable_text_encoder_offload(self) -> "FlashI2VPipeline":
         """Keep the text encoder's weights in CPU memory; stream them layer by layer to the transformer's
         device while a prompt is encoded (``flashi2v.optimize.stream_from_cpu``).

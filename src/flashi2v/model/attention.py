@@ -6,13 +6,62 @@ attention call; SDPA wants B x H x L x D, so the transpose happens here and nowh
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# Which SDPA kernels ``attention`` may use, in priority order. "auto" leaves the choice to torch.
+# On Hopper with head dim 128, cuDNN's kernel is the fastest torch ships (about 1.8x the flash
+# backend at 20k tokens, see docs/performance.md); the later entries are fallbacks for shapes,
+# dtypes or devices it does not support (the CPU always ends on "math").
+ATTENTION_BACKENDS: dict[str, list[SDPBackend] | None] = {
+    "auto": None,
+    "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+    "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+    "efficient": [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+    "math": [SDPBackend.MATH],
+}
+_backend_name = "auto"
+_backends: list[SDPBackend] | None = None
+
+
+def set_attention_backend(name: str = "auto") -> None:
+    """Pick the SDPA kernel family for every ``attention`` call in this process: one of ATTENTION_BACKENDS.
+
+    The numerics are those of softmax attention whichever kernel runs (to bf16 rounding). Compiled
+    blocks read the setting when they are traced: changing it later triggers a recompile.
+    """
+    global _backend_name, _backends
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}: choose one of {sorted(ATTENTION_BACKENDS)}")
+    _backend_name, _backends = name, ATTENTION_BACKENDS[name]
+
+
+def get_attention_backend() -> str:
+    return _backend_name
+
+
+@contextlib.contextmanager
+def attention_backend(name: str):
+    """Temporarily use another attention backend (``with attention_backend("math"): ...``)."""
+    previous = get_attention_backend()
+    set_attention_backend(name)
+    try:
+        yield
+    finally:
+        set_attention_backend(previous)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Unmasked softmax attention through torch SDPA. q: B x Lq x H x D, k/v: B x Lk x H x D."""
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if _backends is None:
+        out = F.scaled_dot_product_attention(q, k, v)
+    else:
+        with sdpa_kernel(_backends, set_priority=True):
+            out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2)
 
 

@@ -1,0 +1,94 @@
+"""The kernels one 1.3B DiT block is made of, timed alone at 480x832 (20,280 tokens): attention
+backends and layouts, the block's matmuls (fused QKV, GELU epilogue), the Fourier 1x1x1 conv, a copy.
+Explains where ours-fast's time goes (docs/performance.md). Table printed last.
+
+    python benchmarks/kernels.py [--frames 49] [--tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from common import bench, matmul_ceiling, median, table
+
+BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=49)
+    ap.add_argument("--tiny", action="store_true")
+    args = ap.parse_args()
+    tiny = args.tiny
+    dev = torch.device("cpu" if tiny else "cuda")
+    dt = torch.bfloat16
+    L = 256 if tiny else ((args.frames - 1) // 4 + 1) * 30 * 52
+    d, H, ffn, Lc = (64, 4, 128, 16) if tiny else (1536, 12, 8960, 512)
+    D = d // H
+    reps = 2 if tiny else 20
+    rows = []
+    ceiling = matmul_ceiling(dev, n=256 if tiny else 8192)
+
+    def add(name, fn, flops=0.0, bytes_=0.0):
+        try:
+            ms = median(bench(fn, dev, warmup=2 if tiny else 5, reps=reps))
+        except RuntimeError as err:
+            rows.append(dict(kernel=name, ms=None, note=str(err).splitlines()[0][:60]))
+            return
+        rows.append(dict(kernel=name, ms=ms, tflops=flops / ms / 1e9 if flops else None,
+                         gbps=bytes_ / ms / 1e6 if bytes_ else None, per_forward_ms=30 * ms))
+        print(rows[-1], flush=True)
+
+    r = lambda *s: torch.randn(*s, device=dev, dtype=dt)
+    # attention: B x H x L x D contiguous vs the B x L x H x D projection output viewed transposed
+    for b in (1, 2):
+        blhd = [r(b, L, H, D).transpose(1, 2) for _ in range(3)]
+        bhld = [r(b, H, L, D) for _ in range(3)]
+        fl = 4 * b * L * L * d
+        for be in (["math"] if tiny else ["cudnn", "flash", "efficient"]):
+            if b == 2 and be == "efficient":
+                continue
+            for lay, qkv in (("blhd", blhd), ("bhld", bhld)):
+                if b == 2 and lay == "bhld":
+                    continue
+                def f(qkv=qkv, be=be):
+                    with sdpa_kernel([BACKENDS[be]]):
+                        return F.scaled_dot_product_attention(*qkv)
+                add(f"self-attn B{b} {be} {lay}", f, fl)
+    q = r(1, L, H, D).transpose(1, 2)
+    kv = [r(1, Lc, H, D).transpose(1, 2) for _ in range(2)]
+    for be in (["math"] if tiny else ["cudnn", "flash"]):
+        def f(be=be):
+            with sdpa_kernel([BACKENDS[be]]):
+                return F.scaled_dot_product_attention(q, *kv)
+        add(f"cross-attn {be} Lk={Lc}", f, 4 * L * Lc * d)
+    # matmuls
+    x, xf = r(L, d), r(L, ffn)
+    wq, wqkv, w1, w2 = r(d, d), r(3 * d, d), r(ffn, d), r(d, ffn)
+    b1, bd, b3 = r(ffn), r(d), r(3 * d)
+    add("linear d->d (x3 for q,k,v)", lambda: F.linear(x, wq, bd), 2 * L * d * d)
+    add("linear d->3d (fused qkv)", lambda: F.linear(x, wqkv, b3), 6 * L * d * d)
+    add("linear d->ffn", lambda: F.linear(x, w1, b1), 2 * L * d * ffn)
+    add("linear d->ffn + gelu (2 kernels)", lambda: F.gelu(F.linear(x, w1, b1), approximate="tanh"), 2 * L * d * ffn)
+    add("addmm_activation d->ffn gelu", lambda: torch._addmm_activation(b1, x, w1.t(), use_gelu=True), 2 * L * d * ffn)
+    add("linear ffn->d", lambda: F.linear(xf, w2, bd), 2 * L * d * ffn)
+    # the Fourier branch's 1x1x1 conv, as conv and as linear
+    conv = torch.nn.Conv3d(d, d, 1).to(dev, dt)
+    grid = (13, 30, 52) if not tiny else (4, 8, 8)
+    vol = r(1, d, *grid)
+    add("fourier 1x1x1 conv3d", lambda: conv(vol), 2 * L * d * d)
+    tok = r(1, L, d)
+    add("fourier 1x1x1 as linear", lambda: F.linear(tok, conv.weight.view(d, d), conv.bias), 2 * L * d * d)
+    big = r(L, d)
+    add("copy L x d bf16", lambda: big.clone(), 0, 2 * big.numel() * 2)
+    print(f"\nkernels at {L} tokens, bf16 matmul ceiling {ceiling:.0f} TFLOP/s (per_forward_ms = 30 x, one per block)")
+    print(table(rows, ["kernel", "ms", "tflops", "gbps", "per_forward_ms", "note"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""Speed-ups applied to a model from outside, one small named function each (torchtitan style).
+
+The model code stays plain PyTorch; these functions change *how* it runs, never *what* it computes
+(to bf16 rounding) and never its state-dict keys::
+
+    from flashi2v.optimize import apply_fast_path
+    apply_fast_path(pipe.transformer)          # cuDNN attention, GELU epilogue, compiled blocks
+    pipe.enable_text_encoder_offload()         # umT5 weights stay in CPU memory
+
+or piece by piece: ``set_attention_backend("cudnn")``, ``fuse_ffn_gelu(model)``, ``fuse_qkv(model)``,
+``apply_compile(model)``, ``apply_cuda_graphs(model)``.
+What each one buys on an H100 is in docs/performance.md (benchmarks/dit_forward.py measures it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .model.attention import attention_backend, get_attention_backend, set_attention_backend
+
+__all__ = [
+    "LinearGELU",
+    "apply_compile",
+    "apply_cuda_graphs",
+    "apply_fast_path",
+    "attention_backend",
+    "best_attention_backend",
+    "fuse_ffn_gelu",
+    "fuse_qkv",
+    "get_attention_backend",
+    "release_cuda_graphs",
+    "set_attention_backend",
+    "stream_from_cpu",
+]
+
+
+# -- attention -------------------------------------------------------------------------------------
+
+
+def best_attention_backend(device: torch.device | str | None = None) -> str:
+    """The fastest SDPA family torch offers for head dim 128 on ``device``.
+
+    Hopper (sm_90) and newer with cuDNN: "cudnn" (~1.8x the flash kernel at 20k tokens on an H100);
+    other CUDA GPUs: "flash"; anything else: "auto" (torch's own choice).
+    """
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type != "cuda" or not torch.cuda.is_available():
+        return "auto"
+    if torch.cuda.get_device_capability(device) >= (9, 0) and torch.backends.cudnn.is_available():
+        return "cudnn"
+    return "flash"
+
+
+# -- FFN: bias + GELU(tanh) in the matmul's epilogue ---------------------------------------------
+
+
+class LinearGELU(nn.Linear):
+    """``gelu_tanh(x @ W.T + b)`` with the bias and GELU done in cuBLASLt's epilogue on CUDA.
+
+    Same parameters (and state-dict keys) as the nn.Linear it replaces. On CUDA ``_addmm_activation``
+    applies the tanh-approximated GELU inside the matmul, so the B x L x ffn_dim activation is written
+    once instead of written, read and written again. Elsewhere it is the plain two-op version.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and self.bias is not None:
+            out = torch._addmm_activation(self.bias, x.reshape(-1, x.shape[-1]), self.weight.t(), use_gelu=True)
+            return out.view(*x.shape[:-1], self.out_features)
+        return F.gelu(F.linear(x, self.weight, self.bias), approximate="tanh")
+
+
+def fuse_ffn_gelu(model: nn.Module) -> nn.Module:
+    """In every ``ffn = Sequential(Linear, GELU(tanh), Linear)``: Linear+GELU -> LinearGELU, GELU -> Identity.
+
+    In place; parameters are kept (not copied) and the state-dict keys (``ffn.0.*``, ``ffn.2.*``) do not change.
+    """
+    for module in model.modules():
+        ffn = getattr(module, "ffn", None)
+        if (isinstance(ffn, nn.Sequential) and len(ffn) == 3 and type(ffn[0]) is nn.Linear
+                and isinstance(ffn[1], nn.GELU) and ffn[1].approximate == "tanh"):
+            ffn[0].__class__ = LinearGELU
+            ffn[1] = nn.Identity()
+    return model
+
+
+# -- fused QKV (inference only) ----------------------------------------------------------------------
+
+
+class FusedQKVAttention(nn.Module):
+    """Forward of a self-attention ``Attention`` with q, k, v as one matmul over a concatenated copy
+    of their weights (see ``fuse_qkv``). Cross-attention calls keep the three separate matmuls."""
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, rope=None) -> torch.Tensor:
+        if context is not None:
+            return super().forward(x, context, rope)
+        from .model.attention import apply_rope, attention
+
+        q, k, v = F.linear(x, self.qkv_weight, self.qkv_bias).chunk(3, dim=-1)
+        q = self.norm_q(q).unflatten(-1, (self.num_heads, -1))
+        k = self.norm_k(k).unflatten(-1, (self.num_heads, -1))
+        v = v.unflatten(-1, (self.num_heads, -1))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return self.o(attention(q, k, v).flatten(-2))
+
+
+def fuse_qkv(model: nn.Module) -> nn.Module:
+    """Self-attention q, k, v as one (3 dim x dim) matmul: the three weights (and biases) are moved into
+    one buffer and the q/k/v parameters become views of its rows.
+
+    No extra memory; the Parameter objects, their names and the state-dict keys stay as they were, and
+    an in-place update of a parameter (``load_state_dict``, an optimizer step) updates the fused weight
+    too. ``state_dict()`` returns copies of these nine tensors per block (views of a shared buffer cannot
+    be written to safetensors). Replacing a parameter object (``load_state_dict(assign=True)``,
+    ``.to(dtype)``) breaks the sharing: call this after moving the model to its device and dtype.
+    """
+    for block in model.blocks:
+        attn = block.self_attn
+        if isinstance(attn, FusedQKVAttention):
+            continue
+        linears = (attn.q, attn.k, attn.v)
+        with torch.no_grad():
+            w = torch.cat([m.weight for m in linears])
+            b = torch.cat([m.bias for m in linears])
+        n = attn.q.out_features
+        for i, m in enumerate(linears):
+            m.weight.data = w[i * n:(i + 1) * n]
+            m.bias.data = b[i * n:(i + 1) * n]
+        attn.__class__ = _fused_class(type(attn))
+        attn.register_buffer("qkv_weight", w, persistent=False)
+        attn.register_buffer("qkv_bias", b, persistent=False)
+        attn.register_state_dict_post_hook(_unshare_qkv)
+    return model
+
+
+_FUSED_CLASSES: dict[type, type] = {}
+
+
+def _fused_class(cls: type) -> type:
+    """One fused subclass per attention class: a class per module would make torch.compile trace every
+    block anew (its guards check the module's type)."""
+    if cls not in _FUSED_CLASSES:
+        _FUSED_CLASSES[cls] = type("FusedQKV" + cls.__name__, (FusedQKVAttention, cls), {})
+    return _FUSED_CLASSES[cls]
+
+
+def _unshare_qkv(module, state_dict, prefix, local_metadata) -> None:
+    for name in ("q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias"):
+        if prefix + name in state_dict:
+            state_dict[prefix + name] = state_dict[prefix + name].clone()
+
+
+# -- compile ---------------------------------------------------------------------------------------
+
+
+def apply_compile(model: nn.Module, fullgraph: bool = True, dynamic: bool | None = False,
+                  options: dict | None = None, **kwargs) -> nn.Module:
+    """``torch.compile`` each transformer block in place (the blocks are alike, so one graph is traced
+    and reused by all 30). Fuses the norms, AdaLN modulation, RoPE, casts and residuals into a few
+    kernels. ``dynamic=False``: a new video size compiles anew (~10 s on an H100 machine) rather than
+    running slower shape-generic kernels. ``options``: Inductor options, passed through.
+    Parameters and state-dict keys are untouched.
+    """
+    for block in model.blocks:
+        block.compile(fullgraph=fullgraph, dynamic=dynamic, options=options, **kwargs)
+    return model
+
+
+def apply_cuda_graphs(model: nn.Module) -> nn.Module:
+    """Replay the whole forward as a CUDA graph, one graph per input shape (captured at its first call).
+
+    Removes the launch gaps between the forward's ~500 kernels. Inference only: runs the plain forward
+    when gradients are enabled or the input is not on a GPU. Each captured shape keeps its activation
+    memory reserved (a private pool, about the size of one forward's activations) until
+    ``release_cuda_graphs(model)``. Inputs are copied into static buffers; the output is a fresh tensor.
+    """
+    if hasattr(model, "_cuda_graphs"):
+        return model
+    plain_forward = model.forward
+    graphs: dict = {}
+
+    def signature(*tensors):
+        return tuple(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in tensors)
+
+    def forward(x, t, context, fourier_features=None):
+        if torch.is_grad_enabled() or not x.is_cuda:
+            return plain_forward(x, t, context, fourier_features)
+        key = signature(x, t, context, fourier_features)
+        if key not in graphs:
+            static = [None if v is None else v.clone() for v in (x, t, context, fourier_features)]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):  # compile / autotune for this shape outside the capture
+                    plain_forward(*static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = plain_forward(*static)
+            graphs[key] = (graph, static, out)
+        graph, static, out = graphs[key]
+        for dst, src in zip(static, (x, t, context, fourier_features)):
+            if dst is not None:
+                dst.copy_(src)
+        graph.replay()
+        return out.clone()
+
+    model.forward = forward
+    model._cuda_graphs = graphs
+    return model
+
+
+def release_cuda_graphs(model: nn.Module) -> None:
+    """Drop the captured graphs (their memory returns to the allocator); later calls capture again."""
+    getattr(model, "_cuda_graphs", {}).clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | None = None,
+                    fuse_gelu: bool = True, qkv: bool = False, cuda_graphs: bool = False) -> nn.Module:
+    """Everything that measured faster on an H100 (docs/performance.md), in one call.
+
+    attention: an ATTENTION_BACKENDS name; default ``best_attention_backend`` of the model's device
+    (process-wide, see ``set_attention_backend``). Then the FFN GELU in the matmul epilogue and
+    compiled blocks. Off by default because they measured no gain (within run-to-run noise) on the
+    H100: ``qkv`` (fused QKV) and ``cuda_graphs`` (which also keep ~3.6 GiB reserved at 480p, batch 2).
+    Call after moving the model to its device and dtype.
+    """
+    device = next(model.parameters()).device
+    set_attention_backend(attention or best_attention_backend(device))
+    if fuse_gelu:
+        fuse_ffn_gelu(model)
+    if qkv:
+        fuse_qkv(model)
+    if compile:
+        apply_compile(model)
+    if cuda_graphs:
+        apply_cuda_graphs(model)
+    return model
+
+
+# -- CPU offload -----------------------------------------------------------------------------------
+
+
+def _move(obj, device: torch.device):
+    """Tensors anywhere in tuples, lists and dicts (a transformers ModelOutput too) -> ``device``."""
+    if isinstance(obj, torch.Tensor):
+        # non_blocking only towards the GPU: a non-blocking copy to the CPU could be read unfinished
+        return obj.to(device, non_blocking=device.type != "cpu")
+    if isinstance(obj, Mapping):
+        if hasattr(obj, "__setitem__"):
+            for key in list(obj.keys()):
+                obj[key] = _move(obj[key], device)
+            return obj
+        return {k: _move(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_move(v, device) for v in obj)
+    return obj
+
+
+def stream_from_cpu(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """Keep ``module``'s weights in (pinned) CPU memory and copy each layer's weights to ``device`` only
+    for the duration of that layer's forward.
+
+    The module then looks like a CPU module to its caller: inputs are moved to ``device`` on the way
+    in and outputs back to the CPU on the way out. GPU memory holds one layer's weights at a time
+    (for umT5-XXL: the 2 GB embedding, instead of 11 GB), and the time is about one pass of the weights
+    over PCIe. Meant for frozen encoders used once per generation.
+    """
+    device = torch.device(device)
+    module.to("cpu")
+    pin = device.type == "cuda" and torch.cuda.is_available()
+    pinned: dict[int, torch.Tensor] = {}
+
+    def cpu_copy(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in pinned:
+            pinned[id(t)] = t.data.pin_memory() if pin else t.data
+        return pinned[id(t)]
+
+    for sub in module.modules():
+        tensors = [t for _, t in sub.named_parameters(recurse=False)] + [t for _, t in sub.named_buffers(recurse=False)]
+        if not tensors:
+            continue
+        homes = [cpu_copy(t) for t in tensors]
+        for t, home in zip(tensors, homes):
+            t.data = home
+
+        def load(_mod, _args, tensors=tensors, homes=homes):
+            target = module._flashi2v_streamed_to
+            for t, home in zip(tensors, homes):
+                t.data = home.to(target, non_blocking=True)
+
+        def unload(_mod, _args, _out, tensors=tensors, homes=homes):
+            for t, home in zip(tensors, homes):
+                t.data = home
+
+        sub.register_forward_pre_hook(load)
+        sub.register_forward_hook(unload)
+
+    def inputs_in(_mod, args, kwargs):
+        target = module._flashi2v_streamed_to
+        return _move(args, target), _move(kwargs, target)
+
+    def outputs_out(_mod, _args, out):
+        return _move(out, torch.device("cpu"))
+
+    module._flashi2v_streamed_to = device  # where the layers run; may be changed later
+    module.register_forward_pre_hook(inputs_in, with_kwargs=True, prepend=True)
+    module.register_forward_hook(outputs_out)
+    return module
