@@ -103,3 +103,28 @@ def test_config_errors_are_clear():
         load_config("tiny", ["data.num_frames=8", "data.index=x"])
     with pytest.raises(FlashI2VError, match="no training data"):
         load_config("tiny")
+
+
+def test_init_from_wan_t2v_checkpoint(clips, tmp_path):
+    """model.init accepts a Wan2.1-T2V checkpoint: backbone loaded, FlashI2V modules at zero output."""
+    from safetensors.torch import save_file
+
+    from flashi2v import FlashI2VTransformer
+    from flashi2v.train.trainer import build_transformer
+
+    torch.manual_seed(3)
+    source = FlashI2VTransformer.from_config("tiny")
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_()
+    t2v = {k: v for k, v in source.state_dict().items() if not k.startswith(("fourier_embedding.", "learnable_proj."))}
+    (tmp_path / "wan").mkdir()
+    save_file(t2v, str(tmp_path / "wan" / "diffusion_pytorch_model.safetensors"))
+    cfg = config(clips, tmp_path / "run", f"model.init={tmp_path / 'wan'}", "recipe.steps=2")
+    model = build_transformer(cfg)
+    state = model.state_dict()
+    for key, value in t2v.items():
+        assert torch.equal(state[key], value), key
+    assert state["learnable_proj.proj.2.weight"].abs().max() == 0 and state["fourier_embedding.1.weight"].abs().max() == 0
+    result = train(cfg, device="cpu", progress=False)
+    assert len(result.losses) == 2 and all(l == l for l in result.losses)

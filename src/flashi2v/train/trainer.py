@@ -50,20 +50,22 @@ def load_components(name: str | None, device):
 
 
 def build_transformer(cfg: TrainConfig) -> FlashI2VTransformer:
-    model = FlashI2VTransformer.from_config(cfg.model.preset, proj_kernel=cfg.model.proj_kernel)
-    if cfg.model.init:
-        from ..weights import load_transformer_weights  # every published layout (checkpoint readers)
+    """The preset at its init, or weights of any published layout (a Wan2.1-T2V source leaves the two
+    FlashI2V modules at their zero-output init); float32 master weights either way."""
+    from ..config import preset
 
-        loaded, report = load_transformer_weights(cfg.model.init, allow_partial=False)
-        if loaded.config.proj_kernel != cfg.model.proj_kernel and "learnable_proj.proj.0.weight" in report.loaded:
-            raise FlashI2VError(f"model.init has a {loaded.config.proj_kernel} projection but model.proj_kernel is "
-                                f"{cfg.model.proj_kernel}: make them agree")
-        state = {k: v.float() for k, v in loaded.state_dict().items()}
-        fresh = model.state_dict()
-        for key in ("learnable_proj", "fourier_embedding"):  # T2V weights: keep the zero-init FlashI2V modules
-            if not any(k.startswith(key) for k in report.loaded):
-                state.update({k: v for k, v in fresh.items() if k.startswith(key)})
-        load_state_dict_strict(model, state, source=cfg.model.init)
+    base = preset(cfg.model.preset, proj_kernel=cfg.model.proj_kernel)
+    if not cfg.model.init:
+        return FlashI2VTransformer.from_config(base)
+    from ..weights import load_transformer_weights
+
+    model, report = load_transformer_weights(cfg.model.init, proj_kernel=cfg.model.proj_kernel,
+                                             num_heads=base.num_heads, text_len=base.text_len, dtype=torch.float32)
+    if model.config.proj_kernel != cfg.model.proj_kernel:
+        raise FlashI2VError(f"model.init has a {model.config.proj_kernel} projection but model.proj_kernel is "
+                            f"{cfg.model.proj_kernel}: make them agree")
+    log.info("initialised from %s (%s layout, %d tensors loaded%s)", cfg.model.init, report.layout, report.loaded,
+             f"; zero-init: {', '.join(sorted({k.split('.')[0] for k in report.zero_init}))}" if report.zero_init else "")
     return model
 
 
