@@ -128,3 +128,33 @@ def test_init_from_wan_t2v_checkpoint(clips, tmp_path):
     assert state["learnable_proj.proj.2.weight"].abs().max() == 0 and state["fourier_embedding.1.weight"].abs().max() == 0
     result = train(cfg, device="cpu", progress=False)
     assert len(result.losses) == 2 and all(l == l for l in result.losses)
+
+
+def test_ulysses_context_parallel_generation_matches_single_process(tmp_path):
+    """2 processes (gloo) splitting the tokens, heads exchanged by all-to-all: same latents as 1 process."""
+    root = Path(__file__).parent
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(root / "cp_worker.py"), str(tmp_path / "cp.json"), str(root.parent / "assets/examples/astronaut.jpg")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "cp.json").read_text())
+    assert result["norm"] > 1 and result["rel_err"] < 1e-5, result
+
+
+def test_context_parallel_needs_divisible_heads():
+    from flashi2v import FlashI2VError, FlashI2VTransformer
+    from flashi2v.context_parallel import UlyssesContextParallel, apply_context_parallel
+
+    class FakeGroupOf3(UlyssesContextParallel):  # the check happens before any communication
+        def __init__(self, group=None):
+            self.group, self.size, self.rank = group, 3, 0
+
+    import flashi2v.context_parallel as cp_module
+
+    original = cp_module.UlyssesContextParallel
+    cp_module.UlyssesContextParallel = FakeGroupOf3
+    try:
+        with pytest.raises(FlashI2VError, match="do not divide"):
+            apply_context_parallel(FlashI2VTransformer.from_config("tiny"))  # 4 heads
+    finally:
+        cp_module.UlyssesContextParallel = original

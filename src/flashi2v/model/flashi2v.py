@@ -95,6 +95,7 @@ class FlashI2VTransformer(nn.Module):
         self.fourier_embedding = nn.Sequential(nn.Conv3d(in_dim, dim, kernel_size=p, stride=p), nn.Conv3d(dim, dim, 1))
         self.learnable_proj = LearnableProjection(in_dim, proj_kernel)
         self.rope = RopeCache(cfg.head_dim)
+        self.context_parallel = None  # set by flashi2v.context_parallel.apply_context_parallel
         self.reset_parameters()
 
     @classmethod
@@ -174,9 +175,14 @@ class FlashI2VTransformer(nn.Module):
         e, e0 = self.embed_time(t.expand(b) if t.ndim == 0 else t)
         context = self.embed_text(context)
         rope = self.rope(grid, x.device)
+        cp = self.context_parallel
+        if cp is not None:  # each rank keeps a slice of the tokens (and of the RoPE table)
+            tokens, rope = cp.shard_tokens(tokens), cp.shard_rope(rope)
         for block in self.blocks:
             tokens = block(tokens, e0, context, rope)
         out = self.head(tokens, e)
+        if cp is not None:
+            out = cp.gather_tokens(out)
         return unpatchify(out, grid, self.config.patch_size).float()
 
     # -- persistence -----------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
         self.num_heads = num_heads
+        self.context_parallel = None  # set by flashi2v.context_parallel.apply_context_parallel
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
@@ -64,6 +65,10 @@ class Attention(nn.Module):
         v = self.v(kv).unflatten(-1, (self.num_heads, -1))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        cp = self.context_parallel if context is None else None
+        if cp is not None:  # Ulysses: attend over all tokens with this rank's share of the heads
+            q, k, v = cp.to_heads(q), cp.to_heads(k), cp.to_heads(v)
+            return self.o(cp.to_tokens(attention(q, k, v)).flatten(-2))
         return self.o(attention(q, k, v).flatten(-2))
 
 
