@@ -101,7 +101,7 @@ def image_to_tensor(image_or_path, height: int, width: int) -> torch.Tensor:
 # -- videos ------------------------------------------------------------------------------------------
 
 
-def _frames_numpy(frames) -> np.ndarray:
+def frames_to_numpy(frames) -> np.ndarray:
     """uint8 T x H x W x 3 (torch or numpy) -> contiguous numpy array, with a clear error otherwise."""
     if isinstance(frames, torch.Tensor):
         frames = frames.detach().cpu().numpy()
@@ -152,7 +152,7 @@ def write_mp4(frames_uint8, path: str | os.PathLike, fps: float = 16, codec: str
     Written to a temporary file in the target folder and moved into place with os.replace, so an
     interrupted run never leaves a truncated video under the final name.
     """
-    frames = _pad_to_even(_frames_numpy(frames_uint8))
+    frames = _pad_to_even(frames_to_numpy(frames_uint8))
     if not fps > 0:
         raise FlashI2VError(f"fps {fps} must be > 0 (16 is FlashI2V's rate)")
     path = Path(path)
@@ -187,7 +187,7 @@ def read_video_frames(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
 
 def save_png_strip(frames_uint8, path: str | os.PathLike, num: int = 8) -> Path:
     """Save ``num`` evenly spaced frames side by side as one PNG: a quick look at the motion in a report."""
-    frames = _frames_numpy(frames_uint8)
+    frames = frames_to_numpy(frames_uint8)
     count = max(1, min(num, frames.shape[0]))
     picks = np.linspace(0, frames.shape[0] - 1, count).round().astype(int)
     strip = np.concatenate(list(frames[picks]), axis=1)

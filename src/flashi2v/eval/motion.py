@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from flashi2v.errors import FlashI2VError
+from flashi2v.video import frames_to_numpy
 
 LABELS = ("pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "static")
 ROLL_LABELS = ("roll_cw", "roll_ccw")
@@ -48,14 +49,7 @@ def _single_threaded():
 
 def as_frames(frames) -> np.ndarray:
     """uint8 T x H x W x 3 numpy array from numpy or torch, with a one-line error for anything else."""
-    if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu().numpy()
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise FlashI2VError(f"video frames must be uint8 T x H x W x 3, got shape {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise FlashI2VError(f"video frames must be uint8, got {frames.dtype}: convert with flashi2v.video.to_uint8")
-    return frames
+    return frames_to_numpy(frames)
 
 
 def as_image(frame) -> np.ndarray:
