@@ -438,7 +438,8 @@ class CameraMotionClips(Dataset):
         block, slot = divmod(i, len(MOTIONS))
         motion = MOTIONS[np.random.default_rng([self.seed, block, len(MOTIONS)]).permutation(len(MOTIONS))[slot]]
         rng = np.random.default_rng([self.seed, i])
-        pace = PACES[rng.integers(len(PACES))]
+        drawn = PACES[rng.integers(len(PACES))]
+        pace = "normal" if motion == "static" else drawn  # a still shot has no pace; drawn anyway, same stream
         variant = int(rng.integers(len(CAPTION_TEMPLATES[motion])))
         k = int(rng.integers(len(self.photos)))
         flip = bool(rng.random() < 0.5)
@@ -674,6 +675,7 @@ __all__ = [
     "HELD_OUT",
     "MOTIONS",
     "PACES",
+    "REAL_CAPTIONS",
     "SPEEDS",
     "CameraMotionClips",
     "all_captions",
@@ -684,9 +686,12 @@ __all__ = [
     "motion_speed",
     "plan_camera_path",
     "real_video_clips",
+    "real_video_files",
     "render_camera_clip",
     "render_window",
     "render_windows",
+    "shot_bounds",
     "split_photos",
+    "window_corners",
     "write_synthetic_set",
 ]
