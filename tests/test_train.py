@@ -14,6 +14,15 @@ from flashi2v.train import load_config, train
 
 from helpers_media import make_corrupt_video, make_short_video, sample_video_paths
 
+def free_port() -> str:
+    """A port nobody listens on now (fixed ports collide when two test runs share a machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 SMALL = ["data.num_frames=5", "data.height=32", "data.width=32", "recipe.batch_size=2"]
 
 
@@ -78,7 +87,7 @@ def test_fsdp2_two_processes_match_one(clips, tmp_path):
     """Same global batch (2): 1 process x batch 2 vs torchrun 2 processes (gloo, FSDP2) x batch 1."""
     steps = ["recipe.steps=3", "output.checkpoint_every=3"]
     single = train(config(clips, tmp_path / "one", *steps), device="cpu", progress=False)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
            "-m", "flashi2v.cli", "train", "tiny", f"data.index={clips}", f"output.dir={tmp_path / 'two'}", *SMALL,
            "recipe.batch_size=1", *steps, "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -133,7 +142,7 @@ def test_init_from_wan_t2v_checkpoint(clips, tmp_path):
 def test_ulysses_context_parallel_generation_matches_single_process(tmp_path):
     """2 processes (gloo) splitting the tokens, heads exchanged by all-to-all: same latents as 1 process."""
     root = Path(__file__).parent
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
            str(root / "cp_worker.py"), str(tmp_path / "cp.json"), str(root.parent / "assets/examples/astronaut.jpg")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -158,3 +167,27 @@ def test_context_parallel_needs_divisible_heads():
             apply_context_parallel(FlashI2VTransformer.from_config("tiny"))  # 4 heads
     finally:
         cp_module.UlyssesContextParallel = original
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    from flashi2v import FlashI2VTransformer
+    from flashi2v.train.objective import FlashI2VObjective
+    from flashi2v.train.parallel import apply_activation_checkpointing
+
+    def loss_and_grads(checkpointing):
+        torch.manual_seed(0)
+        model = FlashI2VTransformer.from_config("tiny")
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.1)
+        if checkpointing:
+            apply_activation_checkpointing(model)
+        g = torch.Generator().manual_seed(1)
+        x, s, eps = torch.randn(2, 16, 3, 8, 8, generator=g), torch.randn(2, 16, 1, 8, 8, generator=g), torch.randn(2, 16, 3, 8, 8, generator=g)
+        loss = FlashI2VObjective(model)(x, s, torch.randn(2, 16, 32, generator=g), torch.tensor([0.3, 0.7]), eps,
+                                        torch.tensor([0.2, 0.5]))
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    (a, grads_a), (b, grads_b) = loss_and_grads(False), loss_and_grads(True)
+    assert a == b and torch.equal(grads_a, grads_b)

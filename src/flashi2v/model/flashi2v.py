@@ -14,6 +14,7 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..config import PRESETS, TransformerConfig
 from ..errors import FlashI2VError
@@ -96,6 +97,7 @@ class FlashI2VTransformer(nn.Module):
         self.learnable_proj = LearnableProjection(in_dim, proj_kernel)
         self.rope = RopeCache(cfg.head_dim)
         self.context_parallel = None  # set by flashi2v.context_parallel.apply_context_parallel
+        self.checkpoint_blocks = False  # set by flashi2v.train.parallel.apply_activation_checkpointing
         self.reset_parameters()
 
     @classmethod
@@ -179,7 +181,10 @@ class FlashI2VTransformer(nn.Module):
         if cp is not None:  # each rank keeps a slice of the tokens (and of the RoPE table)
             tokens, rope = cp.shard_tokens(tokens), cp.shard_rope(rope)
         for block in self.blocks:
-            tokens = block(tokens, e0, context, rope)
+            if self.checkpoint_blocks and torch.is_grad_enabled():  # recompute the block in backward
+                tokens = checkpoint(block, tokens, e0, context, rope, use_reentrant=False)
+            else:
+                tokens = block(tokens, e0, context, rope)
         out = self.head(tokens, e)
         if cp is not None:
             out = cp.gather_tokens(out)

@@ -60,11 +60,10 @@ def all_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def apply_activation_checkpointing(transformer: nn.Module) -> None:
-    """Recompute each block's activations in backward (keeps parameter names unchanged)."""
-    from torch.distributed._composable import checkpoint
-
-    for block in transformer.blocks:
-        checkpoint(block)
+    """Recompute each block's activations in backward (parameter names unchanged). Done by the model's
+    block loop through torch.utils.checkpoint, which composes with compiled blocks (torch's composable
+    checkpoint hooks do not: Dynamo cannot trace their context manager)."""
+    transformer.checkpoint_blocks = True
 
 
 def apply_fsdp(root: nn.Module, blocks: nn.ModuleList) -> None:
