@@ -88,7 +88,18 @@ def cmd_generate(args) -> None:
     check_generation_args(**{**REFERENCE_SETTINGS, **flags})
     for image, _, _ in jobs:
         load_image(image)
-    device = resolve_device(args.device)
+    import os
+
+    context_parallel = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun: Ulysses over the ranks
+    if context_parallel:
+        from .train.parallel import init_distributed
+
+        if args.seed is None:
+            raise FlashI2VError("context-parallel generation (torchrun) needs --seed so every rank draws the same noise")
+        info = init_distributed(args.device)
+        device = str(info.device)
+    else:
+        device = resolve_device(args.device)
     dtype = _dtype(args.dtype) if args.dtype else None
     from .builtin import builtin_available
 
@@ -104,6 +115,10 @@ def cmd_generate(args) -> None:
         print("note: no --model given: using a RANDOMLY INITIALISED tiny FlashI2V (it has learned nothing, the "
               "video will be noise-like). Pass --model DIR for real weights.", file=sys.stderr)
         pipe = random_tiny_pipeline(seed=0).to(device)
+    if context_parallel:
+        from .context_parallel import apply_context_parallel
+
+        apply_context_parallel(pipe.transformer)
     if torch.device(device).type == "cuda":
         if not args.no_fast:
             pipe.enable_fast_path()
@@ -112,6 +127,8 @@ def cmd_generate(args) -> None:
     for i, (image, prompt, out) in enumerate(jobs):
         seed = None if args.seed is None else args.seed + i
         result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **flags)  # unset: the model's defaults
+        if context_parallel and info.rank != 0:
+            continue  # every rank holds the whole video; one writes it
         result.save(out, fps=args.fps)
         t, h, w, _ = result.frames.shape
         print(f"wrote {out} ({t} frames, {w}x{h}, {args.fps} fps)")
@@ -188,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     g = sub.add_parser("generate", help="generate a video from an image and a prompt",
-                       description="Generate a video whose first frame is the given image, following the prompt.")
+                       description="Generate a video whose first frame is the given image, following the prompt. Under "
+                       "`torchrun --nproc_per_node N -m flashi2v.cli generate ... --seed S` the transformer runs "
+                       "with Ulysses context parallel over the N processes (heads must divide by N).")
     g.add_argument("--image", help="condition image (PNG/JPEG/...); becomes the first frame")
     g.add_argument("--prompt", help="text prompt describing the video")
     g.add_argument("--images-file", help="batch mode: text file with one image path per line")
