@@ -191,3 +191,18 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
 
     (a, grads_a), (b, grads_b) = loss_and_grads(False), loss_and_grads(True)
     assert a == b and torch.equal(grads_a, grads_b)
+
+
+def test_context_parallel_training_matches_one_process(clips, tmp_path):
+    """torchrun 2 processes, Ulysses degree 2 (both ranks share each sample's tokens) + FSDP2 == 1 process."""
+    steps = ["recipe.steps=2", "output.checkpoint_every=2"]
+    single = train(config(clips, tmp_path / "one", *steps), device="cpu", progress=False)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
+           "-m", "flashi2v.cli", "train", "tiny", f"data.index={clips}", f"output.dir={tmp_path / 'cp'}", *SMALL,
+           "recipe.context_parallel=2", *steps, "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "cp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for a, row in zip(single.losses, rows):
+        assert row["loss"] == pytest.approx(a, rel=1e-5)  # step 2 also checks the step-1 gradients and update

@@ -5,8 +5,9 @@ block is token-local except self-attention, where an all-to-all trades the seque
 split (each rank then attends over all tokens with H/P heads) and a second all-to-all trades back.
 Cross-attention needs no communication (every rank holds the whole text). The head output is gathered
 at the end, so callers see the full velocity. The model only calls the hooks installed here; it never
-imports torch.distributed itself. The exchanges are plain collectives (no autograd): generation and
-evaluation; training with context parallel is not wired yet.
+imports torch.distributed itself. The same code serves generation and
+training: each exchange is a permutation of the data across ranks, so its backward is the inverse
+exchange (custom autograd functions below).
 """
 
 from __future__ import annotations
@@ -48,25 +49,57 @@ class UlyssesContextParallel:
         return out
 
     def to_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """B x L/P x H x D (sequence split) -> B x L x H/P x D (head split)."""
+        """B x L/P x H x D (sequence split) -> B x L x H/P x D (head split); differentiable."""
+        return _Exchange.apply(x, self, True)
+
+    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """B x L x H/P x D (head split) -> B x L/P x H x D (sequence split); differentiable."""
+        return _Exchange.apply(x, self, False)
+
+    def gather_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """B x L/P x C -> B x L x C on every rank. Every rank then computes the same loss from the whole
+        output, so the backward keeps only this rank's slice of the gradient (no sum over ranks)."""
+        return _Gather.apply(x, self)
+
+    def _to_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, lp, h, d = x.shape
         x = x.reshape(b, lp, self.size, h // self.size, d).permute(2, 0, 1, 3, 4)  # P(dest) B Lp Hp D
         x = self._exchange(x)  # P(source = sequence chunk) B Lp Hp D
         return x.permute(1, 0, 2, 3, 4).reshape(b, self.size * lp, h // self.size, d)
 
-    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """B x L x H/P x D (head split) -> B x L/P x H x D (sequence split)."""
+    def _to_tokens(self, x: torch.Tensor) -> torch.Tensor:
         b, length, hp, d = x.shape
         lp = length // self.size
         x = x.reshape(b, self.size, lp, hp, d).permute(1, 0, 2, 3, 4)  # P(dest = sequence chunk) B Lp Hp D
         x = self._exchange(x)  # P(source = head group) B Lp Hp D
         return x.permute(1, 2, 0, 3, 4).reshape(b, lp, self.size * hp, d)
 
-    def gather_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """B x L/P x C -> B x L x C on every rank."""
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
         parts = [torch.empty_like(x) for _ in range(self.size)]
         dist.all_gather(parts, x.contiguous(), group=self.group)
         return torch.cat(parts, dim=1)
+
+
+class _Exchange(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, cp, to_heads):
+        ctx.cp, ctx.to_heads = cp, to_heads
+        return cp._to_heads(x) if to_heads else cp._to_tokens(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (ctx.cp._to_tokens(grad) if ctx.to_heads else ctx.cp._to_heads(grad)), None, None
+
+
+class _Gather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, cp):
+        ctx.cp = cp
+        return cp._gather(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.chunk(ctx.cp.size, dim=1)[ctx.cp.rank].contiguous(), None
 
 
 def apply_context_parallel(transformer, group=None) -> UlyssesContextParallel:

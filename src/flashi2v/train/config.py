@@ -64,6 +64,7 @@ class RecipeSection:
     rho_range: tuple[float, float] = (0.05, 0.95)
     seed: int = 0
     compile: bool = False
+    context_parallel: int = 1  # Ulysses degree: ranks that share one sample's tokens (divides the world size)
     time_limit_min: float | None = None  # stop (checkpoint + export) once this much wall time has passed
 
 

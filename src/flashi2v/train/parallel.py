@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..errors import FlashI2VError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -73,3 +75,21 @@ def apply_fsdp(root: nn.Module, blocks: nn.ModuleList) -> None:
     for block in blocks:
         fully_shard(block)
     fully_shard(root)
+
+
+def apply_context_parallel_groups(transformer: nn.Module, info: DistInfo, degree: int) -> tuple[int, int]:
+    """Split the world into data-parallel groups of ``degree`` consecutive ranks that share each sample's
+    tokens (Ulysses). Returns (data-parallel rank, data-parallel size) for sharding the data."""
+    if degree == 1:
+        return info.rank, info.world_size
+    if info.world_size % degree:
+        raise FlashI2VError(f"recipe.context_parallel={degree} does not divide the {info.world_size} processes")
+    from ..context_parallel import apply_context_parallel
+
+    mine = None
+    for start in range(0, info.world_size, degree):  # every rank must create every group
+        group = dist.new_group(list(range(start, start + degree)))
+        if start <= info.rank < start + degree:
+            mine = group
+    apply_context_parallel(transformer, mine)
+    return info.rank // degree, info.world_size // degree

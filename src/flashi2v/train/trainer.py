@@ -20,7 +20,8 @@ from .checkpoint import full_state_dict, latest_checkpoint, load_checkpoint, sav
 from .config import TrainConfig
 from .ema import ema_decay, make_ema, update_ema
 from .objective import FlashI2VObjective, draw_noise
-from .parallel import DistInfo, all_mean, apply_activation_checkpointing, apply_fsdp, barrier, init_distributed
+from .parallel import (DistInfo, all_mean, apply_activation_checkpointing, apply_context_parallel_groups, apply_fsdp,
+                       barrier, init_distributed)
 
 log = logging.getLogger("flashi2v.train")
 
@@ -69,8 +70,8 @@ def build_transformer(cfg: TrainConfig) -> FlashI2VTransformer:
     return model
 
 
-def build_data(cfg: TrainConfig, info: DistInfo):
-    """(dataset, sampler, loader, cached?) for this rank."""
+def build_data(cfg: TrainConfig, dp_rank: int, dp_size: int, device: torch.device):
+    """(dataset, sampler, loader, cached?) for this data-parallel rank (context-parallel peers share it)."""
     from ..data import DataConfig, ResumableSampler, VideoClipDataset, collate_clips, load_clip_index
     from ..data.cache import CachedLatentDataset, collate_cached
 
@@ -92,9 +93,9 @@ def build_data(cfg: TrainConfig, info: DistInfo):
         records = load_clip_index(cfg.data.index)
         dataset = VideoClipDataset(records, DataConfig(d.num_frames, d.fps, d.height, d.width))
         collate, cached = collate_clips, False
-    sampler = ResumableSampler(len(dataset), info.rank, info.world_size, seed=cfg.recipe.seed)
+    sampler = ResumableSampler(len(dataset), dp_rank, dp_size, seed=cfg.recipe.seed)
     loader = DataLoader(dataset, batch_size=cfg.recipe.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=cfg.data.num_workers, pin_memory=info.device.type == "cuda",
+                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.data.num_workers > 0)
     return dataset, sampler, loader, cached
 
@@ -197,6 +198,8 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
         from ..optimize import apply_compile
 
         apply_compile(transformer)  # per block, keys unchanged; 0.74x diffusers' step time on an H100
+    cp_degree = cfg.recipe.context_parallel
+    dp_rank, dp_size = apply_context_parallel_groups(transformer, info, cp_degree)
     if info.distributed:
         apply_fsdp(objective, transformer.blocks)
         apply_fsdp(ema, ema.blocks)
@@ -209,7 +212,7 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
 
     # 2. Data and the frozen encoders.
-    dataset, sampler, loader, cached = build_data(cfg, info)
+    dataset, sampler, loader, cached = build_data(cfg, dp_rank, dp_size, info.device)
     need_encoders = not cached or cfg.output.sample_every
     vae, text_encoder = load_components(cfg.model.components, info.device) if need_encoders else (None, None)
     if cached:
@@ -241,12 +244,12 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
     writer = _tensorboard(cfg, out_dir) if info.is_main else None
     result = TrainResult(output_dir=out_dir)
     batches, consumed = iter(loader), 0
-    micro, world, rank = cfg.recipe.batch_size, info.world_size, info.rank
+    world, rank = dp_size, dp_rank
     samples_before = sampler.state_dict()["epoch"] * sampler.epoch_length + sampler.state_dict()["offset"]
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=cfg.recipe.precision == "bf16")
     bar = tqdm(total=cfg.recipe.steps, initial=step, desc="training", unit="step", disable=not (progress and info.is_main))
     objective.train()
-    tokens_per_step = cfg.recipe.batch_size * cfg.recipe.grad_accum * world * math.prod(shape[1:]) // 4
+    tokens_per_step = cfg.recipe.batch_size * cfg.recipe.grad_accum * dp_size * math.prod(shape[1:]) // 4
     t_last = time.perf_counter()
     started, last_step = time.perf_counter(), cfg.recipe.steps
     while step < last_step:
@@ -265,7 +268,8 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
                 objective.set_requires_gradient_sync(a == cfg.recipe.grad_accum - 1)
             with autocast:
                 loss = objective(x, s, context, noise.sigma.to(info.device), noise.eps, noise.rho.to(info.device))
-            (loss / cfg.recipe.grad_accum).backward()
+            # FSDP averages gradients over all ranks; each context-parallel peer holds only its tokens' share
+            (loss * cp_degree / cfg.recipe.grad_accum).backward()
             total += loss.detach() / cfg.recipe.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
         if hasattr(grad_norm, "full_tensor"):
