@@ -30,7 +30,6 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from flashi2v.data.decode import decode_clip
 from flashi2v.data.index import ClipRecord, save_clip_index
 from flashi2v.data.media import ClipError, frames_needed, open_video, stream_fps
 from flashi2v.errors import FlashI2VError
+from flashi2v.threads import single_torch_thread
 from flashi2v.video import to_uint8, to_unit_range, write_mp4
 
 logger = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ def render_window(photo, window: Sequence[float], height: int, width: int, cache
 def render_windows(photo: np.ndarray, windows: np.ndarray, height: int, width: int) -> np.ndarray:
     """T x H x W x 3 uint8: ``render_window`` for every window, sharing the shrunk photos between frames."""
     source, cache = photo_tensor(photo), {}
-    with _one_torch_thread():
+    with single_torch_thread():
         return np.stack([render_window(source, w, height, width, cache) for w in windows])
 
 
@@ -617,7 +617,7 @@ def write_synthetic_set(
         path = write_mp4(frames, clips_dir / f"cam_{i:05d}.mp4", fps=FPS)
         extra = {k: spec[k] for k in ("motion", "pace", "speed", "photo")}
         records.append(_record(path, spec["caption"], frames, extra))
-    with _one_torch_thread():  # decoding resizes frame by frame: small tensors
+    with single_torch_thread():  # decoding resizes frame by frame: small tensors
         real = real_video_clips(num_frames, height, width, FPS, real_per_video) if real_per_video > 0 else []
     for clip in tqdm(real, desc="writing real clips", disable=not progress or not real):
         frames = to_uint8(clip["video"]).permute(1, 2, 3, 0).numpy()
@@ -650,18 +650,6 @@ class _Renders(Dataset):
 
 def _as_is(item):
     return item
-
-
-@contextmanager
-def _one_torch_thread():
-    """Rendering works on small tensors, where torch's intra-op thread pool costs more than it saves (10x
-    slower with 2 threads on a busy machine); the setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _record(path: Path, caption: str, frames: np.ndarray, extra: dict[str, Any]) -> ClipRecord:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from flashi2v.errors import FlashI2VError
+from flashi2v.threads import single_torch_thread
 from flashi2v.video import frames_to_numpy
 
 LABELS = ("pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "static")
@@ -30,18 +30,6 @@ STATIC_FRACTION = 0.0025  # default static threshold: px/frame per pixel of the 
 _WORK_SIZE = 160  # longer side of the frames the scale/rotation search runs on
 _REFINE_PX = 0.05  # zoom/roll displacement (px/frame) above which the translation is measured after undoing it
 _LUMA = np.array([0.299, 0.587, 0.114])
-
-
-@contextmanager
-def _single_threaded():
-    """The searches run many small torch ops, where the intra-op thread pool costs far more than it saves
-    (40x slower with 2 threads on a busy machine); the setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # ---- inputs ----------------------------------------------------------------------------------------------
@@ -252,7 +240,7 @@ def global_scale(frame_a, frame_b, max_log: float = 0.25) -> float:
     """Scale factor of content from ``frame_a`` to ``frame_b`` about the frame centre (> 1: content grows,
     the camera zooms in), within exp(+-``max_log``); any translation between the frames is allowed for,
     so a pan reads 1."""
-    with _single_threaded():
+    with single_torch_thread():
         a, b = _work_pair(frame_a, frame_b)
         return math.exp(_search(a, b, max_log, 0.0)[0])
 
@@ -261,7 +249,7 @@ def global_rotation(frame_a, frame_b, max_degrees: float = 8.0) -> float:
     """Rotation of content from ``frame_a`` to ``frame_b`` about the frame centre in degrees, positive when
     content turns counterclockwise on screen (the camera rolls clockwise); found jointly with scale and
     translation."""
-    with _single_threaded():
+    with single_torch_thread():
         a, b = _work_pair(frame_a, frame_b)
         return _search(a, b, 0.25, max_degrees)[1]
 
@@ -272,7 +260,7 @@ def similarity(frame_a, frame_b, with_roll: bool = True) -> tuple[float, float, 
     roll therefore does not read as a pan, even when the content is off-centre."""
     a_full, b_full = gray(frame_a), gray(frame_b)
     _same_shape(a_full, b_full)
-    with _single_threaded():
+    with single_torch_thread():
         a, b = _work_pair(frame_a, frame_b)
         log_scale, degrees = _search(a, b, 0.25, 8.0 if with_roll else 0.0)
         if (abs(log_scale) + abs(math.radians(degrees))) * mean_radius(*a_full.shape) > _REFINE_PX:
