@@ -23,6 +23,20 @@ def free_port() -> str:
         return str(sock.getsockname()[1])
 
 
+def torchrun_2(*args: str) -> None:
+    """Run ``python -m torch.distributed.run --nproc_per_node 2 ARGS`` on the CPU; fail with its stderr."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def train_2(clips, out, *overrides: str) -> list[float]:
+    """`flashi2v train tiny` under torchrun with 2 processes; the logged global losses."""
+    torchrun_2("-m", "flashi2v.cli", "train", "tiny", f"data.index={clips}", f"output.dir={out}", *SMALL, *overrides,
+               "--device", "cpu")
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 SMALL = ["data.num_frames=5", "data.height=32", "data.width=32", "recipe.batch_size=2"]
 
 
@@ -87,14 +101,7 @@ def test_fsdp2_two_processes_match_one(clips, tmp_path):
     """Same global batch (2): 1 process x batch 2 vs torchrun 2 processes (gloo, FSDP2) x batch 1."""
     steps = ["recipe.steps=3", "output.checkpoint_every=3"]
     single = train(config(clips, tmp_path / "one", *steps), device="cpu", progress=False)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
-           "-m", "flashi2v.cli", "train", "tiny", f"data.index={clips}", f"output.dir={tmp_path / 'two'}", *SMALL,
-           "recipe.batch_size=1", *steps, "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    two = [r["loss"] for r in rows]
+    two = train_2(clips, tmp_path / "two", "recipe.batch_size=1", *steps)
     assert len(two) == 3
     for a, b in zip(single.losses, two):
         assert b == pytest.approx(a, rel=1e-5)
@@ -142,10 +149,7 @@ def test_init_from_wan_t2v_checkpoint(clips, tmp_path):
 def test_ulysses_context_parallel_generation_matches_single_process(tmp_path):
     """2 processes (gloo) splitting the tokens, heads exchanged by all-to-all: same latents as 1 process."""
     root = Path(__file__).parent
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
-           str(root / "cp_worker.py"), str(tmp_path / "cp.json"), str(root.parent / "assets/examples/astronaut.jpg")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun_2(str(root / "cp_worker.py"), str(tmp_path / "cp.json"), str(root.parent / "assets/examples/astronaut.jpg"))
     result = json.loads((tmp_path / "cp.json").read_text())
     assert result["norm"] > 1 and result["rel_err"] < 1e-5, result
 
@@ -197,12 +201,7 @@ def test_context_parallel_training_matches_one_process(clips, tmp_path):
     """torchrun 2 processes, Ulysses degree 2 (both ranks share each sample's tokens) + FSDP2 == 1 process."""
     steps = ["recipe.steps=2", "output.checkpoint_every=2"]
     single = train(config(clips, tmp_path / "one", *steps), device="cpu", progress=False)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
-           "-m", "flashi2v.cli", "train", "tiny", f"data.index={clips}", f"output.dir={tmp_path / 'cp'}", *SMALL,
-           "recipe.context_parallel=2", *steps, "--device", "cpu"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "cp" / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2
-    for a, row in zip(single.losses, rows):
-        assert row["loss"] == pytest.approx(a, rel=1e-5)  # step 2 also checks the step-1 gradients and update
+    losses = train_2(clips, tmp_path / "cp", "recipe.context_parallel=2", *steps)
+    assert len(losses) == 2
+    for a, b in zip(single.losses, losses):
+        assert b == pytest.approx(a, rel=1e-5)  # step 2 also checks the step-1 gradients and update
