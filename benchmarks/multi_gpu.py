@@ -14,7 +14,6 @@ relative difference. Keep NCCL_NVLS_ENABLE=0 (set by flashi2v.train.parallel.ini
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch

@@ -165,7 +165,6 @@ def cmd_data_filter(args) -> None:
 def cmd_data_cache(args) -> None:
     from .data import DataConfig, VideoClipDataset, load_clip_index
     from .data.cache import write_latent_cache
-    from .model import FlashI2VTransformer
     from .train.trainer import load_components
 
     device = resolve_device(args.device)
