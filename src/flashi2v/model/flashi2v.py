@@ -181,14 +181,17 @@ class FlashI2VTransformer(nn.Module):
         if cp is not None:  # each rank keeps a slice of the tokens (and of the RoPE table)
             tokens, rope = cp.shard_tokens(tokens), cp.shard_rope(rope)
         for block in self.blocks:
-            if self.checkpoint_blocks and torch.is_grad_enabled():  # recompute the block in backward
-                tokens = checkpoint(block, tokens, e0, context, rope, use_reentrant=False)
-            else:
-                tokens = block(tokens, e0, context, rope)
+            tokens = self.run_block(block, tokens, e0, context, rope)
         out = self.head(tokens, e)
         if cp is not None:
             out = cp.gather_tokens(out)
         return unpatchify(out, grid, self.config.patch_size).float()
+
+    def run_block(self, block: nn.Module, tokens, e0, context, rope) -> torch.Tensor:
+        """One transformer block; recomputed in backward when activation checkpointing is on."""
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            return checkpoint(block, tokens, e0, context, rope, use_reentrant=False)
+        return block(tokens, e0, context, rope)
 
     # -- persistence -----------------------------------------------------------------------------
 
