@@ -1,16 +1,18 @@
 """Training step: FlashI2V's trainer pieces vs diffusers' WanTransformer3DModel, one process, one GPU.
 
 The step measured is the reference recipe's: 1.3B config (random weights), 49 x 480 x 832 (20,280
-tokens), batch 1, float32 master weights, bf16 autocast, full activation checkpointing (every block),
-fused AdamW, flow-matching MSE loss. Variants:
-  diffusers           WanTransformer3DModel + enable_gradient_checkpointing()
-  ours                FlashI2VObjective (phi(s), s_high, shifted interpolation, DiT, loss) with
-                      flashi2v.train.parallel.apply_activation_checkpointing
-  ours-cudnn          + cuDNN attention (flashi2v.optimize.set_attention_backend)
-  ours-compile        + torch.compile of every block (flashi2v.optimize.apply_compile), torch's SDPA choice
-  ours-cudnn-compile  both
+tokens), batch 1, float32 master weights, bf16 autocast, fused AdamW, flow-matching MSE loss. Variants:
+  diffusers           WanTransformer3DModel + enable_gradient_checkpointing() (every block recomputed)
+  ours[-cudnn][-compile][-MODE][@FRACTION]
+                      FlashI2VObjective (phi(s), s_high, shifted interpolation, DiT, loss) with
+                      flashi2v.train.parallel.apply_activation_checkpointing(transformer, MODE, FRACTION)
+                      (MODE: full (default), attention, selective, none; FRACTION of the blocks, default 1),
+                      "cudnn": cuDNN attention (flashi2v.optimize.set_attention_backend), "compile":
+                      torch.compile of every block (flashi2v.optimize.apply_compile), as recipe.compile.
 Reports seconds per step, tokens/s, MFU (3 x forward FLOPs per step, against a bf16 matmul ceiling
-measured in the same run) and peak memory; the table is printed last.
+measured in the same run), peak memory and the first step's loss (the ours-* rows compute the same
+function: their losses agree to bf16 rounding); the table is printed last, the JSON is rewritten after
+every variant (a run cut short keeps what it measured).
 
     python benchmarks/train_step.py          # GPU
     python benchmarks/train_step.py --tiny   # CPU smoke test of the script
@@ -31,14 +33,20 @@ from common import (device_info, diffusers_wan, dit_flops, load_into_diffusers, 
 from flashi2v import FlashI2VTransformer
 from flashi2v.optimize import apply_compile, set_attention_backend
 from flashi2v.train.objective import FlashI2VObjective
-from flashi2v.train.parallel import apply_activation_checkpointing
+from flashi2v.train.parallel import CHECKPOINT_MODES, apply_activation_checkpointing
 
 
-def time_steps(step, device, warmup: int, reps: int) -> tuple[float, float]:
-    """(median seconds per step, seconds of the first warm-up step, compile included)."""
+def parse_variant(name: str) -> tuple[str, float]:
+    """'ours-compile-selective@0.5' -> ('selective', 0.5): the activation checkpointing of a variant."""
+    name, _, fraction = name.partition("@")
+    modes = [part for part in name.split("-") if part in CHECKPOINT_MODES]
+    return (modes[-1] if modes else "full"), float(fraction or 1.0)
+
+
+def time_steps(step, device, warmup: int, reps: int) -> tuple[float, float, float]:
+    """(median seconds per step, seconds of the first warm-up step (compile included), its loss)."""
     t0 = time.perf_counter()
-    step()
-    torch.cuda.synchronize() if device.type == "cuda" else None
+    loss = float(step())
     first = time.perf_counter() - t0
     for _ in range(warmup - 1):
         step()
@@ -50,7 +58,7 @@ def time_steps(step, device, warmup: int, reps: int) -> tuple[float, float]:
         torch.cuda.synchronize() if device.type == "cuda" else None
         times.append(time.perf_counter() - t0)
     times.sort()
-    return times[len(times) // 2], first
+    return times[len(times) // 2], first, loss
 
 
 def main() -> None:
@@ -61,7 +69,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--variants", nargs="+", default=["diffusers", "ours", "ours-cudnn", "ours-compile", "ours-cudnn-compile"])
+    ap.add_argument("--variants", nargs="+", default=[
+        "diffusers", "ours", "ours-compile", "ours-compile-attention", "ours-compile-selective",
+        "ours-compile-full@0.5", "ours-compile-none"])  # "none" last: the one that may run out of memory
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -108,11 +118,13 @@ def main() -> None:
             else:
                 with torch.device("meta"):
                     transformer = FlashI2VTransformer.from_config(cfg)
-                transformer.load_state_dict(state, assign=True)
-                transformer.to(device).train()
+                transformer.to_empty(device=device).train()
+                transformer.load_state_dict(state)  # a copy: ``state`` stays the same for every variant
                 objective = FlashI2VObjective(transformer)
-                apply_activation_checkpointing(transformer)
-                if "compile" in name:
+                mode, fraction = parse_variant(name)
+                apply_activation_checkpointing(transformer, mode, fraction)
+                if "compile" in name.split("-"):
+                    torch._dynamo.reset()  # a fresh cache per variant: no recompile limit across variants
                     apply_compile(transformer)
                 params = list(objective.parameters())
 
@@ -127,24 +139,28 @@ def main() -> None:
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                return loss.detach()
 
-            sec, first = time_steps(step, device, args.warmup, args.reps)
+            sec, first, loss = time_steps(step, device, args.warmup, args.reps)
             peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
             rows.append({"variant": name, "s/step": sec, "tokens/s": tokens / sec,
-                         "MFU %": 100 * flops / sec / (ceiling * 1e12), "peak GiB": peak, "first step s": first})
+                         "MFU %": 100 * flops / sec / (ceiling * 1e12), "peak GiB": peak, "first step s": first,
+                         "loss": loss})
         except Exception as err:  # noqa: BLE001 - report the variant as failed, keep measuring the others
             rows.append({"variant": name, "error": f"{type(err).__name__}: {str(err)[:200]}"})
         print(rows[-1], flush=True)
-        model = transformer = objective = optimizer = params = None  # free before the next variant
-    base = next((r["s/step"] for r in rows if r["variant"] == "diffusers" and "s/step" in r), None)
-    for r in rows:
-        if base and "s/step" in r:
-            r["vs diffusers"] = r["s/step"] / base
-    save_json(out / "train_step.json", {"device": device_info(device), "ceiling_tflops": ceiling, "tokens": tokens,
-                                        "frames": args.frames, "size": [args.height, args.width], "rows": rows})
+        model = transformer = objective = optimizer = params = loss_fn = step = None  # free before the next variant
+        base = next((r["s/step"] for r in rows if r["variant"] == "diffusers" and "s/step" in r), None)
+        for r in rows:
+            if base and "s/step" in r:
+                r["vs diffusers"] = r["s/step"] / base
+        save_json(out / "train_step.json", {"device": device_info(device), "ceiling_tflops": ceiling,
+                                            "tokens": tokens, "frames": args.frames, "size": [args.height, args.width],
+                                            "rows": rows})
     print(f"\nTraining step, {preset_name}, {args.frames}x{args.height}x{args.width} ({tokens} tokens), batch 1, "
-          f"bf16 autocast, fp32 master, full checkpointing, fused AdamW; ceiling {ceiling:.0f} TFLOP/s")
-    print(table(rows, ["variant", "s/step", "tokens/s", "MFU %", "peak GiB", "first step s", "vs diffusers", "error"]))
+          f"bf16 autocast, fp32 master, fused AdamW; ceiling {ceiling:.0f} TFLOP/s")
+    print(table(rows, ["variant", "s/step", "tokens/s", "MFU %", "peak GiB", "first step s", "loss", "vs diffusers",
+                       "error"]))
 
 
 if __name__ == "__main__":

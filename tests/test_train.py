@@ -205,3 +205,21 @@ def test_context_parallel_training_matches_one_process(clips, tmp_path):
     assert len(losses) == 2
     for a, b in zip(single.losses, losses):
         assert b == pytest.approx(a, rel=1e-5)  # step 2 also checks the step-1 gradients and update
+
+
+def test_noise_draws_repeat_each_clip_and_resume_exactly(clips, tmp_path):
+    from flashi2v.train.trainer import repeat_batch
+
+    batch = {"video": torch.arange(2)[:, None], "caption": ["a", "b"], "skipped": [("x", "bad")]}
+    twice = repeat_batch(batch, 2)
+    assert twice["video"].flatten().tolist() == [0, 0, 1, 1] and twice["caption"] == ["a", "a", "b", "b"]
+    assert twice["skipped"] == batch["skipped"]  # reports are per clip, not per draw
+    one = train(config(clips, tmp_path / "one", "recipe.steps=1"), device="cpu", progress=False)
+    full = train(config(clips, tmp_path / "full", "recipe.steps=4", "recipe.noise_draws=2", "output.checkpoint_every=2"),
+                 device="cpu", progress=False)
+    assert full.losses[0] != one.losses[0]  # the extra draw enters the loss
+    train(config(clips, tmp_path / "split", "recipe.steps=2", "recipe.noise_draws=2", "output.checkpoint_every=2"),
+          device="cpu", progress=False)
+    resumed = train(config(clips, tmp_path / "split", "recipe.steps=4", "recipe.noise_draws=2",
+                           "output.checkpoint_every=2"), resume=True, device="cpu", progress=False)
+    assert resumed.losses == full.losses[2:]

@@ -56,8 +56,16 @@ class RecipeSection:
     steps: int = 1000
     batch_size: int = 1  # per process
     grad_accum: int = 1
+    # Noise draws per clip and step: each clip enters the loss this many times with its own sigma, eps, rho
+    # and caption drop. Pays when clips are cheap to encode but slow to load (the built-in model's steps wait
+    # on clip rendering, the GPU idles); 1 is the reference recipe.
+    noise_draws: int = 1
     precision: str = "bf16"  # bf16 autocast over fp32 master weights, or fp32
     grad_checkpointing: bool = True
+    # Which activations checkpointed blocks keep (only with grad_checkpointing: true; false means "none"):
+    # full (recompute whole blocks), attention (keep attention outputs), selective (keep attention and
+    # matmul outputs, recompute elementwise work), none. See train.parallel.apply_activation_checkpointing.
+    activation_checkpointing: str = "full"
     caption_dropout: float = 0.1
     sigma_sampling: str = "logit_normal"  # or "uniform"
     shift: str | float = "dynamic"  # "dynamic" (from the token count) or a static factor
@@ -146,6 +154,9 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
 def validate(c: TrainConfig) -> None:
     if c.recipe.precision not in ("bf16", "fp32"):
         raise FlashI2VError(f"recipe.precision {c.recipe.precision!r}: use bf16 or fp32")
+    if c.recipe.activation_checkpointing not in ("none", "full", "attention", "selective"):
+        raise FlashI2VError(f"recipe.activation_checkpointing {c.recipe.activation_checkpointing!r}: "
+                            "use none, full, attention or selective")
     if c.recipe.sigma_sampling not in ("logit_normal", "uniform"):
         raise FlashI2VError(f"recipe.sigma_sampling {c.recipe.sigma_sampling!r}: use logit_normal or uniform")
     if c.recipe.shift != "dynamic" and not (isinstance(c.recipe.shift, (int, float)) and c.recipe.shift > 0):
@@ -158,3 +169,5 @@ def validate(c: TrainConfig) -> None:
         raise FlashI2VError("no training data: set data.index (clip index or video folder), data.cache or data.photos")
     if min(c.recipe.steps, c.recipe.batch_size, c.recipe.grad_accum) < 1:
         raise FlashI2VError("recipe.steps, batch_size and grad_accum must be >= 1")
+    if c.recipe.noise_draws < 1:
+        raise FlashI2VError(f"recipe.noise_draws must be >= 1, got {c.recipe.noise_draws}")

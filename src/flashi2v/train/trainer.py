@@ -112,6 +112,23 @@ def training_shift(cfg: TrainConfig, shape, patch_size) -> float:
     return float(cfg.recipe.shift)
 
 
+def repeat_batch(batch: dict, k: int) -> dict:
+    """Each clip of a collated batch ``k`` times in a row (tensors and lists along the batch axis)."""
+    if k == 1:
+        return batch
+    out = {}
+    for key, value in batch.items():
+        if key == "skipped":
+            out[key] = value
+        elif isinstance(value, torch.Tensor):
+            out[key] = value.repeat_interleave(k, dim=0)
+        elif isinstance(value, list):
+            out[key] = [v for v in value for _ in range(k)]
+        else:
+            out[key] = value
+    return out
+
+
 class Conditioner:
     """Turns a data batch into the DiT's inputs (x, s, context), from raw clips or from the latent cache.
 
@@ -192,8 +209,8 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
     transformer = build_transformer(cfg)
     ema = make_ema(transformer)
     objective = FlashI2VObjective(transformer, cfg.model.signed_fourier)
-    if cfg.recipe.grad_checkpointing:
-        apply_activation_checkpointing(transformer)
+    if cfg.recipe.grad_checkpointing:  # the bool of older configs; the mode says which activations stay
+        apply_activation_checkpointing(transformer, cfg.recipe.activation_checkpointing)
     if cfg.recipe.compile:
         from ..optimize import apply_compile
 
@@ -258,12 +275,13 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
             batch = next(batches)
             result.skipped.update(dict(batch["skipped"]))
             n = samples_before + consumed
-            positions = [(n + i) * world + rank for i in range(len(batch["caption"]))]
+            k = cfg.recipe.noise_draws  # draw j of the clip at position p is drawn as position p * k + j
+            positions = [((n + i) * world + rank) * k + j for i in range(len(batch["caption"])) for j in range(k)]
             consumed += len(batch["caption"])
             noise = draw_noise(cfg.recipe.seed, positions, shape, caption_dropout=cfg.recipe.caption_dropout,
                                sigma_sampling=cfg.recipe.sigma_sampling, shift=shift, rho_range=tuple(cfg.recipe.rho_range),
                                device=info.device)
-            x, s, context = conditioner(batch, noise.drop_caption)
+            x, s, context = conditioner(repeat_batch(batch, k), noise.drop_caption)
             if info.distributed:
                 objective.set_requires_gradient_sync(a == cfg.recipe.grad_accum - 1)
             with autocast:
