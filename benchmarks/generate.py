@@ -8,10 +8,15 @@ float32). 49 frames at 480x832, 50 Euler steps, CFG 5.0 with cond and uncond in 
 Reports: text encoding, image encoding, each denoising step (one batched-CFG DiT forward plus the
 Euler update), VAE decode, total wall time of the call, and peak GPU memory (whole call and per stage).
 A short warm-up call (2 steps: compiles the blocks for this shape, tunes cuDNN) runs first and is
-reported apart. Table printed last.
+reported apart. Every configuration uses the same seed: the script reports how far each one's video
+(uint8 frames) and latents are from the first configuration's. Table printed last.
 
-    python benchmarks/generate.py                 # fast, then fast + CUDA graphs; text encoder offloaded
-    python benchmarks/generate.py --configs plain fast --vae-probe
+A configuration is a base, "plain" (eager) or "fast" (apply_fast_path), with "+"-joined options:
+"bf16-decode" (pipe.enable_bf16_vae_decode()), "dit-offload" (pipe.enable_transformer_offload(): the
+transformer in CPU memory during the VAE decode), "graphs" (apply_cuda_graphs; irreversible, so last).
+
+    python benchmarks/generate.py                 # fast, fast+bf16-decode (the CLI's default), +dit-offload
+    python benchmarks/generate.py --configs plain fast fast+graphs --vae-probe
     python benchmarks/generate.py --tiny          # CPU smoke test with the tiny pipeline
 """
 
@@ -105,7 +110,7 @@ def staged(pipe, device, stats: dict, timer: StepTimer):
         fn = getattr(obj, attr)
 
         def timed(*a, **k):
-            if name == "vae_decode":
+            if name == "dit_offload":
                 timer.mark()  # end of the last denoising step
             if cuda:
                 torch.cuda.synchronize()
@@ -122,6 +127,8 @@ def staged(pipe, device, stats: dict, timer: StepTimer):
 
     wrap(pipe, "encode_prompt", "text_encode")
     wrap(pipe, "encode_image", "image_encode")
+    wrap(pipe, "_transformer_to_device", "dit_reload")
+    wrap(pipe, "_offload_transformer", "dit_offload")  # called right before the decode, a no-op unless enabled
     wrap(pipe.vae, "decode", "vae_decode")
 
 
@@ -132,12 +139,14 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=832)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=5.0)
-    ap.add_argument("--configs", nargs="+", default=["fast", "fast+graphs"],
-                    help="in this order, on one set of components: plain (eager), fast (apply_fast_path), "
-                         "fast+graphs (+ apply_cuda_graphs)")
+    ap.add_argument("--configs", nargs="+",
+                    default=["fast", "fast+bf16-decode", "fast+bf16-decode+dit-offload"],
+                    help="in this order, on one set of components: plain (eager) or fast (apply_fast_path), "
+                         "+bf16-decode, +dit-offload, +graphs (apply_cuda_graphs, irreversible: put it last)")
     ap.add_argument("--no-offload", action="store_true", help="keep the text encoder on the GPU")
     ap.add_argument("--qkv", action="store_true", help="apply_fast_path(qkv=True): fused QKV too")
-    ap.add_argument("--vae-probe", action="store_true", help="also time the VAE decode in two width tiles")
+    ap.add_argument("--vae-probe", action="store_true",
+                    help="also time the VAE decode alone: float32, bf16 (fused / unfused, cudnn.benchmark), two width tiles")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -176,16 +185,23 @@ def main() -> None:
     stats: dict = {}
     timer = StepTimer(pipe.transformer, device)
     staged(pipe, device, stats, timer)
-    rows, runs, fast_applied, result = [], {}, False, None
+    rows, runs, fast_applied, result, reference = [], {}, False, None, None
     for config in args.configs:
+        base, *options = config.split("+")
+        unknown = set(options) - {"bf16-decode", "dit-offload", "graphs"}
+        if base not in ("plain", "fast") or unknown:
+            raise SystemExit(f"unknown configuration {config!r}")
         t0 = time.perf_counter()
-        if config.startswith("fast") and not fast_applied:
+        if base == "fast" and not fast_applied:
             apply_fast_path(pipe.transformer, qkv=args.qkv)
             fast_applied = True
-        if config == "fast+graphs":
+        if "graphs" in options:
             if not cuda:
                 continue
+            pipe.enable_transformer_offload(False)
             apply_cuda_graphs(pipe.transformer)
+        pipe.enable_bf16_vae_decode("bf16-decode" in options)
+        pipe.enable_transformer_offload("dit-offload" in options)
         setup_s = time.perf_counter() - t0
         if cuda:
             torch.cuda.synchronize()
@@ -223,12 +239,17 @@ def main() -> None:
         reserved = max((v for k, v in stats.items() if k.endswith("_reserved_gib")), default=None)
         finite = bool(torch.isfinite(result.latents).all())
         name = config + ("+qkv" if args.qkv and config.startswith("fast") else "") + (" +offload" if not args.no_offload else "")
+        if reference is None:
+            reference = dict(config=name, latents=result.latents.cpu(), frames=result.frames)
+        versus = compare(result, reference)
+        print(f"[{config}] vs {reference['config']} (same seed):", versus, flush=True)
         row = dict(config=name, text_encode_s=stats.get("text_encode_s"), image_encode_s=stats.get("image_encode_s"),
                    step_ms_median=median(steps) if steps else None, denoise_s=denoise_s,
                    vae_decode_s=stats.get("vae_decode_s"), total_s=total_s, peak_gib=peak,
                    peak_reserved_gib=reserved, peak_gb=peak * 2**30 / 1e9 if peak else None, warmup_s=warmup_s)
         rows.append(row)
-        runs[name] = dict(row=row, stats=dict(stats), steps_ms=steps, setup_s=setup_s, latents_finite=finite)
+        runs[name] = dict(row=row, stats=dict(stats), steps_ms=steps, setup_s=setup_s, latents_finite=finite,
+                          versus_first=versus)
         print(f"[{config}] frames {tuple(result.frames.shape)} {result.frames.dtype}; latents finite: {finite}")
         print(f"[{config}] peaks (GiB):", {k: round(v, 2) for k, v in stats.items() if k.endswith("_gib")})
         print(f"[{config}] step ms: first", [round(x, 1) for x in steps[:3]], "median", round(median(steps), 1) if steps else None,
@@ -236,6 +257,7 @@ def main() -> None:
 
     probe = {}
     if args.vae_probe and result is not None:
+        pipe._transformer_to_device()  # as during a generation without dit-offload
         probe = vae_probe(pipe, result.latents, device)
         print("VAE decode probe:", probe, flush=True)
     save_json(out / "generate.json", dict(device=info, rows=rows, runs=runs, args=vars(args), build_s=build_s,
@@ -246,32 +268,74 @@ def main() -> None:
         print(table(rows, list(rows[0])))
 
 
+def compare(result, reference) -> dict:
+    """Relative difference of the latents and uint8 frame statistics against the reference config's."""
+    la, lb = result.latents.detach().cpu().double(), reference["latents"].double()
+    fa, fb = result.frames.to(torch.int16), reference["frames"].to(torch.int16)
+    d = (fa - fb).abs()
+    return dict(latents_rel_err=float((la - lb).norm() / lb.norm()), frames_max_abs=int(d.max()),
+                frames_mean_abs=float(d.float().mean()), frames_differ=float((d > 0).float().mean()),
+                frames_differ_gt1=float((d > 1).float().mean()))
+
+
 def vae_probe(pipe, latents, device) -> dict:
-    """Decode the same latents exactly and in two overlapping width tiles: time, peak memory, difference."""
+    """Decode the same latents in several ways (one untimed decode first, then one timed): time, peak memory
+    (allocated, with the transformer on the GPU; ``extra`` = above what was allocated before the decode),
+    relative difference to the float32 decode and the difference of the uint8 pixels."""
+    from flashi2v.video import to_uint8
+
     cuda = device.type == "cuda"
-    vae = pipe.vae.vae
-    res = {}
-    pixels = {}
-    for mode in ("full", "two-tiles"):
-        if mode == "two-tiles":
-            h, w = latents.shape[-2] * 8, latents.shape[-1] * 8
+    wan = pipe.vae
+    vae = wan.vae
+    res, pixels = {}, {}
+    h, w = latents.shape[-2] * 8, latents.shape[-1] * 8
+    # (name, dtype, cudnn.benchmark, two width tiles, fused decoder forwards for low precision)
+    variants = [("fp32", torch.float32, False, False, True), ("bf16", torch.bfloat16, False, False, True),
+                ("bf16-unfused", torch.bfloat16, False, False, False), ("bf16+bench", torch.bfloat16, True, False, True),
+                ("bf16-two-tiles", torch.bfloat16, False, True, True)]
+    for mode, dtype, bench, tiles, fused in variants:
+        wan.decode_dtype, wan.cudnn_benchmark, wan.fuse_decoder = dtype, bench, fused
+        if tiles:
             vae.enable_tiling(tile_sample_min_height=h, tile_sample_min_width=w // 2 + 64,
                               tile_sample_stride_height=h, tile_sample_stride_width=w // 2)
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        pixels[mode] = type(pipe.vae).decode(pipe.vae, latents)  # not the timing wrapper (it resets peaks)
-        if cuda:
-            torch.cuda.synchronize()
-        res[mode + "_s"] = time.perf_counter() - t0
-        if cuda:
-            res[mode + "_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    vae.disable_tiling()
-    a, b = pixels["two-tiles"].double(), pixels["full"].double()
-    res["two_tiles_rel_err"] = float((a - b).norm() / b.norm())
-    res["two_tiles_max_abs"] = float((a - b).abs().max())
+        try:
+            type(wan).decode(wan, latents)  # warm-up (cuDNN autotuning with bench); not the timing wrapper
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            t0 = time.perf_counter()
+            out = type(wan).decode(wan, latents)
+            if cuda:
+                torch.cuda.synchronize()
+            res[mode + "_s"] = time.perf_counter() - t0
+            if cuda:
+                res[mode + "_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                res[mode + "_extra_gib"] = (torch.cuda.max_memory_allocated() - base) / 2**30
+            pixels[mode] = out.cpu()
+            del out
+        except Exception as err:  # report and go on
+            res[mode + "_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        finally:
+            vae.disable_tiling()
+        print(f"  VAE probe {mode}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                                 for k, v in res.items() if k.startswith(mode + "_")), flush=True)
+    wan.decode_dtype, wan.cudnn_benchmark, wan.fuse_decoder = torch.float32, False, True
+    ref = pixels["fp32"].double()
+    ref_u8 = to_uint8(pixels["fp32"].permute(0, 2, 3, 4, 1)).to(torch.int16)
+    for mode, out in pixels.items():
+        if mode == "fp32":
+            continue
+        a = out.double()
+        d8 = (to_uint8(out.permute(0, 2, 3, 4, 1)).to(torch.int16) - ref_u8).abs()
+        res[mode + "_rel_err"] = float((a - ref).norm() / ref.norm())
+        res[mode + "_max_abs"] = float((a - ref).abs().max())
+        res[mode + "_uint8_max"] = int(d8.max())
+        res[mode + "_uint8_mean"] = float(d8.float().mean())
+        res[mode + "_uint8_differ"] = float((d8 > 0).float().mean())
+    res["pixels_std"] = float(ref.std())
+    res["pixels_saturated"] = float((ref.abs() >= 1).float().mean())
     return res
 
 

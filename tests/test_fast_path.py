@@ -109,3 +109,72 @@ def test_stream_from_cpu_moves_outputs_back():
     stream_from_cpu(layer, "cpu")
     out = layer(x)
     assert out.device.type == "cpu" and torch.equal(out, ref)
+
+
+@torch.no_grad()
+def test_offload_to_cpu_and_back_keeps_views_values_and_compiled_graph():
+    from flashi2v.optimize import load_to_device, offload_to_cpu
+
+    fast = apply_fast_path(randomized_tiny(seed=5), qkv=True)  # fused QKV: q/k/v are views of one buffer
+    x, t, c, s = inputs(seed=6)
+    ref = fast(x, t, c, s)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    before = {k: v.clone() for k, v in fast.state_dict().items()}
+    ptrs = [p.data_ptr() for p in fast.parameters()]
+    params = list(fast.parameters())
+    for move in (lambda: offload_to_cpu(fast, force=True), lambda: load_to_device(fast, "cpu", force=True)):
+        move()  # force: really copies on the CPU, as to and from the GPU
+        assert list(fast.parameters()) == params  # same Parameter objects, new storage
+        assert all(p.data_ptr() != q for p, q in zip(fast.parameters(), ptrs))
+        attn = fast.blocks[0].self_attn
+        assert attn.q.weight.untyped_storage().data_ptr() == attn.qkv_weight.untyped_storage().data_ptr()
+        assert all(torch.equal(fast.state_dict()[k], v) for k, v in before.items())
+        assert torch.equal(fast(x, t, c, s), ref)
+        ptrs = [p.data_ptr() for p in fast.parameters()]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # no recompile
+
+
+def test_transformer_offload_same_video_and_not_with_cuda_graphs():
+    from flashi2v import FlashI2VError
+    from flashi2v.optimize import apply_cuda_graphs, offload_to_cpu
+
+    pipe = random_tiny_pipeline()
+    settings = dict(num_frames=5, height=32, width=32, steps=2, seed=0, progress=False)
+    image = torch.rand(3, 32, 32)
+    ref = pipe(image, "a dog runs", **settings)
+    pipe.enable_transformer_offload()
+    assert pipe.transformer_offload
+    assert torch.equal(pipe(image, "a dog runs", **settings).frames, ref.frames)  # CPU: a no-op
+    # the state a CUDA decode leaves behind (weights in the CPU buffers, home device remembered): the
+    # next call brings them back before denoising and gives the same video
+    offload_to_cpu(pipe.transformer, force=True)
+    pipe._transformer_home = torch.device("cpu")
+    assert pipe.device == torch.device("cpu")
+    out = pipe(image, "a dog runs", **settings)
+    assert pipe._transformer_home is None and torch.equal(out.frames, ref.frames)
+    apply_cuda_graphs(pipe.transformer)
+    with pytest.raises(FlashI2VError, match="CUDA graphs"):
+        pipe.enable_transformer_offload()
+
+
+@torch.no_grad()
+def test_bf16_vae_decode_close_to_float32_and_weights_untouched():
+    pipe = random_tiny_pipeline()
+    vae = pipe.vae
+    z = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    ref = vae.decode(z)
+    sd = {k: v.clone() for k, v in vae.state_dict().items()}
+    pipe.enable_bf16_vae_decode()
+    assert vae.decode_dtype == torch.bfloat16
+    out = vae.decode(z)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert rel(out, ref) < 5e-2  # bf16 activations (measured 2.3e-2 on this random tiny VAE)
+    assert vae._decoder_fused  # through the leaner forwards of fuse_wan_decoder
+    vae.fuse_decoder = False
+    unfused = vae.decode(z)  # diffusers' own forwards in bf16
+    assert not vae._decoder_fused and rel(unfused, ref) < 5e-2 and rel(out, unfused) < 5e-2
+    assert all(v.dtype == torch.float32 and torch.equal(vae.state_dict()[k], v) for k, v in sd.items())
+    vae.fuse_decoder = True
+    vae.decode(z)
+    pipe.enable_bf16_vae_decode(False)
+    assert torch.equal(vae.decode(z), ref)  # float32 through the fused modules: exactly diffusers' decode

@@ -20,6 +20,7 @@ from .encoders import UMT5TextEncoder, WanVAE, load_text_encoder, load_vae
 from .errors import FlashI2VError
 from .model import FlashI2VTransformer
 from .sampling import euler, flashi2v_velocity
+from .step_cache import step_cache_scope
 from .video import image_to_tensor, to_uint8, write_mp4
 
 # Wan2.1's standard negative prompt (what the reference pipeline uses when none is given).
@@ -87,6 +88,8 @@ class FlashI2VPipeline:
         self.signed_fourier = signed_fourier
         self.defaults = dict(defaults or {})
         self.text_encoder_offloaded = False
+        self.transformer_offload = False  # see enable_transformer_offload
+        self._transformer_home: torch.device | None = None  # where the transformer runs while offloaded
 
     def enable_fast_path(self, **kwargs) -> "FlashI2VPipeline":
         """Speed up the transformer in place with ``flashi2v.optimize.apply_fast_path`` (cuDNN attention,
@@ -95,6 +98,24 @@ class FlashI2VPipeline:
         from .optimize import apply_fast_path
 
         apply_fast_path(self.transformer, **kwargs)
+        return self
+
+    def enable_step_cache(self, threshold: float | None = None, warmup_steps: int = 1, final_steps: int = 1) -> "FlashI2VPipeline":
+        """Skip transformer blocks 1..N-1 on steps where block 0's output barely changed (first-block cache,
+        ``flashi2v.step_cache``); off by default. Higher ``threshold`` skips more; 0 never skips; None: the
+        recommended ``flashi2v.step_cache.DEFAULT_THRESHOLD``. Caching can
+        slow or freeze motion: ``benchmarks/step_cache.py`` measures a threshold against the uncached run.
+        Counters of the last generation: ``self.transformer.step_cache.stats()``."""
+        from .step_cache import DEFAULT_THRESHOLD, apply_step_cache
+
+        apply_step_cache(self.transformer, DEFAULT_THRESHOLD if threshold is None else threshold, warmup_steps,
+                         final_steps)
+        return self
+
+    def disable_step_cache(self) -> "FlashI2VPipeline":
+        from .step_cache import remove_step_cache
+
+        remove_step_cache(self.transformer)
         return self
 
     def enable_text_encoder_offload(self) -> "FlashI2VPipeline":
@@ -112,13 +133,54 @@ class FlashI2VPipeline:
             self.text_encoder_offloaded = True
         return self
 
+    def enable_bf16_vae_decode(self, enabled: bool = True) -> "FlashI2VPipeline":
+        """Decode the video with the Wan VAE in bfloat16 (``WanVAE.enable_bf16_decode``). On an H100, 49 x 480
+        x 832: 1.00 s instead of 1.97 s, 4.4 GiB of decode activations instead of 8.6; pixels 2.3e-2 from
+        the float32 decode (relative L2, random weights: 0.7 uint8 levels on average, at most 6;
+        docs/performance.md). No effect on a VAE without that option (the built-in codec is exact)."""
+        if hasattr(self.vae, "enable_bf16_decode"):
+            self.vae.enable_bf16_decode(enabled)
+        return self
+
+    def enable_transformer_offload(self, enabled: bool = True) -> "FlashI2VPipeline":
+        """Move the transformer's weights to pinned CPU memory for the VAE decode, where they are not needed,
+        and back to the GPU (asynchronously, in stream order) when the next generation starts denoising.
+
+        Lowers the decode's peak GPU memory by the transformer's size (1.3B in bf16: 2.65 GiB) for two
+        copies over PCIe per generation; same video. A no-op on the CPU. Not together with CUDA graphs
+        (``apply_cuda_graphs``), which read the weights at fixed addresses.
+        """
+        if enabled and getattr(self.transformer, "_cuda_graphs", None) is not None:
+            raise FlashI2VError("enable_transformer_offload cannot be combined with CUDA graphs (apply_cuda_graphs)")
+        self.transformer_offload = enabled
+        if not enabled:
+            self._transformer_to_device()
+        return self
+
+    def _offload_transformer(self) -> None:
+        device = self.device
+        if (not self.transformer_offload or device.type != "cuda" or self._transformer_home is not None
+                or getattr(self.transformer, "_cuda_graphs", None) is not None):
+            return
+        from .optimize import offload_to_cpu
+
+        offload_to_cpu(self.transformer, non_blocking=True)  # queued before the decode: its memory is reused
+        self._transformer_home = device
+
+    def _transformer_to_device(self) -> None:
+        if self._transformer_home is not None:
+            from .optimize import load_to_device
+
+            load_to_device(self.transformer, self._transformer_home, non_blocking=True)
+            self._transformer_home = None
+
     # -- loading / saving ------------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None, vae_tiling: bool = False) -> "FlashI2VPipeline":
         """Load a pipeline folder ("builtin": the small model shipped in the package). ``dtype`` is the transformer's and text encoder's compute dtype
-        (the VAE always runs in float32)."""
+        (the VAE's weights stay float32; it decodes in float32 unless ``enable_bf16_vae_decode()``)."""
         if str(folder) == "builtin":
             from .builtin import builtin_path
 
@@ -156,10 +218,13 @@ class FlashI2VPipeline:
                 self.text_encoder.model._flashi2v_streamed_to = torch.device(device)
                 continue
             module.to(device)
+        self._transformer_home = None  # an offloaded transformer is now wherever .to put it
         return self
 
     @property
     def device(self) -> torch.device:
+        if self._transformer_home is not None:  # offloaded for the VAE decode (enable_transformer_offload)
+            return self._transformer_home
         return next(self.transformer.parameters()).device
 
     @property
@@ -203,11 +268,13 @@ class FlashI2VPipeline:
         output_type: str = "frames",
         progress: bool = True,
         batch_cfg: bool = True,
+        step_cache: float | None = None,
     ) -> FlashI2VOutput:
         """Generate a video whose first frame is ``image``, following ``prompt``.
 
         cutoff is rho, the low-frequency energy ratio of the Fourier guidance: lower keeps more detail.
         output_type "latent" skips the VAE decode.
+        step_cache: a threshold for step caching in this call only (see ``enable_step_cache``); None: as enabled.
         """
         # 1. Fill unset settings from this model's defaults (FlashI2V-1.3B: 49 x 480 x 832, 50 steps,
         #    guidance 5, shift 7, cutoff 0.1), then check them.
@@ -246,6 +313,7 @@ class FlashI2VPipeline:
         # 3. Encode the condition image; phi(s) and s_high once for the whole generation.
         latent_frames = (num_frames - 1) // vae_t + 1
         s = self.encode_image(images, height, width)
+        self._transformer_to_device()  # back from the CPU if the last decode offloaded it
         phi_s = self.transformer.learnable_proj(s, latent_frames)
         s_high = fourier.fourier_features(s, cutoff, latent_frames, signed=self.signed_fourier)
 
@@ -257,12 +325,15 @@ class FlashI2VPipeline:
         sigmas = flow.sigma_schedule(steps, shift, device=self.device)
         velocity = flashi2v_velocity(self.transformer, phi_s, s_high, context, negative_context, guidance,
                                      batch_cfg=batch_cfg)
-        with tqdm(total=steps, desc="denoising", unit="step", disable=not progress) as bar:
+        #    Step cache (off unless enabled): reset per generation, so nothing carries over between calls.
+        with step_cache_scope(self.transformer, step_cache, steps), \
+                tqdm(total=steps, desc="denoising", unit="step", disable=not progress) as bar:
             z = euler(velocity, z, sigmas, callback=lambda i, _: bar.update(1))
 
         # 6. z is the clean latent x: decode it directly (phi(s) is not added back).
         if output_type == "latent":
             return FlashI2VOutput(frames=None, latents=z)
+        self._offload_transformer()  # enable_transformer_offload: its GPU memory is free for the decode
         pixels = self.vae.decode(z.to(self.vae.device))  # B x 3 x F x H x W in [-1, 1]
         frames = to_uint8(pixels.permute(0, 2, 3, 4, 1)).cpu()  # B x F x H x W x 3
         return FlashI2VOutput(frames=frames[0] if single else frames, latents=z)

@@ -14,7 +14,6 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..config import PRESETS, TransformerConfig
 from ..errors import FlashI2VError
@@ -97,7 +96,8 @@ class FlashI2VTransformer(nn.Module):
         self.learnable_proj = LearnableProjection(in_dim, proj_kernel)
         self.rope = RopeCache(cfg.head_dim)
         self.context_parallel = None  # set by flashi2v.context_parallel.apply_context_parallel
-        self.checkpoint_blocks = False  # set by flashi2v.train.parallel.apply_activation_checkpointing
+        self.step_cache = None  # set by flashi2v.step_cache.apply_step_cache (sampling only)
+        self.checkpoint_blocks = False  # True once flashi2v.train.parallel.apply_activation_checkpointing wraps blocks
         self.reset_parameters()
 
     @classmethod
@@ -180,17 +180,20 @@ class FlashI2VTransformer(nn.Module):
         cp = self.context_parallel
         if cp is not None:  # each rank keeps a slice of the tokens (and of the RoPE table)
             tokens, rope = cp.shard_tokens(tokens), cp.shard_rope(rope)
-        for block in self.blocks:
-            tokens = self.run_block(block, tokens, e0, context, rope)
+        if self.step_cache is not None:  # may reuse blocks 1..N-1 from an earlier step (flashi2v.step_cache)
+            tokens = self.step_cache.run_blocks(self, tokens, e0, context, rope, t)
+        else:
+            for block in self.blocks:
+                tokens = self.run_block(block, tokens, e0, context, rope)
         out = self.head(tokens, e)
         if cp is not None:
             out = cp.gather_tokens(out)
         return unpatchify(out, grid, self.config.patch_size).float()
 
     def run_block(self, block: nn.Module, tokens, e0, context, rope) -> torch.Tensor:
-        """One transformer block; recomputed in backward when activation checkpointing is on."""
-        if self.checkpoint_blocks and torch.is_grad_enabled():
-            return checkpoint(block, tokens, e0, context, rope, use_reentrant=False)
+        """One transformer block. Activation checkpointing, when on, runs inside the block's own call
+        (flashi2v.train.parallel.apply_activation_checkpointing), not here: a compiled block must trace
+        the checkpoint for a selective policy to reach the compiled graph."""
         return block(tokens, e0, context, rope)
 
     # -- persistence -----------------------------------------------------------------------------
