@@ -1,4 +1,4 @@
-"""The built-in model's components: space-to-depth codec, packaged MiniLM encoder, precomputed table."""
+"""The built-in model's components: block-PCA codec, packaged MiniLM encoder, precomputed table."""
 
 import pytest
 import torch
@@ -7,28 +7,48 @@ from pathlib import Path
 
 from flashi2v import FlashI2VError, FlashI2VPipeline, FlashI2VTransformer
 from flashi2v.builtin import TEXT_SOURCE, write_components
-from flashi2v.encoders import PrecomputedTextEncoder, SentenceTextEncoder, SpaceToDepthCodec, load_text_encoder, load_vae
+from flashi2v.encoders import BlockPCACodec, PrecomputedTextEncoder, SentenceTextEncoder, load_text_encoder, load_vae
 
 
 EXAMPLE = str(Path(__file__).parents[1] / "assets" / "examples" / "astronaut.jpg")
 
 
-def test_codec_is_exactly_invertible_and_wan_shaped():
-    codec = SpaceToDepthCodec()
-    pixels = torch.rand(2, 3, 17, 32, 48) * 2 - 1
-    latents = codec.encode(pixels)
-    assert latents.shape == (2, 192, 5, 8, 12) and codec.latent_channels == 192
-    torch.testing.assert_close(codec.decode(latents), pixels, rtol=0, atol=1e-6)
-    image = codec.encode(pixels[:, :, :1])  # the condition image is a 1-frame video
-    torch.testing.assert_close(image, latents[:, :, :1])
+def smooth_video(frames=17, h=32, w=48, seed=0):
+    """Low-frequency colour fields drifting over time: video-like statistics a PCA codec can fit."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(6, 3, 4, h // 8 + 2, w // 8 + 2, generator=g) * 2 - 1
+    video = torch.nn.functional.interpolate(coarse, size=(frames, h + 16, w + 16), mode="trilinear")
+    return torch.stack([video[i, :, :, i:i + h, 2 * i:2 * i + w] for i in range(6)])
+
+
+def test_codec_is_wan_shaped_and_reconstructs_after_fit():
+    videos = smooth_video()
+    codec = BlockPCACodec(channels=16)
     with pytest.raises(FlashI2VError, match="4k\\+1"):
-        codec.encode(pixels[:, :, :4])
+        codec.encode(videos[:, :, :4])
+    codec.fit(videos[:4])
+    latents = codec.encode(videos[4:])
+    assert latents.shape == (2, 16, 5, 8, 12) and codec.latent_channels == 16
+    train = codec.encode(videos[:4])  # about unit variance per channel on the data it was fitted to
+    torch.testing.assert_close(train.transpose(0, 1).flatten(1).std(dim=1), torch.ones(16), atol=0.1, rtol=0)
+    error = (codec.decode(latents) - videos[4:]).pow(2).mean()
+    assert 10 * torch.log10(4 / error) > 30  # held-out PSNR of smooth video, dB
+    image = codec.encode(videos[4:, :, :1])  # the condition image is a 1-frame video
+    torch.testing.assert_close(image, latents[:, :, :1])
+    full = BlockPCACodec(channels=48).fit(videos)  # all 48 frame-0 components: frame 0 is exact
+    torch.testing.assert_close(full.decode(full.encode(videos))[:, :, 0], videos[:, :, 0], atol=1e-4, rtol=0)
 
 
 def test_codec_save_load(tmp_path):
-    SpaceToDepthCodec(spatial=2, temporal=4, scale=0.25).save_pretrained(tmp_path / "vae")
-    codec = load_vae(tmp_path / "vae")
-    assert isinstance(codec, SpaceToDepthCodec) and codec.spatial == 2 and codec.scale == 0.25
+    codec = BlockPCACodec(spatial=2, temporal=4, channels=8).fit(smooth_video(9, 16, 16))
+    codec.save_pretrained(tmp_path / "vae")
+    loaded = load_vae(tmp_path / "vae")
+    assert isinstance(loaded, BlockPCACodec) and loaded.spatial == 2 and loaded.channels == 8
+    video = smooth_video(9, 16, 16, seed=1)
+    torch.testing.assert_close(loaded.encode(video), codec.encode(video), rtol=0, atol=0)
+    (tmp_path / "vae" / BlockPCACodec.WEIGHTS).unlink()
+    with pytest.raises(FlashI2VError, match="codec.safetensors"):
+        load_vae(tmp_path / "vae")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +81,7 @@ def test_pipeline_with_builtin_components_roundtrip(minilm, tmp_path):
     transformer.save_pretrained(folder / "transformer")
     write_components(folder)
     pipe = FlashI2VPipeline.from_pretrained(folder)
-    assert isinstance(pipe.vae, SpaceToDepthCodec) and isinstance(pipe.text_encoder, SentenceTextEncoder)
+    assert isinstance(pipe.vae, BlockPCACodec) and isinstance(pipe.text_encoder, SentenceTextEncoder)
     out = pipe(EXAMPLE, "the camera pans left", num_frames=5, height=32, width=32, steps=2,
                seed=0, progress=False)
     assert out.frames.shape == (5, 32, 32, 3)

