@@ -22,6 +22,17 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def reset_memory(device) -> int:
+    """Synchronise, return cached blocks and restart the peak counter, so the next peak belongs to what runs
+    next; returns the bytes allocated now (0 off CUDA)."""
+    if torch.device(device).type != "cuda":
+        return 0
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
 def bench(fn, device, warmup: int = 3, reps: int = 10) -> list[float]:
     """Milliseconds of each of ``reps`` calls after ``warmup`` calls (CUDA events on a GPU)."""
     for _ in range(warmup):

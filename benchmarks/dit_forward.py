@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from common import (bench, device_info, diffusers_wan, dit_flops, load_into_diffusers, matmul_ceiling, median,
+from common import (bench, reset_memory, device_info, diffusers_wan, dit_flops, load_into_diffusers, matmul_ceiling, median,
                     out_dir, param_bytes, randomize_, rel_err, save_json, table)
 
 from flashi2v import FlashI2VTransformer, preset
@@ -128,11 +128,7 @@ def main() -> None:
                 if not is_diffusers:
                     set_attention_backend(backend[name])
                 fn = (lambda m=model: m(x, t, c, return_dict=False)) if is_diffusers else (lambda m=model: m(x, t, c, s))
-                if cuda:
-                    torch.cuda.synchronize()
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
-                    base = torch.cuda.memory_allocated()
+                base = reset_memory(device)
                 t0 = time.perf_counter()
                 try:
                     fn()  # first call: compiles / captures where the variant does

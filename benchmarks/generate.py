@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import device_info, median, out_dir, randomize_, save_json, table
+from common import device_info, median, out_dir, randomize_, reset_memory, save_json, table
 
 from flashi2v import FlashI2VPipeline, FlashI2VTransformer
 from flashi2v.optimize import apply_cuda_graphs, apply_fast_path
@@ -300,11 +300,7 @@ def vae_probe(pipe, latents, device) -> dict:
                               tile_sample_stride_height=h, tile_sample_stride_width=w // 2)
         try:
             type(wan).decode(wan, latents)  # warm-up (cuDNN autotuning with bench); not the timing wrapper
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
+            base = reset_memory(device)
             t0 = time.perf_counter()
             out = type(wan).decode(wan, latents)
             if cuda:
