@@ -145,3 +145,18 @@ def test_metrics_reject_wrong_inputs(photos):
         psnr(frames[0], frames[0, :10])
     with pytest.raises(FlashI2VError, match="shape"):
         global_translation(frames[0], frames[0, :10])
+
+
+def test_quality_report_bars_and_table():
+    from flashi2v.eval.quality import QualityReport
+
+    summary = {"psnr_frame0": 29.7, "direction_accuracy": 17 / 18, "correct": 17, "directional": 18,
+               "colour_drift_max": 5.3, "still_motion": 0.08, "pan_motion": 1.09, "rho_low": 0.05, "rho_high": 0.6,
+               "psnr_rho_low": 29.07, "psnr_rho_high": 29.09}
+    report = QualityReport(summary=summary)
+    assert report.bars() == {"psnr_frame0": True, "direction_accuracy": True, "colour_drift": False,
+                             "still_vs_pan": True, "cutoff_knob": False}
+    table = report.table()
+    assert "| 94 % (17/18) | >= 80 %: met |" in table and "| 5.30 | <= 3: not met |" in table
+    report.summary = {**summary, "still_motion": 0.6}  # more than half the pans' motion: not "clearly lower"
+    assert not report.bars()["still_vs_pan"]

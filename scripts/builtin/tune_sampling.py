@@ -25,11 +25,6 @@ from flashi2v.pipeline import FlashI2VPipeline
 from flashi2v.data.synthetic import photos_in
 
 
-def bars_passed(s: dict) -> int:
-    return sum([s["psnr_frame0"] >= 25, s["direction_accuracy"] >= 0.8, s["colour_drift_max"] <= 3,
-                s["still_motion"] < 0.5 * s["pan_motion"], s["psnr_rho_low"] > s["psnr_rho_high"]])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="assembled pipeline folder")
@@ -58,8 +53,9 @@ def main() -> None:
     rows = []
     for steps, guidance, shift in itertools.product(args.steps, args.guidance, args.shift):
         pipe.defaults = {**base, "steps": steps, "guidance": guidance, "shift": shift}
-        s = evaluate_motion_model(pipe, photos, None, seed=args.seed).summary
-        rows.append({"steps": steps, "guidance": guidance, "shift": shift, "bars": bars_passed(s), **s})
+        report = evaluate_motion_model(pipe, photos, None, seed=args.seed)
+        s = report.summary
+        rows.append({"steps": steps, "guidance": guidance, "shift": shift, "bars": sum(report.bars().values()), **s})
         print(f"steps {steps} guidance {guidance} shift {shift}: bars {rows[-1]['bars']}/5, psnr {s['psnr_frame0']:.2f}, "
               f"accuracy {s['direction_accuracy']:.2f}, drift {s['colour_drift_max']:.2f}, still/pan "
               f"{s['still_motion']:.2f}/{s['pan_motion']:.2f}, rho {s['psnr_rho_low']:.2f}/{s['psnr_rho_high']:.2f}", flush=True)
