@@ -8,6 +8,7 @@ Variants:
   ours+...            one speed-up added at a time (LADDER below), up to
   ours-fast           flashi2v.optimize.apply_fast_path (cuDNN attention, GELU in the matmul epilogue,
                       compiled blocks)
+  ours-fast+fa4       apply_fast_path(attention="fa4"): FlashAttention-4 kernels (needs flash-attn-4)
   ours-fast+qkv       + fuse_qkv (opt-in; measured no gain)
   ours-fast+qkv+graphs + apply_cuda_graphs (opt-in; measured no gain, keeps activation memory reserved)
 Ours is timed on its real FlashI2V input (the Fourier features branch included, ~0.1 % more FLOPs).
@@ -32,6 +33,7 @@ from common import (bench, reset_memory, device_info, diffusers_wan, dit_flops, 
                     out_dir, param_bytes, randomize_, rel_err, save_json, table)
 
 from flashi2v import FlashI2VTransformer, preset
+from flashi2v.model.attention import fa4_available
 from flashi2v.optimize import apply_fast_path, fuse_ffn_gelu, set_attention_backend
 
 
@@ -52,6 +54,7 @@ LADDER = [
     ("ours+cudnn", "cudnn", None),
     ("ours+cudnn+gelu", "cudnn", lambda m: fuse_ffn_gelu(m)),
     ("ours-fast", "cudnn", lambda m: apply_fast_path(m, attention="cudnn")),  # = + compiled blocks
+    ("ours-fast+fa4", "fa4", lambda m: apply_fast_path(m, attention="fa4")),
     ("ours-fast+qkv", "cudnn", lambda m: apply_fast_path(m, attention="cudnn", qkv=True)),
     ("ours-fast+qkv+graphs", "cudnn", lambda m: apply_fast_path(m, attention="cudnn", qkv=True, cuda_graphs=True)),
 ]
@@ -86,6 +89,9 @@ def main() -> None:
     ladder = [v for v in LADDER if args.only is None or v[0] in args.only]
     if not cuda:
         ladder = [v for v in ladder if "graphs" not in v[0]]
+    if not (cuda and fa4_available()):
+        print("ours-fast+fa4 skipped: needs a CUDA GPU and flash-attn-4", flush=True)
+        ladder = [v for v in ladder if v[1] != "fa4"]
     run_diffusers = args.only is None or any(n.startswith("diffusers") for n in args.only)
 
     ceiling = matmul_ceiling(device, n=512 if args.tiny else 8192)

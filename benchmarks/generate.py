@@ -13,7 +13,7 @@ reported apart. Every configuration uses the same seed: the script reports how f
 
 A configuration is a base, "plain" (eager) or "fast" (apply_fast_path), with "+"-joined options:
 "bf16-decode" (pipe.enable_bf16_vae_decode()), "dit-offload" (pipe.enable_transformer_offload(): the
-transformer in CPU memory during the VAE decode), "graphs" (apply_cuda_graphs; irreversible, so last).
+transformer in CPU memory during the VAE decode), "fa4" (FlashAttention-4 attention, needs flash-attn-4), "graphs" (apply_cuda_graphs; irreversible, so last).
 
     python benchmarks/generate.py                 # fast, fast+bf16-decode (the CLI's default), +dit-offload
     python benchmarks/generate.py --configs plain fast fast+graphs --vae-probe
@@ -32,7 +32,7 @@ from PIL import Image
 from common import device_info, median, out_dir, randomize_, reset_memory, save_json, table
 
 from flashi2v import FlashI2VPipeline, FlashI2VTransformer
-from flashi2v.optimize import apply_cuda_graphs, apply_fast_path
+from flashi2v.optimize import apply_cuda_graphs, apply_fast_path, best_attention_backend, set_attention_backend
 
 
 def umt5_xxl(device, dtype):
@@ -188,13 +188,15 @@ def main() -> None:
     rows, runs, fast_applied, result, reference = [], {}, False, None, None
     for config in args.configs:
         base, *options = config.split("+")
-        unknown = set(options) - {"bf16-decode", "dit-offload", "graphs"}
+        unknown = set(options) - {"bf16-decode", "dit-offload", "graphs", "fa4"}
         if base not in ("plain", "fast") or unknown:
             raise SystemExit(f"unknown configuration {config!r}")
         t0 = time.perf_counter()
         if base == "fast" and not fast_applied:
             apply_fast_path(pipe.transformer, qkv=args.qkv)
             fast_applied = True
+        if base == "fast":
+            set_attention_backend("fa4" if "fa4" in options else best_attention_backend(device))
         if "graphs" in options:
             if not cuda:
                 continue

@@ -1,5 +1,6 @@
 """The kernels one 1.3B DiT block is made of, timed alone at 480x832 (20,280 tokens): attention
-backends and layouts, the block's matmuls (fused QKV, GELU epilogue), the Fourier 1x1x1 conv, a copy.
+backends (FlashAttention-4 too where flash-attn-4 is installed) and layouts, and their error against
+a float32 reference, the block's matmuls (fused QKV, GELU epilogue), the Fourier 1x1x1 conv, a copy.
 Explains where ours-fast's time goes (docs/performance.md). Table printed last.
 
     python benchmarks/kernels.py [--frames 49] [--tiny]
@@ -13,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from common import bench, matmul_ceiling, median, table
+from common import bench, matmul_ceiling, median, rel_err, table
+
+from flashi2v.model.attention import fa4_attention, fa4_available
 
 BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
@@ -60,6 +63,20 @@ def main() -> None:
                     with sdpa_kernel([BACKENDS[be]]):
                         return F.scaled_dot_product_attention(*qkv)
                 add(f"self-attn B{b} {be} {lay}", f, fl)
+    errors = {}
+    if not tiny and fa4_available():  # FlashAttention-4 takes our B x L x H x D layout as is
+        for b in (1, 2):
+            qkv = [r(b, L, H, D) for _ in range(3)]
+            add(f"self-attn B{b} fa4 blhd", lambda qkv=qkv: fa4_attention(*qkv), 4 * b * L * L * d)
+        qkv = [r(1, L, H, D) for _ in range(3)]
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+            ref = F.scaled_dot_product_attention(*(t.float().transpose(1, 2) for t in qkv)).transpose(1, 2)
+        errors["self-attn fa4 vs float32"] = rel_err(fa4_attention(*qkv), ref)
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            errors["self-attn cudnn vs float32"] = rel_err(
+                F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in qkv)).transpose(1, 2), ref)
+        q1, k1, v1 = r(1, L, H, D), r(1, Lc, H, D), r(1, Lc, H, D)
+        add(f"cross-attn fa4 Lk={Lc}", lambda: fa4_attention(q1, k1, v1), 4 * L * Lc * d)
     q = r(1, L, H, D).transpose(1, 2)
     kv = [r(1, Lc, H, D).transpose(1, 2) for _ in range(2)]
     for be in (["math"] if tiny else ["cudnn", "flash"]):
@@ -87,6 +104,8 @@ def main() -> None:
     big = r(L, d)
     add("copy L x d bf16", lambda: big.clone(), 0, 2 * big.numel() * 2)
     print(f"\nkernels at {L} tokens, bf16 matmul ceiling {ceiling:.0f} TFLOP/s (per_forward_ms = 30 x, one per block)")
+    for k, v in errors.items():
+        print(f"{k}: relative error {v:.2e}")
     print(table(rows, ["kernel", "ms", "tflops", "gbps", "per_forward_ms", "note"]))
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from flashi2v import FlashI2VTransformer
-from flashi2v.model.attention import ATTENTION_BACKENDS, attention, get_attention_backend
+from flashi2v.errors import FlashI2VError
+from flashi2v.model.attention import ATTENTION_BACKENDS, attention, fa4_available, get_attention_backend
 from flashi2v.optimize import (LinearGELU, apply_fast_path, attention_backend, fuse_ffn_gelu, fuse_qkv,
                                set_attention_backend, stream_from_cpu)
 from flashi2v.tiny import random_tiny_pipeline
@@ -86,7 +87,15 @@ def test_attention_backends_agree_and_bad_name_is_an_error():
     assert get_attention_backend() == "auto"
     with pytest.raises(ValueError, match="unknown attention backend"):
         set_attention_backend("fa3")
-    assert set(ATTENTION_BACKENDS) >= {"auto", "cudnn", "flash"}
+    assert set(ATTENTION_BACKENDS) >= {"auto", "cudnn", "flash", "fa4"}
+
+
+def test_fa4_backend_without_flash_attn_4_says_how_to_get_it_and_changes_nothing():
+    if fa4_available():
+        pytest.skip("flash-attn-4 is installed here")
+    with pytest.raises(FlashI2VError, match="pip install flash-attn-4"):
+        set_attention_backend("fa4")
+    assert get_attention_backend() == "auto"
 
 
 def test_text_encoder_offload_same_embeddings_and_video():

@@ -123,7 +123,11 @@ def cmd_generate(args) -> None:
         apply_context_parallel(pipe.transformer)
     if torch.device(device).type == "cuda":
         if not args.no_fast:
-            pipe.enable_fast_path()
+            pipe.enable_fast_path(attention=args.attention)
+        elif args.attention:
+            from .model.attention import set_attention_backend
+
+            set_attention_backend(args.attention)
         if args.offload_text_encoder:
             pipe.enable_text_encoder_offload()
         if not args.vae_fp32:
@@ -213,6 +217,8 @@ def cmd_data_synth(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .model.attention import ATTENTION_BACKENDS
+
     parser = argparse.ArgumentParser(prog="flashi2v", description="FlashI2V image-to-video generation and training.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -249,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory, slower)")
     g.add_argument("--no-fast", action="store_true", help="on a GPU, skip the fast path (compiled blocks, cuDNN "
                    "attention; compiling costs ~10-30 s per video size)")
+    g.add_argument("--attention", default=None, choices=sorted(ATTENTION_BACKENDS),
+                   help="attention kernels (default: the fastest available; 'fa4' needs pip install flash-attn-4)")
     g.add_argument("--offload-text-encoder", action="store_true", help="on a GPU, keep the text encoder in CPU "
                    "memory and stream it layer by layer (umT5-XXL: ~11 GB less GPU memory)")
     g.add_argument("--offload-transformer", action="store_true", help="on a GPU, move the transformer to CPU memory "

@@ -4,7 +4,7 @@ The model code stays plain PyTorch; these functions change *how* it runs, never 
 (to bf16 rounding) and never its state-dict keys::
 
     from flashi2v.optimize import apply_fast_path
-    apply_fast_path(pipe.transformer)          # cuDNN attention, GELU epilogue, compiled blocks
+    apply_fast_path(pipe.transformer)          # FA4 or cuDNN attention, GELU epilogue, compiled blocks
     pipe.enable_text_encoder_offload()         # umT5 weights stay in CPU memory
 
 or piece by piece: ``set_attention_backend("cudnn")``, ``fuse_ffn_gelu(model)``, ``fuse_qkv(model)``,
@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model.attention import attention_backend, get_attention_backend, set_attention_backend
+from .model.attention import attention_backend, fa4_available, get_attention_backend, set_attention_backend
 
 __all__ = [
     "LinearGELU",
@@ -46,15 +46,19 @@ __all__ = [
 
 
 def best_attention_backend(device: torch.device | str | None = None) -> str:
-    """The fastest SDPA family torch offers for head dim 128 on ``device``.
+    """The fastest attention kernels for head dim 128 on ``device`` (benchmarks/kernels.py).
 
-    Hopper (sm_90) and newer with cuDNN: "cudnn" (~1.8x the flash kernel at 20k tokens on an H100);
-    other CUDA GPUs: "flash"; anything else: "auto" (torch's own choice).
+    Hopper / Blackwell (sm_90, sm_100) with flash-attn-4 installed: "fa4" (1.12x cuDNN on self-attention
+    at 20k tokens on an H100); sm_90+ with cuDNN: "cudnn" (~1.7x torch's flash kernel); other CUDA GPUs:
+    "flash"; anything else: "auto" (torch's own choice).
     """
     device = torch.device(device) if device is not None else None
     if device is None or device.type != "cuda" or not torch.cuda.is_available():
         return "auto"
-    if torch.cuda.get_device_capability(device) >= (9, 0) and torch.backends.cudnn.is_available():
+    capability = torch.cuda.get_device_capability(device)
+    if capability[0] in (9, 10) and fa4_available():
+        return "fa4"
+    if capability >= (9, 0) and torch.backends.cudnn.is_available():
         return "cudnn"
     return "flash"
 

@@ -7,10 +7,13 @@ attention call; SDPA wants B x H x L x D, so the transpose happens here and nowh
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..errors import FlashI2VError
 
 # Which SDPA kernels ``attention`` may use, in priority order. "auto" leaves the choice to torch.
 # On Hopper with head dim 128, cuDNN's kernel is the fastest torch ships (about 1.8x the flash
@@ -20,6 +23,8 @@ ATTENTION_BACKENDS: dict[str, list[SDPBackend] | None] = {
     "auto": None,
     "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
     "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+    # FlashAttention-4 (package flash-attn-4) where it applies (see ``attention``), else these.
+    "fa4": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
     "efficient": [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
     "math": [SDPBackend.MATH],
 }
@@ -27,15 +32,42 @@ _backend_name = "auto"
 _backends: list[SDPBackend] | None = None
 
 
+def fa4_available() -> bool:
+    """True when FlashAttention-4 (package flash-attn-4: CuTe DSL kernels for sm_90 / sm_100) is importable."""
+    return importlib.util.find_spec("flash_attn") is not None and importlib.util.find_spec("flash_attn.cute") is not None
+
+
+@torch.library.custom_op("flashi2v::fa4_attention", mutates_args=())
+def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention by FlashAttention-4, forward only. q: B x Lq x H x D, k/v: B x Lk x H x D (our layout).
+
+    An opaque op to torch.compile (the CuTe DSL kernel cannot be traced), so compiled blocks keep
+    one graph around it.
+    """
+    from flash_attn.cute import flash_attn_func
+
+    out = flash_attn_func(q, k, v)
+    return out[0] if isinstance(out, tuple) else out  # some releases return (out, lse)
+
+
+@fa4_attention.register_fake
+def _(q, k, v):
+    return q.new_empty(*q.shape[:-1], v.shape[-1])
+
+
 def set_attention_backend(name: str = "auto") -> None:
     """Pick the SDPA kernel family for every ``attention`` call in this process: one of ATTENTION_BACKENDS.
 
     The numerics are those of softmax attention whichever kernel runs (to bf16 rounding). Compiled
-    blocks read the setting when they are traced: changing it later triggers a recompile.
+    blocks read the setting when they are traced: changing it later triggers a recompile. "fa4" runs
+    FlashAttention-4 on sm_90 / sm_100 GPUs for calls without gradients (inference); anything else
+    (CPU tensors, other GPUs, autograd) goes through SDPA with cuDNN first.
     """
     global _backend_name, _backends
     if name not in ATTENTION_BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}: choose one of {sorted(ATTENTION_BACKENDS)}")
+    if name == "fa4" and not fa4_available():
+        raise FlashI2VError("attention backend 'fa4' needs FlashAttention-4: pip install flash-attn-4 (or choose 'cudnn')")
     _backend_name, _backends = name, ATTENTION_BACKENDS[name]
 
 
@@ -56,6 +88,8 @@ def attention_backend(name: str):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Unmasked softmax attention through torch SDPA. q: B x Lq x H x D, k/v: B x Lk x H x D."""
+    if _backend_name == "fa4" and _fa4_applies(q, k, v):
+        return fa4_attention(q, k, v)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if _backends is None:
         out = F.scaled_dot_product_attention(q, k, v)
@@ -63,6 +97,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
         with sdpa_kernel(_backends, set_priority=True):
             out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2)
+
+
+# FA4 only for long key sequences: on an H100 it beats cuDNN by 1.12x on self-attention at 20,280
+# tokens, but loses on the 512-token text cross-attention (0.30 vs 0.19 ms, benchmarks/kernels.py).
+FA4_MIN_KEYS = 2048
+
+
+def _fa4_applies(*tensors: torch.Tensor) -> bool:
+    q, k = tensors[0], tensors[1]
+    return (k.shape[1] >= FA4_MIN_KEYS and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+            and torch.cuda.get_device_capability(q.device)[0] in (9, 10)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
 
 
 def rope_split(head_dim: int) -> tuple[int, int, int]:
