@@ -160,3 +160,6 @@ def test_quality_report_bars_and_table():
     assert "| 94 % (17/18) | >= 80 %: met |" in table and "| 5.30 | <= 3: not met |" in table
     report.summary = {**summary, "still_motion": 0.6}  # more than half the pans' motion: not "clearly lower"
     assert not report.bars()["still_vs_pan"]
+    for low, high, works in ((29.09, 29.07, False), (29.30, 29.10, True)):  # a noise-sized gain is not a working knob
+        report.summary = {**summary, "psnr_rho_low": low, "psnr_rho_high": high}
+        assert report.bars()["cutoff_knob"] is works
