@@ -164,7 +164,7 @@ def main() -> None:
                         outs[name] = fn()
                         if name in ("ours-plain", "ours-fast"):
                             outs[name + "-nofourier"] = model(x, t, c, None)
-                    if args.profile and cuda and name in ("ours-fast", "diffusers-best"):
+                    if args.profile and cuda and name in ("ours-fast", "ours-fast+fa4", "diffusers-best"):
                         profile(fn, out / f"profile_{name}.txt")
             if f == args.frames[0] and not args.no_fp32:
                 set_attention_backend("auto")
