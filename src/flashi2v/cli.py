@@ -103,6 +103,10 @@ def cmd_generate(args) -> None:
     else:
         device = resolve_device(args.device)
     dtype = _dtype(args.dtype) if args.dtype else None
+    if args.attention:  # before loading anything: a missing flash-attn-4 is reported at once
+        from .model.attention import set_attention_backend
+
+        set_attention_backend(args.attention)
     from .builtin import builtin_available
 
     if args.model or builtin_available():
@@ -124,10 +128,6 @@ def cmd_generate(args) -> None:
     if torch.device(device).type == "cuda":
         if not args.no_fast:
             pipe.enable_fast_path(attention=args.attention)
-        elif args.attention:
-            from .model.attention import set_attention_backend
-
-            set_attention_backend(args.attention)
         if args.offload_text_encoder:
             pipe.enable_text_encoder_offload()
         if not args.vae_fp32:
