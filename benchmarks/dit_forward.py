@@ -9,6 +9,7 @@ Variants:
   ours-fast           flashi2v.optimize.apply_fast_path (cuDNN attention, GELU in the matmul epilogue,
                       compiled blocks)
   ours-fast+fa4       apply_fast_path(attention="fa4"): FlashAttention-4 kernels (needs flash-attn-4)
+  ours-fast+fa4+graphs + apply_cuda_graphs
   ours-fast+qkv       + fuse_qkv (opt-in; measured no gain)
   ours-fast+qkv+graphs + apply_cuda_graphs (opt-in; measured no gain, keeps activation memory reserved)
 Ours is timed on its real FlashI2V input (the Fourier features branch included, ~0.1 % more FLOPs).
@@ -55,6 +56,7 @@ LADDER = [
     ("ours+cudnn+gelu", "cudnn", lambda m: fuse_ffn_gelu(m)),
     ("ours-fast", "cudnn", lambda m: apply_fast_path(m, attention="cudnn")),  # = + compiled blocks
     ("ours-fast+fa4", "fa4", lambda m: apply_fast_path(m, attention="fa4")),
+    ("ours-fast+fa4+graphs", "fa4", lambda m: apply_fast_path(m, attention="fa4", cuda_graphs=True)),
     ("ours-fast+qkv", "cudnn", lambda m: apply_fast_path(m, attention="cudnn", qkv=True)),
     ("ours-fast+qkv+graphs", "cudnn", lambda m: apply_fast_path(m, attention="cudnn", qkv=True, cuda_graphs=True)),
 ]
