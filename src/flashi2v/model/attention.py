@@ -86,19 +86,6 @@ def attention_backend(name: str):
         set_attention_backend(previous)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Unmasked softmax attention through torch SDPA. q: B x Lq x H x D, k/v: B x Lk x H x D."""
-    if _backend_name == "fa4" and _fa4_applies(q, k, v):
-        return fa4_attention(q, k, v)
-    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    if _backends is None:
-        out = F.scaled_dot_product_attention(q, k, v)
-    else:
-        with sdpa_kernel(_backends, set_priority=True):
-            out = F.scaled_dot_product_attention(q, k, v)
-    return out.transpose(1, 2)
-
-
 # FA4 only for long key sequences: on an H100 it beats cuDNN by 1.12x on self-attention at 20,280
 # tokens, but loses on the 512-token text cross-attention (0.30 vs 0.19 ms, benchmarks/kernels.py).
 FA4_MIN_KEYS = 2048
@@ -109,6 +96,20 @@ def _fa4_applies(*tensors: torch.Tensor) -> bool:
     return (k.shape[1] >= FA4_MIN_KEYS and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
             and torch.cuda.get_device_capability(q.device)[0] in (9, 10)
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Unmasked softmax attention: FlashAttention-4 where the "fa4" backend applies, else torch SDPA.
+    q: B x Lq x H x D, k/v: B x Lk x H x D."""
+    if _backend_name == "fa4" and _fa4_applies(q, k, v):
+        return fa4_attention(q, k, v)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if _backends is None:
+        out = F.scaled_dot_product_attention(q, k, v)
+    else:
+        with sdpa_kernel(_backends, set_priority=True):
+            out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2)
 
 
 def rope_split(head_dim: int) -> tuple[int, int, int]:
