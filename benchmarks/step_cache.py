@@ -33,7 +33,7 @@ import torch
 from common import device_info, out_dir, randomize_, save_json, table
 
 from flashi2v import FlashI2VError, FlashI2VPipeline
-from flashi2v.data.synthetic import collect_photos, motion_caption, photos_in, split_photos
+from flashi2v.data.synthetic import evaluation_photos, motion_caption
 from flashi2v.eval.motion import motion_magnitude, psnr
 from flashi2v.step_cache import FirstBlockCache, apply_step_cache, remove_step_cache
 from flashi2v.video import image_to_tensor, to_uint8, write_mp4
@@ -185,7 +185,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"the model has no default for {[k for k, v in settings.items() if v is None]}: pass it")
     thresholds = sorted(set(args.thresholds))
     with tempfile.TemporaryDirectory() as tmp:
-        photos = split_photos(collect_photos(tmp))[1] if args.photos == "held-out" else photos_in(args.photos)
+        photos = evaluation_photos(args.photos, tmp)
         photos = photos[: args.photos_limit] if args.photos_limit else photos
         print(f"{len(photos)} photos x {len(args.motions)} motions x {len(args.seeds)} seeds x "
               f"{1 + len(thresholds)} settings at {settings} on {device}", flush=True)

@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from flashi2v.data.synthetic import collect_photos, photos_in, split_photos
+from flashi2v.data.synthetic import evaluation_photos
 from flashi2v.eval.motion import colour_drift, pair_motions, psnr
 from flashi2v.eval.quality import _prompt
 from flashi2v.pipeline import FlashI2VPipeline
@@ -31,8 +31,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
-    tmp = tempfile.mkdtemp()
-    photos = split_photos(collect_photos(tmp))[1] if args.photos == "held-out" else photos_in(args.photos)
+    scratch = tempfile.TemporaryDirectory()
+    photos = evaluation_photos(args.photos, scratch.name)
     pipe = FlashI2VPipeline.from_pretrained(args.model)
     d = pipe.defaults
     rows = []

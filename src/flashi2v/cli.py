@@ -194,7 +194,7 @@ def cmd_data_cache(args) -> None:
 def cmd_eval_motion(args) -> None:
     import tempfile
 
-    from .data.synthetic import collect_photos, photos_in, split_photos
+    from .data.synthetic import evaluation_photos
     from .eval.quality import evaluate_motion_model
     from .pipeline import FlashI2VPipeline
 
@@ -202,7 +202,7 @@ def cmd_eval_motion(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        photos = split_photos(collect_photos(tmp))[1] if args.photos == "held-out" else photos_in(args.photos)
+        photos = evaluation_photos(args.photos, tmp)
         report = evaluate_motion_model(pipe, photos, out, seed=args.seed, progress=False)
     print(report.table())
     print(f"per-video rows: {out / 'quality.json'}; frame strips: {out}/*.png")

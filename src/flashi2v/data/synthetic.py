@@ -139,6 +139,14 @@ def split_photos(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[P
     return [p for p in paths if photo_name(p) not in HELD_OUT], held
 
 
+def evaluation_photos(spec: str | os.PathLike, scratch: str | os.PathLike) -> list[Path]:
+    """The photos a command line names: "held-out" (the built-in model's held-out photos, copied from their
+    packages into ``scratch``) or a folder of photos."""
+    if str(spec) == "held-out":
+        return split_photos(collect_photos(scratch))[1]
+    return photos_in(spec)
+
+
 def photos_in(folder: str | os.PathLike) -> list[Path]:
     """The image files directly in ``folder``, sorted by name."""
     folder = Path(folder)
