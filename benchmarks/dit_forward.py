@@ -7,8 +7,11 @@ Variants:
   ours-plain          FlashI2VTransformer as shipped (eager, torch's default SDPA choice)
   ours+...            one speed-up added at a time (LADDER below), up to
   ours-fast           flashi2v.optimize.apply_fast_path (cuDNN attention, GELU in the matmul epilogue,
-                      compiled blocks)
+                      Triton norm kernels, compiled blocks)
   ours-fast+fa4       apply_fast_path(attention="fa4"): FlashAttention-4 kernels (needs flash-attn-4)
+  ours-fast+fa4+plain-norms  the same without the Triton norm kernels (fuse_norms)
+  ours-fast+fa4+cdtune / +multikernel / +autotune / +autotune-tma   Inductor options (CDTUNE ... below)
+  ours-fast+fa4+qkv   + fuse_qkv
   ours-fast+fa4+graphs + apply_cuda_graphs
   ours-fast+qkv       + fuse_qkv (opt-in; measured no gain)
   ours-fast+qkv+graphs + apply_cuda_graphs (opt-in; measured no gain, keeps activation memory reserved)
@@ -48,6 +51,14 @@ def make_inputs(cfg, frames: int, height: int, width: int, device, dtype, seed: 
     return [v.to(device=device, dtype=dtype if v.is_floating_point() and v.ndim > 1 else None) for v in (x, t, context, s_high)]
 
 
+# Inductor options tried on top of the fast path: coordinate-descent tuning of the Triton kernels'
+# launch configs; reductions compiled both persistent and looped, the faster picked at run time;
+# Triton GEMM templates with fused epilogues autotuned against cuBLAS.
+CDTUNE = {"coordinate_descent_tuning": True}
+MULTI_KERNEL = {"triton.multi_kernel": 1}
+AUTOTUNE = {"max_autotune": True, "coordinate_descent_tuning": True}
+AUTOTUNE_TMA = {**AUTOTUNE, "triton.enable_persistent_tma_matmul": True}
+
 # Ours, step by step: (name, attention backend, how to build it from a copy of the plain model).
 # Each row adds one thing to the one before; "ours-fast" is exactly flashi2v.optimize.apply_fast_path.
 LADDER = [
@@ -55,7 +66,13 @@ LADDER = [
     ("ours+cudnn", "cudnn", None),
     ("ours+cudnn+gelu", "cudnn", lambda m: fuse_ffn_gelu(m)),
     ("ours-fast", "cudnn", lambda m: apply_fast_path(m, attention="cudnn")),  # = + compiled blocks
+    ("ours-fast+fa4+plain-norms", "fa4", lambda m: apply_fast_path(m, attention="fa4", norms=False)),
     ("ours-fast+fa4", "fa4", lambda m: apply_fast_path(m, attention="fa4")),
+    ("ours-fast+fa4+cdtune", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=CDTUNE)),
+    ("ours-fast+fa4+multikernel", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=MULTI_KERNEL)),
+    ("ours-fast+fa4+autotune", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=AUTOTUNE)),
+    ("ours-fast+fa4+autotune-tma", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=AUTOTUNE_TMA)),
+    ("ours-fast+fa4+qkv", "fa4", lambda m: apply_fast_path(m, attention="fa4", qkv=True)),
     ("ours-fast+fa4+graphs", "fa4", lambda m: apply_fast_path(m, attention="fa4", cuda_graphs=True)),
     ("ours-fast+qkv", "cudnn", lambda m: apply_fast_path(m, attention="cudnn", qkv=True)),
     ("ours-fast+qkv+graphs", "cudnn", lambda m: apply_fast_path(m, attention="cudnn", qkv=True, cuda_graphs=True)),

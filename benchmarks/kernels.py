@@ -1,6 +1,7 @@
 """The kernels one 1.3B DiT block is made of, timed alone at 480x832 (20,280 tokens): attention
 backends (FlashAttention-4 too where flash-attn-4 is installed) and layouts, and their error against
-a float32 reference, the block's matmuls (fused QKV, GELU epilogue), the Fourier 1x1x1 conv, a copy.
+a float32 reference, the block's matmuls (fused QKV, GELU epilogue), the Fourier 1x1x1 conv, a copy,
+the norms (compiled ops vs the Triton kernels of flashi2v.optimize.fuse_norms).
 Explains where ours-fast's time goes (docs/performance.md). Table printed last.
 
     python benchmarks/kernels.py [--frames 49] [--tiny]
@@ -16,10 +17,17 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from common import bench, matmul_ceiling, median, rel_err, table
 
-from flashi2v.model.attention import fa4_attention, fa4_available
+from flashi2v.kernels import triton_available
+from flashi2v.model.attention import RopeCache, apply_rope, fa4_attention, fa4_available
+from flashi2v.model.wan import WanBlock
+from flashi2v.optimize import fuse_norms
 
 BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+
+
+def _tuple(x):
+    return x if isinstance(x, tuple) else (x,)
 
 
 def main() -> None:
@@ -103,6 +111,32 @@ def main() -> None:
     add("fourier 1x1x1 as linear", lambda: F.linear(tok, conv.weight.view(d, d), conv.bias), 2 * L * d * d)
     big = r(L, d)
     add("copy L x d bf16", lambda: big.clone(), 0, 2 * big.numel() * 2)
+    # the norms, x2 per block (q and k; after self- and cross-attention): compiled plain ops vs Triton kernels
+    block = WanBlock(d, ffn, H, True, 1e-6).to(dev, dt)
+    cos, sin = RopeCache(D)(grid, dev)
+    qlin, y = r(1, L, d), r(1, L, d)
+    gate, scale, shift = (torch.randn(1, 3, d, device=dev) * 0.1).chunk(3, dim=1)
+    plain = {
+        "q rmsnorm+rope": lambda: apply_rope(block.self_attn.norm_q(qlin).unflatten(-1, (H, -1)), cos, sin),
+        "residual+layernorm": lambda: block.residual_norm(qlin, y, gate, block.norm3),
+        "residual+layernorm+adaln": lambda: block.residual_norm(qlin, y, None, block.norm2, scale, shift),
+    }
+    io = {"q rmsnorm+rope": 2 * qlin.numel() * 2, "residual+layernorm": 4 * qlin.numel() * 2,
+          "residual+layernorm+adaln": 4 * qlin.numel() * 2}
+    if not tiny:
+        for name, fn in plain.items():
+            add(f"{name}, compiled ops", torch.compile(fn, fullgraph=True, dynamic=False), 0, io[name])
+        if triton_available():
+            fuse_norms(block)
+            fused = {
+                "q rmsnorm+rope": lambda: block.self_attn.norm_qk(qlin, qlin, (cos, sin))[0],
+                "residual+layernorm": lambda: block.residual_norm(qlin, y, gate, block.norm3),
+                "residual+layernorm+adaln": lambda: block.residual_norm(qlin, y, None, block.norm2, scale, shift),
+            }
+            for name, fn in fused.items():  # compiled too: the kernels' own Python wrappers cost more than they do
+                add(f"{name}, triton kernel", torch.compile(fn, fullgraph=True, dynamic=False), 0, io[name])
+                errors[f"{name} triton vs plain"] = rel_err(torch.cat([t.flatten() for t in _tuple(fn())]),
+                                                            torch.cat([t.flatten() for t in _tuple(plain[name]())]))
     print(f"\nkernels at {L} tokens, bf16 matmul ceiling {ceiling:.0f} TFLOP/s (per_forward_ms = 30 x, one per block)")
     for k, v in errors.items():
         print(f"{k}: relative error {v:.2e}")

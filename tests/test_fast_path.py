@@ -10,8 +10,9 @@ import torch
 from flashi2v import FlashI2VTransformer
 from flashi2v.errors import FlashI2VError
 from flashi2v.model.attention import ATTENTION_BACKENDS, attention, fa4_available, get_attention_backend
-from flashi2v.optimize import (LinearGELU, apply_fast_path, attention_backend, fuse_ffn_gelu, fuse_qkv,
-                               set_attention_backend, stream_from_cpu)
+from flashi2v.kernels import triton_available
+from flashi2v.optimize import (LinearGELU, apply_fast_path, attention_backend, fuse_ffn_gelu, fuse_norms,
+                               fuse_qkv, set_attention_backend, stream_from_cpu)
 from flashi2v.tiny import random_tiny_pipeline
 
 
@@ -88,6 +89,52 @@ def test_attention_backends_agree_and_bad_name_is_an_error():
     with pytest.raises(ValueError, match="unknown attention backend"):
         set_attention_backend("fa3")
     assert set(ATTENTION_BACKENDS) >= {"auto", "cudnn", "flash", "fa4"}
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs a CUDA GPU and triton")
+@torch.no_grad()
+def test_norm_kernels_compute_the_plain_ops_on_the_gpu():
+    from flashi2v.model.attention import RopeCache
+    from flashi2v.model.wan import WanBlock
+
+    dev, heads, head_dim = torch.device("cuda"), 3, 64
+    dim = heads * head_dim
+    rope = RopeCache(head_dim)((1, 3, 7), dev)  # 21 tokens: rows do not fill the kernels' programs evenly
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        torch.manual_seed(0)
+        block = WanBlock(dim, 64, heads, True, 1e-6).to(dev, dtype)
+        for p in block.parameters():
+            p.copy_(torch.randn_like(p))
+        fused = fuse_norms(_as_model(copy.deepcopy(block))).blocks[0]
+        x, y = torch.randn(2, 2, 21, 3 * dim, device=dev, dtype=dtype).unbind(0)
+        q, k = x[..., :dim], x[..., dim:2 * dim]  # chunks of a fused qkv output: strided rows
+        gate, scale, shift = torch.randn(2, 3, dim, device=dev).chunk(3, dim=1)
+        y = y[..., :dim].contiguous()
+        x = x[..., 2 * dim:].contiguous()
+        tol = 1e-6 if dtype == torch.float32 else 4e-3  # the kernels skip the eager ops' intermediate roundings
+        pairs = [(fused.self_attn.norm_qk(q, k, rope), block.self_attn.norm_qk(q, k, rope)),
+                 (fused.residual_norm(x, None, None, fused.norm1, scale, shift), block.residual_norm(x, None, None, block.norm1, scale, shift)),
+                 (fused.residual_norm(x, y, gate, fused.norm3), block.residual_norm(x, y, gate, block.norm3)),
+                 (fused.residual_norm(x, y, None, fused.norm2, scale, shift), block.residual_norm(x, y, None, block.norm2, scale, shift))]
+        for outs, refs in pairs:
+            for out, ref in zip(outs, refs):
+                assert out.dtype == dtype and out.shape == ref.shape and rel(out, ref) < tol
+    model = randomized_tiny().to(dev, torch.bfloat16)
+    args = [a.to(dev, torch.bfloat16) if a.is_floating_point() and a.ndim > 1 else a.to(dev) for a in inputs()]
+    assert rel(fuse_norms(copy.deepcopy(model))(*args), model(*args)) < 1e-2
+
+
+def _as_model(block):
+    """A block inside a module with ``blocks``, the shape ``fuse_norms`` expects."""
+    holder = torch.nn.Module()
+    holder.blocks = torch.nn.ModuleList([block])
+    return holder
+
+
+@pytest.mark.skipif(triton_available(), reason="triton is installed here")
+def test_norm_fusion_without_triton_says_how_to_get_it():
+    with pytest.raises(FlashI2VError, match="pip install triton"):
+        fuse_norms(randomized_tiny())
 
 
 def test_fa4_backend_without_flash_attn_4_says_how_to_get_it_and_changes_nothing():

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import FlashI2VError
 from .model.attention import attention_backend, fa4_available, get_attention_backend, set_attention_backend
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "attention_backend",
     "best_attention_backend",
     "fuse_ffn_gelu",
+    "fuse_norms",
     "fuse_qkv",
     "get_attention_backend",
     "load_to_device",
@@ -99,21 +101,13 @@ def fuse_ffn_gelu(model: nn.Module) -> nn.Module:
 
 
 class FusedQKVAttention(nn.Module):
-    """Forward of a self-attention ``Attention`` with q, k, v as one matmul over a concatenated copy
-    of their weights (see ``fuse_qkv``). Cross-attention calls keep the three separate matmuls."""
+    """Mixin for a self-attention ``Attention``: q, k, v as one matmul over a concatenated copy of
+    their weights (see ``fuse_qkv``). Cross-attention calls keep the three separate matmuls."""
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, rope=None) -> torch.Tensor:
+    def project(self, x: torch.Tensor, context: torch.Tensor | None):
         if context is not None:
-            return super().forward(x, context, rope)
-        from .model.attention import apply_rope, attention
-
-        q, k, v = F.linear(x, self.qkv_weight, self.qkv_bias).chunk(3, dim=-1)
-        q = self.norm_q(q).unflatten(-1, (self.num_heads, -1))
-        k = self.norm_k(k).unflatten(-1, (self.num_heads, -1))
-        v = v.unflatten(-1, (self.num_heads, -1))
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        return self.o(attention(q, k, v).flatten(-2))
+            return super().project(x, context)
+        return F.linear(x, self.qkv_weight, self.qkv_bias).chunk(3, dim=-1)
 
 
 def fuse_qkv(model: nn.Module) -> nn.Module:
@@ -138,28 +132,83 @@ def fuse_qkv(model: nn.Module) -> nn.Module:
         for i, m in enumerate(linears):
             m.weight.data = w[i * n:(i + 1) * n]
             m.bias.data = b[i * n:(i + 1) * n]
-        attn.__class__ = _fused_class(type(attn))
+        attn.__class__ = _with_mixin(FusedQKVAttention, type(attn))
         attn.register_buffer("qkv_weight", w, persistent=False)
         attn.register_buffer("qkv_bias", b, persistent=False)
         attn.register_state_dict_post_hook(_unshare_qkv)
     return model
 
 
-_FUSED_CLASSES: dict[type, type] = {}
-
-
-def _fused_class(cls: type) -> type:
-    """One fused subclass per attention class: a class per module would make torch.compile trace every
-    block anew (its guards check the module's type)."""
-    if cls not in _FUSED_CLASSES:
-        _FUSED_CLASSES[cls] = type("FusedQKV" + cls.__name__, (FusedQKVAttention, cls), {})
-    return _FUSED_CLASSES[cls]
-
-
 def _unshare_qkv(module, state_dict, prefix, local_metadata) -> None:
     for name in ("q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias"):
         if prefix + name in state_dict:
             state_dict[prefix + name] = state_dict[prefix + name].clone()
+
+
+# -- norms as Triton kernels (inference on a GPU) ---------------------------------------------------
+
+
+def _use_kernels(*tensors: torch.Tensor) -> bool:
+    """The kernels are forward-only: CUDA tensors and no autograd, else the plain ops."""
+    return tensors[0].is_cuda and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+class FusedNormRopeAttention(nn.Module):
+    """Mixin for a self-attention ``Attention``: qk RMSNorm + RoPE by one Triton kernel per tensor
+    (``flashi2v.kernels.qk_norm_rope``)."""
+
+    def norm_qk(self, q: torch.Tensor, k: torch.Tensor, rope):
+        if rope is None or rope[0].shape[0] != q.shape[1] or not _use_kernels(q, k):
+            return super().norm_qk(q, k, rope)
+        from .kernels.qk_norm_rope import rms_norm_rope
+
+        q = rms_norm_rope(q, self.norm_q.weight, *rope, self.norm_q.eps)
+        k = rms_norm_rope(k, self.norm_k.weight, *rope, self.norm_k.eps)
+        return q.unflatten(-1, (self.num_heads, -1)), k.unflatten(-1, (self.num_heads, -1))
+
+
+class FusedNormBlock(nn.Module):
+    """Mixin for a ``WanBlock``: residual update + LayerNorm (+ AdaLN) by one Triton kernel
+    (``flashi2v.kernels.residual_layer_norm``)."""
+
+    def residual_norm(self, x, y, gate, norm, scale=None, shift=None):
+        if not isinstance(norm, nn.LayerNorm) or not _use_kernels(x, *(t for t in (y,) if t is not None)):
+            return super().residual_norm(x, y, gate, norm, scale, shift)
+        from .kernels.residual_layer_norm import layer_norm_modulate, residual_layer_norm
+
+        if y is None:
+            return x, layer_norm_modulate(x, norm.weight, norm.bias, scale, shift, norm.eps)
+        return residual_layer_norm(x, y, gate, norm.weight, norm.bias, scale, shift, norm.eps)
+
+
+def fuse_norms(model: nn.Module) -> nn.Module:
+    """The blocks' normalisation steps as Triton kernels that read and write each row once: the residual
+    update with the LayerNorm and AdaLN modulation after it, and self-attention's q/k RMSNorm with RoPE.
+    Same function (float32 inside, one rounding to the compute dtype, as compiled blocks do); parameters
+    and state-dict keys untouched; forward-only (autograd and CPU tensors take the plain ops). Needs triton (CUDA builds of
+    torch have it). In place."""
+    from .kernels import triton_available
+
+    if not triton_available():
+        raise FlashI2VError("fuse_norms needs triton (it comes with CUDA builds of torch): pip install triton")
+    for block in model.blocks:
+        if not isinstance(block, FusedNormBlock):
+            block.__class__ = _with_mixin(FusedNormBlock, type(block))
+        if not isinstance(block.self_attn, FusedNormRopeAttention):
+            block.self_attn.__class__ = _with_mixin(FusedNormRopeAttention, type(block.self_attn))
+    return model
+
+
+_MIXED_CLASSES: dict[tuple[type, type], type] = {}
+
+
+def _with_mixin(mixin: type, cls: type) -> type:
+    """One subclass per (mixin, class): a class per module would make torch.compile trace every block
+    anew (its guards check the module's type)."""
+    if (mixin, cls) not in _MIXED_CLASSES:
+        name = mixin.__name__.removesuffix("Attention") + cls.__name__
+        _MIXED_CLASSES[mixin, cls] = type(name, (mixin, cls), {})
+    return _MIXED_CLASSES[mixin, cls]
 
 
 # -- compile ---------------------------------------------------------------------------------------
@@ -230,7 +279,8 @@ def release_cuda_graphs(model: nn.Module) -> None:
 
 
 def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | None = None,
-                    fuse_gelu: bool = True, qkv: bool = False, cuda_graphs: bool = False) -> nn.Module:
+                    fuse_gelu: bool = True, norms: bool | None = None, qkv: bool = False,
+                    cuda_graphs: bool = False, compile_options: dict | None = None) -> nn.Module:
     """Everything that measured faster on an H100 (docs/performance.md), in one call.
 
     attention: an ATTENTION_BACKENDS name; default ``best_attention_backend`` of the model's device
@@ -243,10 +293,16 @@ def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | Non
     set_attention_backend(attention or best_attention_backend(device))
     if fuse_gelu:
         fuse_ffn_gelu(model)
+    if norms is None:
+        from .kernels import triton_available
+
+        norms = device.type == "cuda" and triton_available()
+    if norms:
+        fuse_norms(model)
     if qkv:
         fuse_qkv(model)
     if compile:
-        apply_compile(model)
+        apply_compile(model, options=compile_options)
     if cuda_graphs:
         apply_cuda_graphs(model)
     return model

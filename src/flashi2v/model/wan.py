@@ -59,17 +59,27 @@ class Attention(nn.Module):
         self.norm_k = RMSNorm(dim, eps)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, rope=None) -> torch.Tensor:
-        kv = x if context is None else context
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))  # B x L x H x D
-        k = self.norm_k(self.k(kv)).unflatten(-1, (self.num_heads, -1))
-        v = self.v(kv).unflatten(-1, (self.num_heads, -1))
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = self.project(x, context)
+        q, k = self.norm_qk(q, k, rope)
+        v = v.unflatten(-1, (self.num_heads, -1))
         cp = self.context_parallel if context is None else None
         if cp is not None:  # Ulysses: attend over all tokens with this rank's share of the heads
             q, k, v = cp.to_heads(q), cp.to_heads(k), cp.to_heads(v)
             return self.o(cp.to_tokens(attention(q, k, v)).flatten(-2))
         return self.o(attention(q, k, v).flatten(-2))
+
+    def project(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """q from x; k and v from x (self-attention) or the text (cross-attention): B x L x dim each."""
+        kv = x if context is None else context
+        return self.q(x), self.k(kv), self.v(kv)
+
+    def norm_qk(self, q: torch.Tensor, k: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """qk RMSNorm over the whole width, split into heads, then RoPE when given: B x L x H x D each."""
+        q = self.norm_q(q).unflatten(-1, (self.num_heads, -1))
+        k = self.norm_k(k).unflatten(-1, (self.num_heads, -1))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return q, k
 
 
 class WanBlock(nn.Module):
@@ -88,12 +98,22 @@ class WanBlock(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor, rope) -> torch.Tensor:
         """x: B x L x dim (compute dtype); e: B x 6 x dim float32 timestep modulation."""
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e).chunk(6, dim=1)
+        _, h = self.residual_norm(x, None, None, self.norm1, scale_sa, shift_sa)
+        x, h = self.residual_norm(x, self.self_attn(h, rope=rope), gate_sa, self.norm3)
+        x, h = self.residual_norm(x, self.cross_attn(h, context=context), None, self.norm2, scale_ff, shift_ff)
+        return (x.float() + self.ffn(h).float() * gate_ff).to(x.dtype)
+
+    def residual_norm(self, x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, norm: nn.Module,
+                      scale: torch.Tensor | None = None, shift: torch.Tensor | None = None):
+        """The residual update x + gate * y (y None: no update), in float32 then rounded to x's dtype, and the
+        normalised input of the next layer: norm(x) * (1 + scale) + shift (AdaLN, in float32, rounded once)
+        when scale / shift are given, else norm(x) in x's dtype. Returns (x, normalised)."""
         dtype = x.dtype
-        y = self.self_attn((self.norm1(x.float()) * (1 + scale_sa) + shift_sa).to(dtype), rope=rope)
-        x = (x.float() + y.float() * gate_sa).to(dtype)
-        x = x + self.cross_attn(self.norm3(x), context=context)
-        y = self.ffn((self.norm2(x.float()) * (1 + scale_ff) + shift_ff).to(dtype))
-        return (x.float() + y.float() * gate_ff).to(dtype)
+        if y is not None:
+            x = (x.float() + (y.float() if gate is None else y.float() * gate)).to(dtype)
+        if scale is None:
+            return x, norm(x)
+        return x, (norm(x.float()) * (1 + scale) + shift).to(dtype)
 
 
 class WanHead(nn.Module):
