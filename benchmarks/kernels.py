@@ -123,6 +123,7 @@ def main() -> None:
     }
     io = {"q rmsnorm+rope": 2 * qlin.numel() * 2, "residual+layernorm": 4 * qlin.numel() * 2,
           "residual+layernorm+adaln": 4 * qlin.numel() * 2}
+    torch.set_grad_enabled(False)  # inference, as the pipeline samples: the kernels need autograd off
     if not tiny:
         for name, fn in plain.items():
             add(f"{name}, compiled ops", torch.compile(fn, fullgraph=True, dynamic=False), 0, io[name])

@@ -105,7 +105,7 @@ def test_norm_kernels_compute_the_plain_ops_on_the_gpu():
         block = WanBlock(dim, 64, heads, True, 1e-6).to(dev, dtype)
         for p in block.parameters():
             p.copy_(torch.randn_like(p))
-        fused = fuse_norms(_as_model(copy.deepcopy(block))).blocks[0]
+        fused = fuse_norms(copy.deepcopy(block))
         x, y = torch.randn(2, 2, 21, 3 * dim, device=dev, dtype=dtype).unbind(0)
         q, k = x[..., :dim], x[..., dim:2 * dim]  # chunks of a fused qkv output: strided rows
         gate, scale, shift = torch.randn(2, 3, dim, device=dev).chunk(3, dim=1)
@@ -121,14 +121,11 @@ def test_norm_kernels_compute_the_plain_ops_on_the_gpu():
                 assert out.dtype == dtype and out.shape == ref.shape and rel(out, ref) < tol
     model = randomized_tiny().to(dev, torch.bfloat16)
     args = [a.to(dev, torch.bfloat16) if a.is_floating_point() and a.ndim > 1 else a.to(dev) for a in inputs()]
-    assert rel(fuse_norms(copy.deepcopy(model))(*args), model(*args)) < 1e-2
-
-
-def _as_model(block):
-    """A block inside a module with ``blocks``, the shape ``fuse_norms`` expects."""
-    holder = torch.nn.Module()
-    holder.blocks = torch.nn.ModuleList([block])
-    return holder
+    fused = fuse_norms(copy.deepcopy(model))
+    assert rel(fused(*args), model(*args)) < 1e-2
+    with torch.enable_grad():  # training: the plain ops run, so gradients flow
+        fused(*args).float().square().mean().backward()
+    assert fused.blocks[0].norm3.weight.grad is not None
 
 
 @pytest.mark.skipif(triton_available(), reason="triton is installed here")

@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 5.0])
     ap.add_argument("--shift", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     ap.add_argument("--cutoff", type=float, nargs="+", default=[0.1], help="Fourier cutoff rho of the default")
+    ap.add_argument("--guidance-mode", nargs="+", default=["cfg"], choices=["cfg", "mean_free"],
+                    help="how CFG combines its branches (flashi2v.sampling.GUIDANCE_MODES)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out = Path(args.out)
@@ -52,24 +54,25 @@ def main() -> None:
     photos = photos_in(args.photos)
     base = dict(pipe.defaults)
     rows = []
-    for steps, guidance, shift, cutoff in itertools.product(args.steps, args.guidance, args.shift, args.cutoff):
-        pipe.defaults = {**base, "steps": steps, "guidance": guidance, "shift": shift, "cutoff": cutoff}
+    grid = itertools.product(args.steps, args.guidance, args.shift, args.cutoff, args.guidance_mode)
+    for steps, guidance, shift, cutoff, mode in grid:
+        pipe.defaults = {**base, "steps": steps, "guidance": guidance, "shift": shift, "cutoff": cutoff, "guidance_mode": mode}
         report = evaluate_motion_model(pipe, photos, None, seed=args.seed)
         s = report.summary
-        rows.append({"steps": steps, "guidance": guidance, "shift": shift, "cutoff": cutoff,
+        rows.append({"steps": steps, "guidance": guidance, "shift": shift, "cutoff": cutoff, "guidance_mode": mode,
                      "bars": sum(report.bars().values()), **s})
-        print(f"steps {steps} guidance {guidance} shift {shift} cutoff {cutoff}: bars {rows[-1]['bars']}/5, psnr {s['psnr_frame0']:.2f}, "
+        print(f"steps {steps} guidance {guidance} ({mode}) shift {shift} cutoff {cutoff}: bars {rows[-1]['bars']}/5, psnr {s['psnr_frame0']:.2f}, "
               f"accuracy {s['direction_accuracy']:.2f}, drift {s['colour_drift_max']:.2f}, still/pan "
               f"{s['still_motion']:.2f}/{s['pan_motion']:.2f}, rho {s['psnr_rho_low']:.2f}/{s['psnr_rho_high']:.2f}", flush=True)
     best = max(rows, key=lambda r: (r["bars"], r["direction_accuracy"], r["psnr_frame0"], -r["steps"]))
-    pipe.defaults = {**base, **{k: best[k] for k in ("steps", "guidance", "shift", "cutoff")}}
+    pipe.defaults = {**base, **{k: best[k] for k in ("steps", "guidance", "shift", "cutoff", "guidance_mode")}}
     report = evaluate_motion_model(pipe, photos, out / "best", seed=args.seed)
     (out / "grid.json").write_text(json.dumps(rows, indent=1))
     (out / "best.json").write_text(json.dumps(pipe.defaults, indent=1))
-    print("| steps | guidance | shift | cutoff | bars | PSNR | accuracy | drift | still / pan | PSNR rho low / high |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| steps | guidance | mode | shift | cutoff | bars | PSNR | accuracy | drift | still / pan | PSNR rho low / high |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['steps']} | {r['guidance']} | {r['shift']} | {r['cutoff']} | {r['bars']}/5 | {r['psnr_frame0']:.2f} | "
+        print(f"| {r['steps']} | {r['guidance']} | {r['guidance_mode']} | {r['shift']} | {r['cutoff']} | {r['bars']}/5 | {r['psnr_frame0']:.2f} | "
               f"{r['direction_accuracy']:.2f} | {r['colour_drift_max']:.2f} | {r['still_motion']:.2f} / {r['pan_motion']:.2f} | "
               f"{r['psnr_rho_low']:.2f} / {r['psnr_rho_high']:.2f} |")
     print(f"\nbest: {json.dumps(pipe.defaults)}\n{report.table()}")

@@ -138,7 +138,8 @@ def cmd_generate(args) -> None:
         pipe.enable_step_cache(args.step_cache)
     for i, (image, prompt, out) in enumerate(jobs):
         seed = None if args.seed is None else args.seed + i
-        result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **flags)  # unset: the model's defaults
+        result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, guidance_mode=args.guidance_mode,
+                      **flags)  # unset: the model's defaults
         if context_parallel and info.rank != 0:
             continue  # every rank holds the whole video; one writes it
         result.save(out, fps=args.fps)
@@ -241,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=int, default=None, help="width in pixels, multiple of 16 (default: the model's, 832)")
     g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 50)")
     g.add_argument("--guidance", type=float, default=None, help="text CFG scale; 1 disables CFG (default 5.0)")
+    g.add_argument("--guidance-mode", default=None, choices=("cfg", "mean_free"),
+                   help="how CFG combines the branches: cfg (plain), or mean_free (drop the per-channel spatial mean of "
+                   "the guidance update: no CFG brightness / colour shift) (default: the model's, cfg)")
     g.add_argument("--shift", type=float, default=None, help="static sigma shift of the schedule (default 7.0)")
     g.add_argument("--cutoff", type=float, default=None,
                    help="Fourier low-frequency energy ratio rho in [0,1): lower keeps more image detail (default 0.1)")

@@ -148,9 +148,10 @@ def _unshare_qkv(module, state_dict, prefix, local_metadata) -> None:
 # -- norms as Triton kernels (inference on a GPU) ---------------------------------------------------
 
 
-def _use_kernels(*tensors: torch.Tensor) -> bool:
-    """The kernels are forward-only: CUDA tensors and no autograd, else the plain ops."""
-    return tensors[0].is_cuda and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+def _use_kernels(x: torch.Tensor) -> bool:
+    """The kernels are forward-only: CUDA tensors with autograd off (``torch.no_grad``, as the pipeline
+    samples), else the plain ops. Grad mode, not the inputs, decides: the norm weights may require grad."""
+    return x.is_cuda and not torch.is_grad_enabled()
 
 
 class FusedNormRopeAttention(nn.Module):
@@ -158,7 +159,7 @@ class FusedNormRopeAttention(nn.Module):
     (``flashi2v.kernels.qk_norm_rope``)."""
 
     def norm_qk(self, q: torch.Tensor, k: torch.Tensor, rope):
-        if rope is None or rope[0].shape[0] != q.shape[1] or not _use_kernels(q, k):
+        if rope is None or rope[0].shape[0] != q.shape[1] or not _use_kernels(q):
             return super().norm_qk(q, k, rope)
         from .kernels.qk_norm_rope import rms_norm_rope
 
@@ -172,7 +173,7 @@ class FusedNormBlock(nn.Module):
     (``flashi2v.kernels.residual_layer_norm``)."""
 
     def residual_norm(self, x, y, gate, norm, scale=None, shift=None):
-        if not isinstance(norm, nn.LayerNorm) or not _use_kernels(x, *(t for t in (y,) if t is not None)):
+        if not isinstance(norm, nn.LayerNorm) or not _use_kernels(x):
             return super().residual_norm(x, y, gate, norm, scale, shift)
         from .kernels.residual_layer_norm import layer_norm_modulate, residual_layer_norm
 
@@ -185,13 +186,13 @@ def fuse_norms(model: nn.Module) -> nn.Module:
     """The blocks' normalisation steps as Triton kernels that read and write each row once: the residual
     update with the LayerNorm and AdaLN modulation after it, and self-attention's q/k RMSNorm with RoPE.
     Same function (float32 inside, one rounding to the compute dtype, as compiled blocks do); parameters
-    and state-dict keys untouched; forward-only (autograd and CPU tensors take the plain ops). Needs triton (CUDA builds of
+    and state-dict keys untouched; forward-only (with grad mode on, and on CPU tensors, the plain ops run). Needs triton (CUDA builds of
     torch have it). In place."""
     from .kernels import triton_available
 
     if not triton_available():
         raise FlashI2VError("fuse_norms needs triton (it comes with CUDA builds of torch): pip install triton")
-    for block in model.blocks:
+    for block in getattr(model, "blocks", [model]):  # a transformer, or one block
         if not isinstance(block, FusedNormBlock):
             block.__class__ = _with_mixin(FusedNormBlock, type(block))
         if not isinstance(block.self_attn, FusedNormRopeAttention):

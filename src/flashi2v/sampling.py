@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+GUIDANCE_MODES = ("cfg", "mean_free")
 
 
 def euler(velocity: Velocity, z: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
@@ -24,15 +25,44 @@ def euler(velocity: Velocity, z: torch.Tensor, sigmas: torch.Tensor, callback=No
     return z
 
 
+def cfg(v_cond: torch.Tensor, v_uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance: v = v_u + w (v_c - v_u) = v_c + (w - 1) d, with d = v_c - v_u."""
+    return v_uncond + guidance * (v_cond - v_uncond)
+
+
+def mean_free_cfg(v_cond: torch.Tensor, v_uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+    """CFG without its brightness / colour push: v = v_c + (w - 1) (d - mean_hw(d)), with d = v_c - v_u.
+
+    mean_hw is the spatial mean of d per sample, channel and latent frame (over H and W). Only that part
+    of the guidance update is dropped: the mean of every latent channel in every frame follows the
+    conditional branch alone, the spatial structure (the motion) is guided as in plain CFG. For a linear
+    codec a frame's mean colour is a function of these channel means alone (exactly for the built-in
+    block-PCA codec). The equation is linear in v, so it is the same on the implied clean sample
+    x0 = z - sigma v (whose guidance update is -sigma d). It is the mean-removal variant of adaptive
+    projected guidance (Sadat et al. 2024, "Eliminating Oversaturation and Artifacts of High Guidance
+    Scales"). Equals ``cfg`` when w = 1 or when d has zero spatial mean.
+    """
+    d = v_cond - v_uncond
+    return v_cond + (guidance - 1.0) * (d - d.mean(dim=(-2, -1), keepdim=True))
+
+
+_GUIDANCE = {"cfg": cfg, "mean_free": mean_free_cfg}
+
+
 def flashi2v_velocity(model, phi_s: torch.Tensor, s_high: torch.Tensor, context: torch.Tensor,
                       negative_context: torch.Tensor | None = None, guidance: float = 1.0,
-                      dtype: torch.dtype | None = None, batch_cfg: bool = True) -> Velocity:
+                      dtype: torch.dtype | None = None, batch_cfg: bool = True,
+                      guidance_mode: str = "cfg") -> Velocity:
     """v(z, sigma) = DiT(z - phi(s), 1000 sigma, c, s_high), with text-only classifier-free guidance.
 
     phi(s) and s_high are computed once by the caller and reused at every step. Both CFG branches get
     the same image features; the unconditional one uses the negative prompt. ``batch_cfg`` runs the two
-    branches as one batch of 2B (one pass of the weights instead of two).
+    branches as one batch of 2B (one pass of the weights instead of two). ``guidance_mode`` picks how the
+    branches combine: "cfg" (``cfg``) or "mean_free" (``mean_free_cfg``).
     """
+    if guidance_mode not in _GUIDANCE:
+        raise ValueError(f"guidance_mode {guidance_mode!r} is not one of {GUIDANCE_MODES}")
+    combine = _GUIDANCE[guidance_mode]
     dtype = dtype or next(model.parameters()).dtype
     use_cfg = negative_context is not None and guidance != 1.0
     s_high = s_high.to(dtype)
@@ -50,6 +80,6 @@ def flashi2v_velocity(model, phi_s: torch.Tensor, s_high: torch.Tensor, context:
         else:
             v_cond = model(x, t, context.to(dtype), s_high)
             v_uncond = model(x, t, negative_context.to(dtype), s_high)
-        return v_uncond + guidance * (v_cond - v_uncond)
+        return combine(v_cond, v_uncond, guidance)
 
     return velocity
