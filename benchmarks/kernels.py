@@ -10,6 +10,7 @@ Explains where ours-fast's time goes (docs/performance.md). Table printed last.
 from __future__ import annotations
 
 import argparse
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +19,23 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from common import bench, matmul_ceiling, median, rel_err, table
 
 from flashi2v.kernels import triton_available
-from flashi2v.model.attention import RopeCache, apply_rope, fa4_attention, fa4_available
+from flashi2v.model.attention import RopeCache, fa4_attention, fa4_available
 from flashi2v.model.wan import WanBlock
 from flashi2v.optimize import fuse_norms
 
 BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+
+
+def graphed(fn, times: int):
+    """A CUDA graph of ``times`` calls of ``fn`` (warmed up first): its replay runs them without host overhead."""
+    fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(times):
+            fn()
+    return graph.replay
 
 
 def _tuple(x):
@@ -45,9 +57,11 @@ def main() -> None:
     rows = []
     ceiling = matmul_ceiling(dev, n=256 if tiny else 8192)
 
-    def add(name, fn, flops=0.0, bytes_=0.0):
+    def add(name, fn, flops=0.0, bytes_=0.0, per=1):
         try:
             ms = median(bench(fn, dev, warmup=2 if tiny else 5, reps=reps))
+            if per > 1:  # fn runs the step ``per`` times: report one
+                ms, flops, bytes_ = ms / per, flops / per, bytes_ / per
         except RuntimeError as err:
             rows.append(dict(kernel=name, ms=None, note=str(err).splitlines()[0][:60]))
             return
@@ -111,33 +125,29 @@ def main() -> None:
     add("fourier 1x1x1 as linear", lambda: F.linear(tok, conv.weight.view(d, d), conv.bias), 2 * L * d * d)
     big = r(L, d)
     add("copy L x d bf16", lambda: big.clone(), 0, 2 * big.numel() * 2)
-    # the norms, x2 per block (q and k; after self- and cross-attention): compiled plain ops vs Triton kernels
-    block = WanBlock(d, ffn, H, True, 1e-6).to(dev, dt)
-    cos, sin = RopeCache(D)(grid, dev)
-    qlin, y = r(1, L, d), r(1, L, d)
-    gate, scale, shift = (torch.randn(1, 3, d, device=dev) * 0.1).chunk(3, dim=1)
-    plain = {
-        "q rmsnorm+rope": lambda: apply_rope(block.self_attn.norm_q(qlin).unflatten(-1, (H, -1)), cos, sin),
-        "residual+layernorm": lambda: block.residual_norm(qlin, y, gate, block.norm3),
-        "residual+layernorm+adaln": lambda: block.residual_norm(qlin, y, None, block.norm2, scale, shift),
-    }
-    io = {"q rmsnorm+rope": 2 * qlin.numel() * 2, "residual+layernorm": 4 * qlin.numel() * 2,
-          "residual+layernorm+adaln": 4 * qlin.numel() * 2}
+    # the norms (q and k per block; after self- and cross-attention): compiled plain ops vs Triton kernels.
+    # Each call is ~0.1 ms of GPU work, less than torch.compile's per-call host overhead: timed as a CUDA
+    # graph of 10 calls, so the GPU time is what is measured.
     torch.set_grad_enabled(False)  # inference, as the pipeline samples: the kernels need autograd off
     if not tiny:
-        for name, fn in plain.items():
-            add(f"{name}, compiled ops", torch.compile(fn, fullgraph=True, dynamic=False), 0, io[name])
-        if triton_available():
-            fuse_norms(block)
-            fused = {
-                "q rmsnorm+rope": lambda: block.self_attn.norm_qk(qlin, qlin, (cos, sin))[0],
-                "residual+layernorm": lambda: block.residual_norm(qlin, y, gate, block.norm3),
-                "residual+layernorm+adaln": lambda: block.residual_norm(qlin, y, None, block.norm2, scale, shift),
-            }
-            for name, fn in fused.items():  # compiled too: the kernels' own Python wrappers cost more than they do
-                add(f"{name}, triton kernel", torch.compile(fn, fullgraph=True, dynamic=False), 0, io[name])
-                errors[f"{name} triton vs plain"] = rel_err(torch.cat([t.flatten() for t in _tuple(fn())]),
-                                                            torch.cat([t.flatten() for t in _tuple(plain[name]())]))
+        block = WanBlock(d, ffn, H, True, 1e-6).to(dev, dt)
+        fused_block = fuse_norms(copy.deepcopy(block)) if triton_available() else None
+        cos, sin = RopeCache(D)(grid, dev)
+        x, y = r(1, L, d), r(1, L, d)
+        gate, scale, shift = (torch.randn(1, 3, d, device=dev) * 0.1).chunk(3, dim=1)
+        steps = {  # name: (the step on a block, bytes read + written)
+            "q rmsnorm+rope": (lambda b: b.self_attn.norm_qk(x, x, (cos, sin))[0], 2 * x.numel() * 2),
+            "residual+layernorm": (lambda b: b.residual_norm(x, y, gate, b.norm3), 4 * x.numel() * 2),
+            "residual+layernorm+adaln": (lambda b: b.residual_norm(x, y, None, b.norm2, scale, shift), 4 * x.numel() * 2),
+        }
+        for name, (step, io) in steps.items():
+            plain = torch.compile(lambda step=step: step(block), fullgraph=True, dynamic=False)
+            add(f"{name}, compiled ops (x10 graph)", graphed(plain, 10), 0, 10 * io, per=10)
+            if fused_block is not None:
+                kernel = torch.compile(lambda step=step: step(fused_block), fullgraph=True, dynamic=False)
+                add(f"{name}, triton kernel (x10 graph)", graphed(kernel, 10), 0, 10 * io, per=10)
+                errors[f"{name} triton vs compiled ops"] = rel_err(torch.cat([t.flatten() for t in _tuple(kernel())]),
+                                                                   torch.cat([t.flatten() for t in _tuple(plain())]))
     print(f"\nkernels at {L} tokens, bf16 matmul ceiling {ceiling:.0f} TFLOP/s (per_forward_ms = 30 x, one per block)")
     for k, v in errors.items():
         print(f"{k}: relative error {v:.2e}")
