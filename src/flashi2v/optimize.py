@@ -4,10 +4,10 @@ The model code stays plain PyTorch; these functions change *how* it runs, never 
 (to bf16 rounding) and never its state-dict keys::
 
     from flashi2v.optimize import apply_fast_path
-    apply_fast_path(pipe.transformer)          # FA4 or cuDNN attention, GELU epilogue, compiled blocks
+    apply_fast_path(pipe.transformer)          # FA4 or cuDNN attention, GELU epilogue, norm kernels, compiled blocks
     pipe.enable_text_encoder_offload()         # umT5 weights stay in CPU memory
 
-or piece by piece: ``set_attention_backend("cudnn")``, ``fuse_ffn_gelu(model)``, ``fuse_qkv(model)``,
+or piece by piece: ``set_attention_backend("cudnn")``, ``fuse_ffn_gelu(model)``, ``fuse_norms(model)``, ``fuse_qkv(model)``,
 ``apply_compile(model)``, ``apply_cuda_graphs(model)``; and moving weights between the GPU and pinned CPU
 memory: ``stream_from_cpu`` (per layer, for frozen encoders), ``offload_to_cpu`` / ``load_to_device``
 (a whole module, e.g. the transformer during the VAE decode).
@@ -285,10 +285,11 @@ def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | Non
     """Everything that measured faster on an H100 (docs/performance.md), in one call.
 
     attention: an ATTENTION_BACKENDS name; default ``best_attention_backend`` of the model's device
-    (process-wide, see ``set_attention_backend``). Then the FFN GELU in the matmul epilogue and
-    compiled blocks. Off by default because they measured no gain (within run-to-run noise) on the
-    H100: ``qkv`` (fused QKV) and ``cuda_graphs`` (which also keep ~3.6 GiB reserved at 480p, batch 2).
-    Call after moving the model to its device and dtype.
+    (process-wide, see ``set_attention_backend``). Then the FFN GELU in the matmul epilogue, the norm
+    kernels (``norms``; default: on a CUDA device when triton is importable) and compiled blocks
+    (``compile_options``: Inductor options, passed through). Off by default because they measured no
+    gain (within run-to-run noise) on the H100: ``qkv`` (fused QKV) and ``cuda_graphs`` (which also keep
+    ~3.6 GiB reserved at 480p, batch 2). Call after moving the model to its device and dtype.
     """
     device = next(model.parameters()).device
     set_attention_backend(attention or best_attention_backend(device))
