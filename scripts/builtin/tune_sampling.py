@@ -22,6 +22,7 @@ from flashi2v.encoders import load_text_encoder, load_vae
 from flashi2v.model import FlashI2VTransformer
 from flashi2v.eval.quality import evaluate_motion_model
 from flashi2v.pipeline import FlashI2VPipeline
+from flashi2v.sampling import GUIDANCE_MODES
 from flashi2v.data.synthetic import photos_in
 
 
@@ -36,8 +37,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 5.0])
     ap.add_argument("--shift", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     ap.add_argument("--cutoff", type=float, nargs="+", default=[0.1], help="Fourier cutoff rho of the default")
-    ap.add_argument("--guidance-mode", nargs="+", default=["cfg"], choices=["cfg", "mean_free"],
-                    help="how CFG combines its branches (flashi2v.sampling.GUIDANCE_MODES)")
+    ap.add_argument("--guidance-mode", nargs="+", default=["cfg"], choices=GUIDANCE_MODES,
+                    help="how CFG combines its branches (flashi2v.sampling.GUIDANCE)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out = Path(args.out)

@@ -219,6 +219,7 @@ def cmd_data_synth(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .model.attention import ATTENTION_BACKENDS
+    from .sampling import GUIDANCE_MODES
 
     parser = argparse.ArgumentParser(prog="flashi2v", description="FlashI2V image-to-video generation and training.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -242,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=int, default=None, help="width in pixels, multiple of 16 (default: the model's, 832)")
     g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 50)")
     g.add_argument("--guidance", type=float, default=None, help="text CFG scale; 1 disables CFG (default 5.0)")
-    g.add_argument("--guidance-mode", default=None, choices=("cfg", "mean_free"),
+    g.add_argument("--guidance-mode", default=None, choices=GUIDANCE_MODES,
                    help="how CFG combines the branches: cfg (plain), or mean_free (drop the per-channel spatial mean of "
                    "the guidance update: no CFG brightness / colour shift) (default: the model's, cfg)")
     g.add_argument("--shift", type=float, default=None, help="static sigma shift of the schedule (default 7.0)")

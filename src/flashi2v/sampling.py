@@ -12,7 +12,6 @@ from typing import Callable
 import torch
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-GUIDANCE_MODES = ("cfg", "mean_free")
 
 
 def euler(velocity: Velocity, z: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
@@ -46,7 +45,8 @@ def mean_free_cfg(v_cond: torch.Tensor, v_uncond: torch.Tensor, guidance: float)
     return v_cond + (guidance - 1.0) * (d - d.mean(dim=(-2, -1), keepdim=True))
 
 
-_GUIDANCE = {"cfg": cfg, "mean_free": mean_free_cfg}
+GUIDANCE = {"cfg": cfg, "mean_free": mean_free_cfg}  # guidance_mode -> how the two branches combine
+GUIDANCE_MODES = tuple(GUIDANCE)
 
 
 def flashi2v_velocity(model, phi_s: torch.Tensor, s_high: torch.Tensor, context: torch.Tensor,
@@ -60,9 +60,9 @@ def flashi2v_velocity(model, phi_s: torch.Tensor, s_high: torch.Tensor, context:
     branches as one batch of 2B (one pass of the weights instead of two). ``guidance_mode`` picks how the
     branches combine: "cfg" (``cfg``) or "mean_free" (``mean_free_cfg``).
     """
-    if guidance_mode not in _GUIDANCE:
+    if guidance_mode not in GUIDANCE:
         raise ValueError(f"guidance_mode {guidance_mode!r} is not one of {GUIDANCE_MODES}")
-    combine = _GUIDANCE[guidance_mode]
+    combine = GUIDANCE[guidance_mode]
     dtype = dtype or next(model.parameters()).dtype
     use_cfg = negative_context is not None and guidance != 1.0
     s_high = s_high.to(dtype)
