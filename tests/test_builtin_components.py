@@ -39,6 +39,23 @@ def test_codec_is_wan_shaped_and_reconstructs_after_fit():
     torch.testing.assert_close(full.decode(full.encode(videos))[:, :, 0], videos[:, :, 0], atol=1e-4, rtol=0)
 
 
+def test_colour_channels_keep_block_colour_and_a_still_clip_constant():
+    videos = smooth_video()
+    codec = BlockPCACodec(channels=16, colour_channels=3).fit(videos[:4])
+    still = videos[4:, :, :1].expand(-1, -1, 17, -1, -1)  # one frame held for 17 frames
+    z = codec.encode(still)
+    torch.testing.assert_close(z[:, :3, 1:], z[:, :3, :1].expand(-1, -1, 4, -1, -1), atol=1e-5, rtol=0)
+    assert (z[:, 3:, 1:] - z[:, 3:, :1]).abs().max() > 1e-2  # the other channels are two different bases
+    moving = videos[4:] * 0.5  # inside [-1, 1]: decode's clamp does not touch it
+    block_mean = torch.nn.functional.avg_pool3d(moving[:, :, 1:], (4, 4, 4))
+    back = codec.decode(codec.encode(moving))
+    torch.testing.assert_close(torch.nn.functional.avg_pool3d(back[:, :, 1:], (4, 4, 4)), block_mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.nn.functional.avg_pool2d(back[:, :, 0], 4),
+                               torch.nn.functional.avg_pool2d(moving[:, :, 0], 4), atol=1e-5, rtol=0)
+    with pytest.raises(FlashI2VError, match="colour_channels"):
+        BlockPCACodec(channels=16, colour_channels=2)
+
+
 def test_codec_save_load(tmp_path):
     codec = BlockPCACodec(spatial=2, temporal=4, channels=8).fit(smooth_video(9, 16, 16))
     codec.save_pretrained(tmp_path / "vae")

@@ -356,6 +356,12 @@ class BlockPCACodec(torch.nn.Module):
     frame 0, one for the groups, as the Wan VAE treats frame 0 on its own), divided by their standard
     deviation so that every latent channel has about unit variance. F = 4k + 1 frames give k + 1 latent frames.
 
+    ``colour_channels=3``: the first three channels are the block's mean red, green and blue, with the same
+    offset and scale for frame 0 and the later groups, and the rest are principal components of what those
+    means leave. The mean colour of every block then survives a round trip exactly, and a still clip has the
+    same colour channels in every latent frame, so keeping colour over time is an identity for the model
+    rather than a map between two unrelated bases (the built-in model's colour drift, docs/builtin.md).
+
     Why not a trained autoencoder: a linear codec is fitted in seconds from data (``fit``), decodes for free on
     a CPU and is the best possible linear reconstruction (16 channels, on camera-motion clips of held-out
     photos: ~37 dB for frame 0, ~30 dB for later frames; scripts/builtin/codec_check.py). Why not plain
@@ -366,12 +372,14 @@ class BlockPCACodec(torch.nn.Module):
     CONFIG = "config.json"
     WEIGHTS = "codec.safetensors"
 
-    def __init__(self, spatial: int = 4, temporal: int = 4, channels: int = 16):
+    def __init__(self, spatial: int = 4, temporal: int = 4, channels: int = 16, colour_channels: int = 0):
         super().__init__()
         n0, ng = 3 * spatial**2, 3 * spatial**2 * temporal
         if not 0 < channels <= n0:
             raise FlashI2VError(f"BlockPCACodec channels must be in 1..{n0}, got {channels}")
-        self.spatial, self.temporal, self.channels = spatial, temporal, channels
+        if colour_channels not in (0, 3) or colour_channels >= channels:
+            raise FlashI2VError(f"BlockPCACodec colour_channels must be 0 or 3 (and fewer than channels), got {colour_channels}")
+        self.spatial, self.temporal, self.channels, self.colour_channels = spatial, temporal, channels, colour_channels
         # Until ``fit`` runs, the basis keeps the first block values (a valid, lossy codec for tests).
         self.register_buffer("mean0", torch.zeros(n0))
         self.register_buffer("basis0", torch.eye(n0)[:, :channels])
@@ -397,20 +405,40 @@ class BlockPCACodec(torch.nn.Module):
 
     # -- fitting -------------------------------------------------------------------------------------
 
+    def _colour_basis(self, t: int) -> torch.Tensor:
+        """(3*t*s*s) x 3, orthonormal: column c averages colour c over a block (its entries are contiguous)."""
+        m = t * self.spatial**2
+        return torch.kron(torch.eye(3, dtype=torch.float64), torch.full((m, 1), m**-0.5, dtype=torch.float64))
+
     @torch.no_grad()
     def fit(self, videos: torch.Tensor, max_blocks: int = 200_000, seed: int = 0) -> "BlockPCACodec":
         """Principal components of the blocks of ``videos`` (B x 3 x F x H x W in [-1, 1], F = 4k + 1)."""
         self._check(videos)
         videos = videos.double()
         gen = torch.Generator().manual_seed(seed)
-        for first, x in ((True, self._blocks(videos[:, :, :1], 1)), (False, self._blocks(videos[:, :, 1:], self.temporal))):
+        k = self.channels - self.colour_channels
+        colour_mean = colour_std = None
+        for first, t, x in ((True, 1, self._blocks(videos[:, :, :1], 1)),
+                            (False, self.temporal, self._blocks(videos[:, :, 1:], self.temporal))):
             x = x.reshape(-1, x.shape[-1])
             x = x[torch.randperm(len(x), generator=gen)[:max_blocks]]
             mean = x.mean(0)
-            _, sv, vt = torch.linalg.svd(x - mean, full_matrices=False)
-            basis = vt[: self.channels].T
+            centred = x - mean
+            if self.colour_channels:
+                u = self._colour_basis(t)
+                centred = centred - centred @ u @ u.T  # principal components of what the colour means leave
+            _, sv, vt = torch.linalg.svd(centred, full_matrices=False)
+            basis = vt[:k].T
             basis = basis * torch.where(basis.sum(0) < 0, -1.0, 1.0)  # a fixed sign: components sum >= 0
-            std = sv[: self.channels] / (len(x) - 1) ** 0.5
+            std = sv[:k] / (len(x) - 1) ** 0.5
+            if self.colour_channels:
+                # Frame 0 sets one offset and scale of the mean colour for every latent frame: the channel is
+                # sqrt(m) (block mean - colour_mean) / std with m pixels per block, so std grows with sqrt(m).
+                scale = (t * self.spatial**2) ** 0.5
+                if first:
+                    colour_mean, colour_std = (x @ u).mean(0) / scale, (x @ u).std(0) / scale
+                mean = mean - u @ (u.T @ mean) + u @ (colour_mean * scale)
+                basis, std = torch.cat([u, basis], dim=1), torch.cat([colour_std * scale, std])
             names = ("mean0", "basis0", "std0") if first else ("mean", "basis", "std")
             for name, value in zip(names, (mean, basis, std)):
                 getattr(self, name).copy_(value.float())
@@ -468,7 +496,7 @@ class BlockPCACodec(torch.nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         cfg = {"_class_name": type(self).__name__, "spatial": self.spatial, "temporal": self.temporal,
-               "channels": self.channels}
+               "channels": self.channels, "colour_channels": self.colour_channels}
         (folder / self.CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / self.WEIGHTS))
 
@@ -480,7 +508,7 @@ class BlockPCACodec(torch.nn.Module):
 
         folder = Path(folder)
         cfg = json.loads((folder / cls.CONFIG).read_text())
-        codec = cls(cfg["spatial"], cfg["temporal"], cfg["channels"])
+        codec = cls(cfg["spatial"], cfg["temporal"], cfg["channels"], cfg.get("colour_channels", 0))
         if not (folder / cls.WEIGHTS).is_file():
             raise FlashI2VError(f"'{folder}' has no {cls.WEIGHTS}: the codec was not saved completely; rebuild it")
         codec.load_state_dict(load_file(str(folder / cls.WEIGHTS)))
