@@ -23,6 +23,11 @@ if triton_available():
     import triton
     import triton.language as tl
 
+    # Rows per program and warps: a whole 1,536-wide row in float32 plus its rotated copy is register-heavy, so
+    # the best split depends on the GPU; the first call of each width times these (a few launches) and keeps one.
+    _CONFIGS = [triton.Config({"ROWS": rows}, num_warps=warps) for rows, warps in ((1, 4), (2, 4), (4, 4), (1, 8), (2, 8), (4, 8))]
+
+    @triton.autotune(configs=_CONFIGS, key=["DIM", "HALF_HEAD"])
     @triton.jit
     def _rms_norm_rope_kernel(x_ptr, w_ptr, cos_ptr, sin_ptr, out_ptr, row_stride, rows, tokens, eps,
                               DIM: tl.constexpr, HALF_HEAD: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
@@ -55,8 +60,8 @@ def rms_norm_rope(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin:
     if x.stride(2) != 1 or x.stride(0) != length * x.stride(1):
         x = x.contiguous()
     out = torch.empty((b, length, dim), dtype=x.dtype, device=x.device)
-    rows, rows_per_program = b * length, 4
-    torch.library.wrap_triton(_rms_norm_rope_kernel)[(triton.cdiv(rows, rows_per_program),)](
+    rows = b * length
+    torch.library.wrap_triton(_rms_norm_rope_kernel)[lambda meta: (triton.cdiv(rows, meta["ROWS"]),)](
         x, weight, cos.contiguous(), sin.contiguous(), out, x.stride(1), rows, length, eps,
-        DIM=dim, HALF_HEAD=cos.shape[-1], BLOCK=triton.next_power_of_2(dim), ROWS=rows_per_program, num_warps=8)
+        DIM=dim, HALF_HEAD=cos.shape[-1], BLOCK=triton.next_power_of_2(dim))
     return out

@@ -7,7 +7,9 @@ attention call; SDPA wants B x H x L x D, so the transpose happens here and nowh
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,27 @@ def fa4_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None and importlib.util.find_spec("flash_attn.cute") is not None
 
 
+# FA4 picks 128 x 128 tiles with a register-sourced PV product for head dim 128 on sm_90; 192 x 128 tiles with
+# both products from shared memory run ~3 % faster on an H100 at 20,280 tokens, batch 1 and 2 (711.8 vs 690.2
+# and 671.7 vs 653.6 TFLOP/s, benchmarks/fa4_tiles.py, docs/performance.md), with the same output. The
+# public function takes no tile, so this goes through FA4's internal entry point when it has these arguments.
+FA4_SM90_TILE = {"tile_mn": (192, 128), "mma_pv_is_rs": False, "intra_wg_overlap": True}
+
+
+@functools.cache
+def _fa4_tiled_forward():
+    """FA4's internal forward if it accepts FA4_SM90_TILE, else None (other releases: the public function)."""
+    try:
+        from flash_attn.cute.interface import _flash_attn_fwd
+    except ImportError:
+        return None
+    try:
+        params = inspect.signature(_flash_attn_fwd).parameters
+    except (TypeError, ValueError):
+        return None
+    return _flash_attn_fwd if all(name in params for name in FA4_SM90_TILE) else None
+
+
 @torch.library.custom_op("flashi2v::fa4_attention", mutates_args=())
 def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention by FlashAttention-4, forward only. q: B x Lq x H x D, k/v: B x Lk x H x D (our layout).
@@ -44,9 +67,13 @@ def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
     An opaque op to torch.compile (the CuTe DSL kernel cannot be traced), so compiled blocks keep
     one graph around it.
     """
-    from flash_attn.cute import flash_attn_func
+    tiled = _fa4_tiled_forward()
+    if tiled is not None and q.shape[-1] == 128 and torch.cuda.get_device_capability(q.device)[0] == 9:
+        out = tiled(q, k, v, **FA4_SM90_TILE)
+    else:
+        from flash_attn.cute import flash_attn_func
 
-    out = flash_attn_func(q, k, v)
+        out = flash_attn_func(q, k, v)
     return out[0] if isinstance(out, tuple) else out  # some releases return (out, lse)
 
 
