@@ -79,6 +79,26 @@ def test_same_seed_same_clip(photos):
     assert not all(torch.equal(a[i]["video"], c[i]["video"]) for i in (0, 5, 11))
 
 
+def test_colour_and_flip_augmentations(photos):
+    train, _ = split_photos(photos)
+    plain = CameraMotionClips(train, 18, num_frames=5, height=48, width=64, seed=7)
+    off = CameraMotionClips(train, 18, num_frames=5, height=48, width=64, seed=7, colour_jitter=0.0)
+    on = CameraMotionClips(train, 18, num_frames=5, height=48, width=64, seed=7, colour_jitter=0.5, vertical_flip=True)
+    again = CameraMotionClips(train, 18, num_frames=5, height=48, width=64, seed=7, colour_jitter=0.5, vertical_flip=True)
+    changed = 0
+    for i in range(18):
+        base, aug = plain[i], on[i]
+        assert torch.equal(off[i]["video"], base["video"])  # off: the very same clips as before
+        assert torch.equal(again[i]["video"], aug["video"])  # on: still a function of (seed, i)
+        assert (aug["caption"], aug["motion"], aug["photo"]) == (base["caption"], base["motion"], base["photo"])
+        changed += not torch.equal(aug["video"], base["video"])
+        if aug["motion"] == "static":  # one colour change for the whole clip: a still shot stays still
+            assert torch.equal(aug["video"][:, 1:], aug["video"][:, :1].expand_as(aug["video"][:, 1:]))
+    assert changed == 18
+    with pytest.raises(FlashI2VError, match="colour_jitter"):
+        CameraMotionClips(train, 3, colour_jitter=2.0)
+
+
 def test_dataset_items_match_video_clip_dataset(photos):
     train, _ = split_photos(photos)
     dataset = CameraMotionClips(train, 18, num_frames=5, height=48, width=64)

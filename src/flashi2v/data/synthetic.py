@@ -398,6 +398,18 @@ def clip_video(frames_uint8: np.ndarray) -> torch.Tensor:
     return to_unit_range(torch.from_numpy(np.ascontiguousarray(frames_uint8))).permute(3, 0, 1, 2).contiguous()
 
 
+def jitter_colours(photo: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """A random colour change of a uint8 H x W x 3 photo: the channels shuffled (with probability
+    ``strength``), then per channel p -> 128 + gain (p - 128) + offset, gain in 1 +- strength, offset in
+    +- 40 strength levels, clipped to 0..255."""
+    x = photo.astype(np.float32)
+    if rng.random() < strength:
+        x = x[..., rng.permutation(3)]
+    gain = 1.0 + rng.uniform(-strength, strength, 3)
+    offset = rng.uniform(-40.0 * strength, 40.0 * strength, 3)
+    return np.clip(128.0 + gain * (x - 128.0) + offset, 0, 255).round().astype(np.uint8)
+
+
 class CameraMotionClips(Dataset):
     """Camera-motion clips rendered on the fly from photos; clip ``i`` depends only on (seed, i).
 
@@ -405,6 +417,12 @@ class CameraMotionClips(Dataset):
     an order shuffled per block (static is 1 in 9). Pace, caption variant, photo, horizontal flip and crop
     are drawn from ``np.random.default_rng([seed, i])``. Items are the ``VideoClipDataset`` dict plus
     ``motion``, ``pace``, ``speed`` and ``photo`` (the photo's name).
+
+    Augmentations, off by default (their draws come from a stream of their own, so turning them on leaves
+    every other draw as it was): ``colour_jitter`` j > 0 changes the photo's colours for the whole clip
+    (``jitter_colours``), so that the colour of later frames can only come from frame 0 and not from a
+    prior over a dozen photos; ``vertical_flip`` turns the photo upside down half of the time, so that a
+    tilt reveals brighter (sky) or darker content equally often.
     """
 
     def __init__(
@@ -415,9 +433,13 @@ class CameraMotionClips(Dataset):
         height: int = 128,
         width: int = 128,
         seed: int = 0,
+        colour_jitter: float = 0.0,
+        vertical_flip: bool = False,
     ):
         if not photos:
             raise FlashI2VError("CameraMotionClips got no photos; pass photo paths (see collect_photos)")
+        if not 0.0 <= colour_jitter <= 1.0:
+            raise FlashI2VError(f"colour_jitter must be in 0..1 (0 turns it off), got {colour_jitter}")
         if num_clips < 1 or num_frames < 1:
             raise FlashI2VError(f"CameraMotionClips needs num_clips and num_frames >= 1, got {num_clips}, {num_frames}")
         if seed < 0:
@@ -425,6 +447,7 @@ class CameraMotionClips(Dataset):
         self.photos = list(photos)
         self.names = [f"photo{k}" if isinstance(p, np.ndarray) else photo_name(p) for k, p in enumerate(self.photos)]
         self.num_clips, self.num_frames, self.height, self.width, self.seed = num_clips, num_frames, height, width, seed
+        self.colour_jitter, self.vertical_flip = colour_jitter, vertical_flip
         self._loaded: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -468,6 +491,12 @@ class CameraMotionClips(Dataset):
         photo = self.photo(spec["photo_index"])
         if spec["flip"]:
             photo = photo[:, ::-1]
+        if self.colour_jitter or self.vertical_flip:
+            augment = np.random.default_rng([self.seed, i, 1])
+            if self.vertical_flip and augment.random() < 0.5:
+                photo = photo[::-1]
+            if self.colour_jitter:
+                photo = jitter_colours(photo, self.colour_jitter, augment)
         frames = render_camera_clip(
             photo, spec["motion"], spec["speed"], self.num_frames, self.height, self.width, spec.pop("rng")
         )

@@ -32,6 +32,8 @@ class DataSection:
     photos: str | None = None  # folder of photos: camera-motion clips rendered on the fly (the built-in model)
     synthetic_clips: int = 100_000  # distinct rendered clips per epoch
     real_clips: str | None = None  # .pt list of pre-decoded real clips mixed in (~10 % of samples)
+    colour_jitter: float = 0.0  # rendered clips: per-clip colour change of the photo (CameraMotionClips)
+    vertical_flip: bool = False  # rendered clips: photos upside down half of the time
     num_frames: int = 49
     height: int = 480
     width: int = 832

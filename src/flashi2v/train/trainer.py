@@ -85,7 +85,8 @@ def build_data(cfg: TrainConfig, dp_rank: int, dp_size: int, device: torch.devic
         from ..data.synthetic import CameraMotionClips
 
         photos = sorted(p for p in Path(d.photos).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        parts = [CameraMotionClips(photos, d.synthetic_clips, d.num_frames, d.height, d.width, seed=cfg.recipe.seed)]
+        parts = [CameraMotionClips(photos, d.synthetic_clips, d.num_frames, d.height, d.width, seed=cfg.recipe.seed,
+                                   colour_jitter=d.colour_jitter, vertical_flip=d.vertical_flip)]
         if d.real_clips:
             parts.append(TensorClips(torch.load(d.real_clips, weights_only=True), length=d.synthetic_clips // 9))
         dataset, collate, cached = ConcatDataset(parts), collate_clips, False
