@@ -40,9 +40,9 @@ def fa4_available() -> bool:
 
 
 # FA4 picks 128 x 128 tiles with a register-sourced PV product for head dim 128 on sm_90; 192 x 128 tiles with
-# both products from shared memory run ~3 % faster on an H100 at 20,280 tokens, batch 1 and 2 (711.8 vs 690.2
-# and 671.7 vs 653.6 TFLOP/s, benchmarks/fa4_tiles.py, docs/performance.md), with the same output. The
-# public function takes no tile, so this goes through FA4's internal entry point when it has these arguments.
+# both products from shared memory were never slower and up to 3 % faster on an H100 at 20,280 tokens, batch 1
+# and 2 (two sessions of benchmarks/fa4_tiles.py, docs/performance.md), with the same output. The public
+# function takes no tile, so this goes through FA4's internal entry point when it has these arguments.
 FA4_SM90_TILE = {"tile_mn": (192, 128), "mma_pv_is_rs": False, "intra_wg_overlap": True}
 
 
