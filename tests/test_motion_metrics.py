@@ -163,3 +163,20 @@ def test_quality_report_bars_and_table():
     for low, high, works in ((29.09, 29.07, False), (29.30, 29.10, True)):  # a noise-sized gain is not a working knob
         report.summary = {**summary, "psnr_rho_low": low, "psnr_rho_high": high}
         assert report.bars()["cutoff_knob"] is works
+
+
+def test_summary_keeps_knob_videos_apart_when_the_default_cutoff_is_a_knob_value():
+    from flashi2v.eval.quality import DIRECTIONAL, summarise
+
+    def row(motion, cutoff, knob, psnr_db, drift=1.0, correct=True):
+        return {"photo": "a.png", "motion": motion, "cutoff": cutoff, "knob": knob, "predicted": motion,
+                "correct": correct, "psnr_frame0": psnr_db, "colour_drift": drift, "motion_magnitude": 1.0}
+
+    main = [row(m, 0.6, False, 30.0, drift=2.0 if m == "zoom_out" else 1.0) for m in DIRECTIONAL]
+    main.append({**row("static", 0.6, False, 30.0), "motion_magnitude": 0.1})
+    rows = main + [row("pan_left", 0.05, True, 31.0), row("pan_left", 0.6, True, 29.0)]  # default cutoff = rho_high
+    s = summarise(rows, ["a.png"], 0.05, 0.6)
+    assert s["directional"] == len(DIRECTIONAL) and s["colour_drift_max"] == 2.0
+    assert s["psnr_frame0"] == 30.0  # the knob videos do not count as the model's own videos
+    assert (s["psnr_rho_low"], s["psnr_rho_high"]) == (31.0, 29.0)  # nor do the default videos count for the knob
+    assert math.isclose(s["still_motion"], 0.1)

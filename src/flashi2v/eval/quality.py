@@ -55,6 +55,31 @@ def _prompt(motion: str) -> str:
     return motion_caption(motion, "normal", 0)
 
 
+def summarise(rows: list[dict], photos: list[str], rho_low: float, rho_high: float) -> dict:
+    """The report's numbers from its per-video rows. The knob rows ("knob": True, "pans left" at rho_low and
+    rho_high) count for the knob alone, even when the model's default cutoff is one of those two values."""
+    main = [r for r in rows if not r.get("knob")]
+    directional = [r for r in main if r["motion"] in DIRECTIONAL]
+    pans = [r for r in main if r["motion"] in ("pan_left", "pan_right", "tilt_up", "tilt_down")]
+
+    def knob(rho: float) -> float:
+        return float(np.mean([r["psnr_frame0"] for r in rows if r.get("knob") and r["cutoff"] == rho]))
+
+    return {
+        "photos": photos,
+        "psnr_frame0": float(np.mean([r["psnr_frame0"] for r in main])),
+        "directional": len(directional),
+        "correct": sum(r["correct"] for r in directional),
+        "direction_accuracy": sum(r["correct"] for r in directional) / max(1, len(directional)),
+        "colour_drift_max": max(r["colour_drift"] for r in directional),
+        "still_motion": float(np.mean([r["motion_magnitude"] for r in main if r["motion"] == "static"])),
+        "pan_motion": float(np.mean([r["motion_magnitude"] for r in pans])),
+        "rho_low": rho_low, "rho_high": rho_high,
+        "psnr_rho_low": knob(rho_low),
+        "psnr_rho_high": knob(rho_high),
+    }
+
+
 def evaluate_motion_model(pipe, photos: list[Path], out_dir: Path | None = None, seed: int = 0,
                           rho_low: float = 0.05, rho_high: float = 0.6, progress: bool = False) -> QualityReport:
     """Generate and measure; ``pipe`` is a FlashI2VPipeline at its own default settings."""
@@ -69,6 +94,7 @@ def evaluate_motion_model(pipe, photos: list[Path], out_dir: Path | None = None,
         motions = pair_motions(frames)  # the slow part of the metrics: once per video
         label, magnitude = classify_motion(frames, motions=motions)
         row = {"photo": photo.name, "motion": motion, "cutoff": cutoff if cutoff is not None else d.get("cutoff"),
+               "knob": cutoff is not None,
                "predicted": label, "correct": label == motion, "magnitude": float(magnitude),
                "psnr_frame0": float(psnr(frames[0], reference)), "colour_drift": float(colour_drift(frames, motions=motions)),
                "motion_magnitude": float(motion_magnitude(frames, motions=motions))}
@@ -84,22 +110,7 @@ def evaluate_motion_model(pipe, photos: list[Path], out_dir: Path | None = None,
         run(photo, "pan_left", rho_low)
         run(photo, "pan_left", rho_high)
 
-    main = [r for r in report.rows if r["cutoff"] == d.get("cutoff")]
-    directional = [r for r in main if r["motion"] in DIRECTIONAL]
-    pans = [r for r in main if r["motion"] in ("pan_left", "pan_right", "tilt_up", "tilt_down")]
-    report.summary = {
-        "photos": [p.name for p in photos],
-        "psnr_frame0": float(np.mean([r["psnr_frame0"] for r in main])),
-        "directional": len(directional),
-        "correct": sum(r["correct"] for r in directional),
-        "direction_accuracy": sum(r["correct"] for r in directional) / max(1, len(directional)),
-        "colour_drift_max": max(r["colour_drift"] for r in directional),
-        "still_motion": float(np.mean([r["motion_magnitude"] for r in main if r["motion"] == "static"])),
-        "pan_motion": float(np.mean([r["motion_magnitude"] for r in pans])),
-        "rho_low": rho_low, "rho_high": rho_high,
-        "psnr_rho_low": float(np.mean([r["psnr_frame0"] for r in report.rows if r["cutoff"] == rho_low])),
-        "psnr_rho_high": float(np.mean([r["psnr_frame0"] for r in report.rows if r["cutoff"] == rho_high])),
-    }
+    report.summary = summarise(report.rows, [p.name for p in photos], rho_low, rho_high)
     if out_dir is not None:
         out_dir = Path(out_dir)
         (out_dir / "quality.json").write_text(json.dumps({"summary": report.summary, "rows": report.rows}, indent=1))
