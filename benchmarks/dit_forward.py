@@ -10,6 +10,7 @@ Variants:
                       Triton norm kernels, compiled blocks)
   ours-fast+fa4       apply_fast_path(attention="fa4"): FlashAttention-4 kernels (needs flash-attn-4)
   ours-fast+fa4+plain-norms  the same without the Triton norm kernels (fuse_norms)
+  ours-fast+fa4+no-defer     the same with each block adding its own FFN update (defer_residuals off)
   ours-fast+fa4+cdtune / +multikernel / +autotune / +autotune-tma   Inductor options (CDTUNE ... below)
   ours-fast+fa4+qkv   + fuse_qkv
   ours-fast+fa4+graphs + apply_cuda_graphs
@@ -59,6 +60,12 @@ MULTI_KERNEL = {"triton.multi_kernel": 1}
 AUTOTUNE = {"max_autotune": True, "coordinate_descent_tuning": True}
 AUTOTUNE_TMA = {**AUTOTUNE, "triton.enable_persistent_tma_matmul": True}
 
+def without_deferred_residuals(model):
+    """The fast path as in the fifth session: each block adds its own FFN update (one more pass per block)."""
+    model.defer_residuals = False
+    return model
+
+
 # Ours, step by step: (name, attention backend, how to build it from a copy of the plain model).
 # Each row adds one thing to the one before; "ours-fast" is exactly flashi2v.optimize.apply_fast_path.
 LADDER = [
@@ -67,6 +74,7 @@ LADDER = [
     ("ours+cudnn+gelu", "cudnn", lambda m: fuse_ffn_gelu(m)),
     ("ours-fast", "cudnn", lambda m: apply_fast_path(m, attention="cudnn")),  # = + compiled blocks
     ("ours-fast+fa4+plain-norms", "fa4", lambda m: apply_fast_path(m, attention="fa4", norms=False)),
+    ("ours-fast+fa4+no-defer", "fa4", lambda m: without_deferred_residuals(apply_fast_path(m, attention="fa4"))),
     ("ours-fast+fa4", "fa4", lambda m: apply_fast_path(m, attention="fa4")),
     ("ours-fast+fa4+cdtune", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=CDTUNE)),
     ("ours-fast+fa4+multikernel", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=MULTI_KERNEL)),

@@ -116,6 +116,16 @@ def main() -> None:
     add("linear d->ffn + gelu (2 kernels)", lambda: F.gelu(F.linear(x, w1, b1), approximate="tanh"), 2 * L * d * ffn)
     add("addmm_activation d->ffn gelu", lambda: torch._addmm_activation(b1, x, w1.t(), use_gelu=True), 2 * L * d * ffn)
     add("linear ffn->d", lambda: F.linear(xf, w2, bd), 2 * L * d * ffn)
+    # the same weights stored column-major (out x in with strides (1, out)): cuBLAS picks its kernel per layout
+    cm = lambda w: w.t().contiguous().t()
+    wq_c, wqkv_c, w1_c, w2_c = cm(wq), cm(wqkv), cm(w1), cm(w2)
+    add("linear d->d, weight col-major", lambda: F.linear(x, wq_c, bd), 2 * L * d * d)
+    add("linear d->3d, weight col-major", lambda: F.linear(x, wqkv_c, b3), 6 * L * d * d)
+    add("addmm_activation d->ffn gelu, weight col-major", lambda: torch._addmm_activation(b1, x, w1_c.t(), use_gelu=True), 2 * L * d * ffn)
+    add("linear ffn->d, weight col-major", lambda: F.linear(xf, w2_c, bd), 2 * L * d * ffn)
+    x2 = r(2 * L, d)  # CFG: both branches in one batch
+    add("addmm_activation d->ffn gelu, 2L rows", lambda: torch._addmm_activation(b1, x2, w1.t(), use_gelu=True), 4 * L * d * ffn)
+    add("addmm_activation d->ffn gelu, 2L rows, col-major", lambda: torch._addmm_activation(b1, x2, w1_c.t(), use_gelu=True), 4 * L * d * ffn)
     # the Fourier branch's 1x1x1 conv, as conv and as linear
     conv = torch.nn.Conv3d(d, d, 1).to(dev, dt)
     grid = (13, 30, 52) if not tiny else (4, 8, 8)

@@ -78,6 +78,22 @@ def test_fusions_eager_in_bf16_and_save_load_roundtrip():
     assert all(torch.equal(back.state_dict()[k], v) for k, v in other.state_dict().items())
 
 
+@torch.no_grad()
+def test_deferred_residuals_compute_the_same_function():
+    """run_blocks with defer_residuals (what fuse_norms turns on): each block's FFN update is added by the
+    next block's first norm, and the last one by the loop; in eager float32 that is the same arithmetic."""
+    model = randomized_tiny()
+    args = inputs()
+    plain = model(*args)
+    model.defer_residuals = True
+    assert torch.equal(model(*args), plain)
+    block, (x, _, context, _) = model.blocks[0], inputs(b=1)
+    tokens, e0 = torch.randn(1, 6, model.config.dim), torch.randn(1, 6, model.config.dim)
+    rope = model.rope((1, 2, 3), tokens.device)
+    x_part, (y, gate) = block(tokens, e0, model.embed_text(context), rope, defer=True)
+    assert torch.equal((x_part.float() + y.float() * gate).to(x_part.dtype), block(tokens, e0, model.embed_text(context), rope))
+
+
 def test_attention_backends_agree_and_bad_name_is_an_error():
     q, k, v = (torch.randn(2, 10, 4, 16) for _ in range(3))
     ref = attention(q, k, v)

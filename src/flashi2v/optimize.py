@@ -184,7 +184,9 @@ class FusedNormBlock(nn.Module):
 
 def fuse_norms(model: nn.Module) -> nn.Module:
     """The blocks' normalisation steps as Triton kernels that read and write each row once: the residual
-    update with the LayerNorm and AdaLN modulation after it, and self-attention's q/k RMSNorm with RoPE.
+    update with the LayerNorm and AdaLN modulation after it (across blocks too: a transformer's
+    ``defer_residuals`` is set, so a block's FFN update is added by the next block's first norm), and
+    self-attention's q/k RMSNorm with RoPE.
     Same function (float32 inside, one rounding to the compute dtype, as compiled blocks do); parameters
     and state-dict keys untouched; forward-only (with grad mode on, and on CPU tensors, the plain ops run). Needs triton (CUDA builds of
     torch have it). In place."""
@@ -192,6 +194,8 @@ def fuse_norms(model: nn.Module) -> nn.Module:
 
     if not triton_available():
         raise FlashI2VError("fuse_norms needs triton (it comes with CUDA builds of torch): pip install triton")
+    if hasattr(model, "defer_residuals"):  # each FFN update joins the next block's first norm kernel
+        model.defer_residuals = True
     for block in getattr(model, "blocks", [model]):  # a transformer, or one block
         if not isinstance(block, FusedNormBlock):
             block.__class__ = _with_mixin(FusedNormBlock, type(block))

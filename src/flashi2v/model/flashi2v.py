@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..config import PRESETS, TransformerConfig
 from ..errors import FlashI2VError
 from .attention import RopeCache
-from .wan import WanBlock, WanHead, sinusoidal_embedding, unpatchify
+from .wan import WanBlock, WanHead, residual_update, sinusoidal_embedding, unpatchify
 
 
 
@@ -97,6 +97,7 @@ class FlashI2VTransformer(nn.Module):
         self.rope = RopeCache(cfg.head_dim)
         self.context_parallel = None  # set by flashi2v.context_parallel.apply_context_parallel
         self.step_cache = None  # set by flashi2v.step_cache.apply_step_cache (sampling only)
+        self.defer_residuals = False  # True: run_blocks hands each block's last update to the next (fuse_norms)
         self.checkpoint_blocks = False  # True once flashi2v.train.parallel.apply_activation_checkpointing wraps blocks
         self.reset_parameters()
 
@@ -183,12 +184,24 @@ class FlashI2VTransformer(nn.Module):
         if self.step_cache is not None:  # may reuse blocks 1..N-1 from an earlier step (flashi2v.step_cache)
             tokens = self.step_cache.run_blocks(self, tokens, e0, context, rope, t)
         else:
-            for block in self.blocks:
-                tokens = self.run_block(block, tokens, e0, context, rope)
+            tokens = self.run_blocks(tokens, e0, context, rope)
         out = self.head(tokens, e)
         if cp is not None:
             out = cp.gather_tokens(out)
         return unpatchify(out, grid, self.config.patch_size).float()
+
+    def run_blocks(self, tokens, e0, context, rope) -> torch.Tensor:
+        """All blocks in order. With ``defer_residuals`` (set by ``flashi2v.optimize.fuse_norms``, for
+        inference) each block leaves its last residual update to the next block's first norm, which adds it
+        in the same kernel; the loop adds the last block's."""
+        if not self.defer_residuals:
+            for block in self.blocks:
+                tokens = self.run_block(block, tokens, e0, context, rope)
+            return tokens
+        pending = None
+        for block in self.blocks:
+            tokens, pending = block(tokens, e0, context, rope, residual=pending, defer=True)
+        return residual_update(tokens, *pending)
 
     def run_block(self, block: nn.Module, tokens, e0, context, rope) -> torch.Tensor:
         """One transformer block. Activation checkpointing, when on, runs inside the block's own call

@@ -82,6 +82,11 @@ class Attention(nn.Module):
         return q, k
 
 
+def residual_update(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    """x + gate * y (gate None: x + y) in float32, rounded to x's dtype: the residual stream's update."""
+    return (x.float() + (y.float() if gate is None else y.float() * gate)).to(x.dtype)
+
+
 class WanBlock(nn.Module):
     """One DiT block: AdaLN-modulated self-attention, cross-attention to the text, modulated FFN."""
 
@@ -95,25 +100,33 @@ class WanBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor, rope) -> torch.Tensor:
-        """x: B x L x dim (compute dtype); e: B x 6 x dim float32 timestep modulation."""
+    def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor, rope,
+                residual: tuple[torch.Tensor, torch.Tensor] | None = None, defer: bool = False):
+        """x: B x L x dim (compute dtype); e: B x 6 x dim float32 timestep modulation.
+
+        residual: the previous block's last update (y, gate), not yet added to x: the first norm adds it.
+        defer: return (x, (y, gate)) and leave this block's last update to the next block. Same function;
+        with ``flashi2v.optimize.fuse_norms`` the update and the next norm are one pass over memory.
+        """
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e).chunk(6, dim=1)
-        _, h = self.residual_norm(x, None, None, self.norm1, scale_sa, shift_sa)
+        y, gate = residual if residual is not None else (None, None)
+        x, h = self.residual_norm(x, y, gate, self.norm1, scale_sa, shift_sa)
         x, h = self.residual_norm(x, self.self_attn(h, rope=rope), gate_sa, self.norm3)
         x, h = self.residual_norm(x, self.cross_attn(h, context=context), None, self.norm2, scale_ff, shift_ff)
-        return (x.float() + self.ffn(h).float() * gate_ff).to(x.dtype)
+        if defer:
+            return x, (self.ffn(h), gate_ff)
+        return residual_update(x, self.ffn(h), gate_ff)
 
     def residual_norm(self, x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, norm: nn.Module,
                       scale: torch.Tensor | None = None, shift: torch.Tensor | None = None):
         """The residual update x + gate * y (y None: no update), in float32 then rounded to x's dtype, and the
         normalised input of the next layer: norm(x) * (1 + scale) + shift (AdaLN, in float32, rounded once)
         when scale / shift are given, else norm(x) in x's dtype. Returns (x, normalised)."""
-        dtype = x.dtype
         if y is not None:
-            x = (x.float() + (y.float() if gate is None else y.float() * gate)).to(dtype)
+            x = residual_update(x, y, gate)
         if scale is None:
             return x, norm(x)
-        return x, (norm(x.float()) * (1 + scale) + shift).to(dtype)
+        return x, (norm(x.float()) * (1 + scale) + shift).to(x.dtype)
 
 
 class WanHead(nn.Module):
