@@ -7,15 +7,14 @@ Variants:
   ours-plain          FlashI2VTransformer as shipped (eager, torch's default SDPA choice)
   ours+...            one speed-up added at a time (LADDER below), up to
   ours-fast           flashi2v.optimize.apply_fast_path (cuDNN attention, GELU in the matmul epilogue,
-                      Triton norm kernels, compiled blocks)
+                      Triton norm kernels, fused QKV, compiled blocks)
   ours-fast+fa4       apply_fast_path(attention="fa4"): FlashAttention-4 kernels (needs flash-attn-4)
   ours-fast+fa4+plain-norms  the same without the Triton norm kernels (fuse_norms)
+  ours-fast+fa4+no-qkv       the same with q, k, v as three matmuls (fuse_qkv off)
   ours-fast+fa4+no-defer     the same with each block adding its own FFN update (defer_residuals off)
+  ours-fast+fa4+conv-embed   the same with the patch embeddings run as convs (a transposed copy after them)
   ours-fast+fa4+cdtune / +multikernel / +autotune / +autotune-tma   Inductor options (CDTUNE ... below)
-  ours-fast+fa4+qkv   + fuse_qkv
-  ours-fast+fa4+graphs + apply_cuda_graphs
-  ours-fast+qkv       + fuse_qkv (opt-in; measured no gain)
-  ours-fast+qkv+graphs + apply_cuda_graphs (opt-in; measured no gain, keeps activation memory reserved)
+  ours-fast+fa4+graphs + apply_cuda_graphs (opt-in: keeps activation memory reserved)
 Ours is timed on its real FlashI2V input (the Fourier features branch included, ~0.1 % more FLOPs).
 
 Reports median ms per forward, MFU against a bf16 matmul ceiling measured in the same run, peak
@@ -66,24 +65,38 @@ def without_deferred_residuals(model):
     return model
 
 
-# Ours, step by step: (name, attention backend, how to build it from a copy of the plain model).
-# Each row adds one thing to the one before; "ours-fast" is exactly flashi2v.optimize.apply_fast_path.
+def with_conv_embedding(model):
+    """The patch embeddings run as the convs they are stored as (before the sixth session): their B x dim x L
+    output then needs a transposed copy into B x L x dim."""
+    def embed_patches(x, fourier_features=None):
+        w = model.patch_embedding.weight
+        tokens = model.patch_embedding(x.to(w.dtype))
+        if fourier_features is not None:
+            tokens = tokens + model.fourier_embedding(fourier_features.to(w.dtype))
+        return tokens.flatten(2).transpose(1, 2)
+
+    model.embed_patches = embed_patches
+    return model
+
+
+# Ours: (name, attention backend, how to build it from a copy of the plain model). Up to "ours-fast" each
+# row adds one thing to the one before ("ours-fast" is exactly flashi2v.optimize.apply_fast_path); the
+# "ours-fast+fa4+..." rows change one thing of "ours-fast+fa4".
 LADDER = [
     ("ours-plain", "auto", None),
     ("ours+cudnn", "cudnn", None),
     ("ours+cudnn+gelu", "cudnn", lambda m: fuse_ffn_gelu(m)),
     ("ours-fast", "cudnn", lambda m: apply_fast_path(m, attention="cudnn")),  # = + compiled blocks
     ("ours-fast+fa4+plain-norms", "fa4", lambda m: apply_fast_path(m, attention="fa4", norms=False)),
+    ("ours-fast+fa4+no-qkv", "fa4", lambda m: apply_fast_path(m, attention="fa4", qkv=False)),
     ("ours-fast+fa4+no-defer", "fa4", lambda m: without_deferred_residuals(apply_fast_path(m, attention="fa4"))),
+    ("ours-fast+fa4+conv-embed", "fa4", lambda m: with_conv_embedding(apply_fast_path(m, attention="fa4"))),
     ("ours-fast+fa4", "fa4", lambda m: apply_fast_path(m, attention="fa4")),
     ("ours-fast+fa4+cdtune", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=CDTUNE)),
     ("ours-fast+fa4+multikernel", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=MULTI_KERNEL)),
     ("ours-fast+fa4+autotune", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=AUTOTUNE)),
     ("ours-fast+fa4+autotune-tma", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=AUTOTUNE_TMA)),
-    ("ours-fast+fa4+qkv", "fa4", lambda m: apply_fast_path(m, attention="fa4", qkv=True)),
     ("ours-fast+fa4+graphs", "fa4", lambda m: apply_fast_path(m, attention="fa4", cuda_graphs=True)),
-    ("ours-fast+qkv", "cudnn", lambda m: apply_fast_path(m, attention="cudnn", qkv=True)),
-    ("ours-fast+qkv+graphs", "cudnn", lambda m: apply_fast_path(m, attention="cudnn", qkv=True, cuda_graphs=True)),
 ]
 
 
@@ -192,7 +205,7 @@ def main() -> None:
                         if name in ("ours-plain", "ours-fast"):
                             outs[name + "-nofourier"] = model(x, t, c, None)
                     if args.profile and cuda and name in ("ours-fast", "ours-fast+fa4", "diffusers-best"):
-                        profile(fn, out / f"profile_{name}.txt")
+                        profile(fn, out / f"profile_{name.replace('+', '_')}.txt")
             if f == args.frames[0] and not args.no_fp32:
                 set_attention_backend("auto")
                 ref32 = copy.deepcopy(plain).float()

@@ -145,7 +145,7 @@ def main() -> None:
                     help="in this order, on one set of components: plain (eager) or fast (apply_fast_path), "
                          "+bf16-decode, +dit-offload, +graphs (apply_cuda_graphs, irreversible: put it last)")
     ap.add_argument("--no-offload", action="store_true", help="keep the text encoder on the GPU")
-    ap.add_argument("--qkv", action="store_true", help="apply_fast_path(qkv=True): fused QKV too")
+    ap.add_argument("--no-qkv", action="store_true", help="apply_fast_path(qkv=False): q, k, v as three matmuls")
     ap.add_argument("--vae-probe", action="store_true",
                     help="also time the VAE decode alone: float32, bf16 (fused / unfused, cudnn.benchmark), two width tiles")
     ap.add_argument("--tiny", action="store_true")
@@ -194,7 +194,7 @@ def main() -> None:
             raise SystemExit(f"unknown configuration {config!r}")
         t0 = time.perf_counter()
         if base == "fast" and not fast_applied:
-            apply_fast_path(pipe.transformer, qkv=args.qkv)
+            apply_fast_path(pipe.transformer, qkv=not args.no_qkv)
             fast_applied = True
         if base == "fast":  # cuDNN unless "+fa4": the comparison must not depend on what is installed
             set_attention_backend("fa4" if "fa4" in options else "cudnn" if cuda else "auto")
@@ -241,7 +241,7 @@ def main() -> None:
         peak = max((v for k, v in stats.items() if k.endswith("_alloc_gib")), default=None)
         reserved = max((v for k, v in stats.items() if k.endswith("_reserved_gib")), default=None)
         finite = bool(torch.isfinite(result.latents).all())
-        name = config + ("+qkv" if args.qkv and config.startswith("fast") else "") + (" +offload" if not args.no_offload else "")
+        name = config + ("-qkv" if args.no_qkv and config.startswith("fast") else "") + (" +offload" if not args.no_offload else "")
         if reference is None:
             reference = dict(config=name, latents=result.latents.cpu(), frames=result.frames)
         versus = compare(result, reference)

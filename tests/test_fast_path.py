@@ -55,6 +55,7 @@ def test_fast_path_matches_plain_and_keeps_state_dict():
     # the blocks share one compiled graph (a recompile per block would cost minutes on the 1.3B)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 1
     assert isinstance(fast.blocks[0].ffn[0], LinearGELU)
+    assert fast.blocks[0].self_attn.q.weight.data_ptr() == fast.blocks[0].self_attn.qkv_weight.data_ptr()
     sd, sd_plain = fast.state_dict(), plain.state_dict()
     assert list(sd) == list(sd_plain)
     assert all(torch.equal(sd[k], v) for k, v in sd_plain.items())

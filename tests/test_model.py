@@ -65,6 +65,16 @@ def test_flashi2v_branches_change_output_once_nonzero():
     assert model.learnable_proj(s, 3).abs().mean() > 1e-3
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("patch", [(1, 2, 2), (2, 2, 2)])
+def test_patch_embeddings_run_as_matmuls_compute_the_convs(patch):
+    model = randomized_tiny(flashi2v_branches=True, patch_size=patch)
+    x, _, _, s_high = inputs(t=4)
+    convs = (model.patch_embedding(x) + model.fourier_embedding(s_high)).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(model.embed_patches(x, s_high), convs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.embed_patches(x), model.patch_embedding(x).flatten(2).transpose(1, 2), rtol=1e-5, atol=1e-5)
+
+
 def test_state_dict_uses_wan_original_layout():
     full = original_keys_1_3b()
     with torch.device("meta"):

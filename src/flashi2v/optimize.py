@@ -4,7 +4,7 @@ The model code stays plain PyTorch; these functions change *how* it runs, never 
 (to bf16 rounding) and never its state-dict keys::
 
     from flashi2v.optimize import apply_fast_path
-    apply_fast_path(pipe.transformer)          # FA4 or cuDNN attention, GELU epilogue, norm kernels, compiled blocks
+    apply_fast_path(pipe.transformer)          # FA4 or cuDNN attention, GELU epilogue, norm kernels, fused QKV, compiled blocks
     pipe.enable_text_encoder_offload()         # umT5 weights stay in CPU memory
 
 or piece by piece: ``set_attention_backend("cudnn")``, ``fuse_ffn_gelu(model)``, ``fuse_norms(model)``, ``fuse_qkv(model)``,
@@ -168,8 +168,8 @@ class FusedNormRopeAttention(nn.Module):
         return q.unflatten(-1, (self.num_heads, -1)), k.unflatten(-1, (self.num_heads, -1))
 
 
-class FusedNormBlock(nn.Module):
-    """Mixin for a ``WanBlock``: residual update + LayerNorm (+ AdaLN) by one Triton kernel
+class FusedResidualNorm(nn.Module):
+    """Mixin for a ``WanBlock`` or ``WanHead``: residual update + LayerNorm (+ AdaLN) by one Triton kernel
     (``flashi2v.kernels.residual_layer_norm``)."""
 
     def residual_norm(self, x, y, gate, norm, scale=None, shift=None):
@@ -194,12 +194,13 @@ def fuse_norms(model: nn.Module) -> nn.Module:
 
     if not triton_available():
         raise FlashI2VError("fuse_norms needs triton (it comes with CUDA builds of torch): pip install triton")
-    if hasattr(model, "defer_residuals"):  # each FFN update joins the next block's first norm kernel
+    if hasattr(model, "defer_residuals"):  # each FFN update joins the next norm kernel (a block's or the head's)
         model.defer_residuals = True
-    for block in getattr(model, "blocks", [model]):  # a transformer, or one block
-        if not isinstance(block, FusedNormBlock):
-            block.__class__ = _with_mixin(FusedNormBlock, type(block))
-        if not isinstance(block.self_attn, FusedNormRopeAttention):
+    head = getattr(model, "head", None)
+    for block in list(getattr(model, "blocks", [model])) + ([head] if head is not None else []):  # a transformer, or one block
+        if not isinstance(block, FusedResidualNorm):
+            block.__class__ = _with_mixin(FusedResidualNorm, type(block))
+        if hasattr(block, "self_attn") and not isinstance(block.self_attn, FusedNormRopeAttention):
             block.self_attn.__class__ = _with_mixin(FusedNormRopeAttention, type(block.self_attn))
     return model
 
@@ -284,16 +285,17 @@ def release_cuda_graphs(model: nn.Module) -> None:
 
 
 def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | None = None,
-                    fuse_gelu: bool = True, norms: bool | None = None, qkv: bool = False,
+                    fuse_gelu: bool = True, norms: bool | None = None, qkv: bool = True,
                     cuda_graphs: bool = False, compile_options: dict | None = None) -> nn.Module:
     """Everything that measured faster on an H100 (docs/performance.md), in one call.
 
     attention: an ATTENTION_BACKENDS name; default ``best_attention_backend`` of the model's device
     (process-wide, see ``set_attention_backend``). Then the FFN GELU in the matmul epilogue, the norm
-    kernels (``norms``; default: on a CUDA device when triton is importable) and compiled blocks
-    (``compile_options``: Inductor options, passed through). Off by default because they measured no
-    gain (within run-to-run noise) on the H100: ``qkv`` (fused QKV) and ``cuda_graphs`` (which also keep
-    ~3.6 GiB reserved at 480p, batch 2). Call after moving the model to its device and dtype.
+    kernels (``norms``; default: on a CUDA device when triton is importable), fused QKV (``qkv``: the
+    q/k/v parameters become views of one buffer, see ``fuse_qkv``) and compiled blocks
+    (``compile_options``: Inductor options, passed through). ``cuda_graphs`` is off by default: ~1 %
+    faster on the H100, but it keeps ~3.6 GiB reserved at 480p, batch 2. Call after moving the model to
+    its device and dtype.
     """
     device = next(model.parameters()).device
     set_attention_backend(attention or best_attention_backend(device))

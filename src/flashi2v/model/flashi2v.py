@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..config import PRESETS, TransformerConfig
 from ..errors import FlashI2VError
 from .attention import RopeCache
-from .wan import WanBlock, WanHead, residual_update, sinusoidal_embedding, unpatchify
+from .wan import WanBlock, WanHead, patchify, sinusoidal_embedding, unpatchify
 
 
 
@@ -97,7 +97,7 @@ class FlashI2VTransformer(nn.Module):
         self.rope = RopeCache(cfg.head_dim)
         self.context_parallel = None  # set by flashi2v.context_parallel.apply_context_parallel
         self.step_cache = None  # set by flashi2v.step_cache.apply_step_cache (sampling only)
-        self.defer_residuals = False  # True: run_blocks hands each block's last update to the next (fuse_norms)
+        self.defer_residuals = False  # True: each block's last update is added by the next norm (fuse_norms)
         self.checkpoint_blocks = False  # True once flashi2v.train.parallel.apply_activation_checkpointing wraps blocks
         self.reset_parameters()
 
@@ -170,11 +170,7 @@ class FlashI2VTransformer(nn.Module):
         if f % pt or h % ph or w % pw:
             raise FlashI2VError(f"latent size {f}x{h}x{w} is not divisible by the patch size {self.config.patch_size}")
         grid = (f // pt, h // ph, w // pw)
-        weight = self.patch_embedding.weight
-        tokens = self.patch_embedding(x.to(weight.dtype))
-        if fourier_features is not None:
-            tokens = tokens + self.fourier_embedding(fourier_features.to(weight.dtype))
-        tokens = tokens.flatten(2).transpose(1, 2)  # B x L x dim
+        tokens = self.embed_patches(x, fourier_features)
         e, e0 = self.embed_time(t.expand(b) if t.ndim == 0 else t)
         context = self.embed_text(context)
         rope = self.rope(grid, x.device)
@@ -182,26 +178,42 @@ class FlashI2VTransformer(nn.Module):
         if cp is not None:  # each rank keeps a slice of the tokens (and of the RoPE table)
             tokens, rope = cp.shard_tokens(tokens), cp.shard_rope(rope)
         if self.step_cache is not None:  # may reuse blocks 1..N-1 from an earlier step (flashi2v.step_cache)
-            tokens = self.step_cache.run_blocks(self, tokens, e0, context, rope, t)
+            tokens, pending = self.step_cache.run_blocks(self, tokens, e0, context, rope, t), None
         else:
-            tokens = self.run_blocks(tokens, e0, context, rope)
-        out = self.head(tokens, e)
+            tokens, pending = self.run_blocks(tokens, e0, context, rope)
+        out = self.head(tokens, e, residual=pending)
         if cp is not None:
             out = cp.gather_tokens(out)
         return unpatchify(out, grid, self.config.patch_size).float()
 
-    def run_blocks(self, tokens, e0, context, rope) -> torch.Tensor:
-        """All blocks in order. With ``defer_residuals`` (set by ``flashi2v.optimize.fuse_norms``, for
-        inference) each block leaves its last residual update to the next block's first norm, which adds it
-        in the same kernel; the loop adds the last block's."""
+    def embed_patches(self, x: torch.Tensor, fourier_features: torch.Tensor | None = None) -> torch.Tensor:
+        """z_sigma (and s_high) -> B x L x dim tokens: the patch embedding, plus the Fourier embedding.
+
+        Both first convs have kernel = stride, so they are linear maps of non-overlapping patches and run as
+        matmuls on ``patchify``'d input: the tokens come out as B x L x dim, where a conv's B x dim x L output
+        would need a transposed copy (at 480p on an H100 that copy took longer than the two convs).
+        """
+        p, w = self.config.patch_size, self.patch_embedding.weight
+        tokens = F.linear(patchify(x.to(w.dtype), p), w.flatten(1), self.patch_embedding.bias)
+        if fourier_features is not None:
+            first, second = self.fourier_embedding
+            f = F.linear(patchify(fourier_features.to(w.dtype), p), first.weight.flatten(1), first.bias)
+            tokens = tokens + F.linear(f, second.weight.flatten(1), second.bias)
+        return tokens
+
+    def run_blocks(self, tokens, e0, context, rope) -> tuple[torch.Tensor, tuple | None]:
+        """All blocks in order -> (tokens, pending update). With ``defer_residuals`` (set by
+        ``flashi2v.optimize.fuse_norms``, for inference) each block leaves its last residual update (y, gate)
+        to the next block's first norm, which adds it in the same kernel, and the last one to the head's
+        norm; without, pending is None."""
         if not self.defer_residuals:
             for block in self.blocks:
                 tokens = self.run_block(block, tokens, e0, context, rope)
-            return tokens
+            return tokens, None
         pending = None
         for block in self.blocks:
             tokens, pending = block(tokens, e0, context, rope, residual=pending, defer=True)
-        return residual_update(tokens, *pending)
+        return tokens, pending
 
     def run_block(self, block: nn.Module, tokens, e0, context, rope) -> torch.Tensor:
         """One transformer block. Activation checkpointing, when on, runs inside the block's own call

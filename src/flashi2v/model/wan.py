@@ -87,7 +87,23 @@ def residual_update(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None)
     return (x.float() + (y.float() if gate is None else y.float() * gate)).to(x.dtype)
 
 
-class WanBlock(nn.Module):
+class ResidualNorm(nn.Module):
+    """Base of the modules that start each layer with a residual update and a norm (the blocks, the head):
+    ``residual_norm`` is that step's one home (``flashi2v.optimize.fuse_norms`` runs it as one kernel)."""
+
+    def residual_norm(self, x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, norm: nn.Module,
+                      scale: torch.Tensor | None = None, shift: torch.Tensor | None = None):
+        """The residual update x + gate * y (y None: no update), in float32 then rounded to x's dtype, and the
+        normalised input of the next layer: norm(x) * (1 + scale) + shift (AdaLN, in float32, rounded once)
+        when scale / shift are given, else norm(x) in x's dtype. Returns (x, normalised)."""
+        if y is not None:
+            x = residual_update(x, y, gate)
+        if scale is None:
+            return x, norm(x)
+        return x, (norm(x.float()) * (1 + scale) + shift).to(x.dtype)
+
+
+class WanBlock(ResidualNorm):
     """One DiT block: AdaLN-modulated self-attention, cross-attention to the text, modulated FFN."""
 
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, cross_attn_norm: bool, eps: float):
@@ -117,19 +133,8 @@ class WanBlock(nn.Module):
             return x, (self.ffn(h), gate_ff)
         return residual_update(x, self.ffn(h), gate_ff)
 
-    def residual_norm(self, x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, norm: nn.Module,
-                      scale: torch.Tensor | None = None, shift: torch.Tensor | None = None):
-        """The residual update x + gate * y (y None: no update), in float32 then rounded to x's dtype, and the
-        normalised input of the next layer: norm(x) * (1 + scale) + shift (AdaLN, in float32, rounded once)
-        when scale / shift are given, else norm(x) in x's dtype. Returns (x, normalised)."""
-        if y is not None:
-            x = residual_update(x, y, gate)
-        if scale is None:
-            return x, norm(x)
-        return x, (norm(x.float()) * (1 + scale) + shift).to(x.dtype)
 
-
-class WanHead(nn.Module):
+class WanHead(ResidualNorm):
     """Final modulated LayerNorm + linear map from tokens to patches of velocity."""
 
     def __init__(self, dim: int, out_dim: int, patch_size: tuple[int, int, int], eps: float):
@@ -138,10 +143,20 @@ class WanHead(nn.Module):
         self.head = nn.Linear(dim, out_dim * math.prod(patch_size))
         self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """e: B x dim float32 timestep embedding (before the 6-way projection)."""
+    def forward(self, x: torch.Tensor, e: torch.Tensor, residual: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """e: B x dim float32 timestep embedding (before the 6-way projection); residual: the last block's
+        update (y, gate), not yet added to x (``WanBlock.forward``'s ``defer``)."""
         shift, scale = (self.modulation.float() + e[:, None]).chunk(2, dim=1)
-        return self.head((self.norm(x.float()) * (1 + scale) + shift).to(x.dtype))
+        y, gate = residual if residual is not None else (None, None)
+        return self.head(self.residual_norm(x, y, gate, self.norm, scale, shift)[1])
+
+
+def patchify(x: torch.Tensor, patch_size: tuple[int, int, int]) -> torch.Tensor:
+    """B x C x F x H x W video -> B x (f*h*w) x (C*pt*ph*pw) patches, each flattened in the order of a
+    Conv3d weight's (C, kt, kh, kw) axes: a conv with kernel = stride is ``F.linear(patchify(x), w.flatten(1))``."""
+    (pt, ph, pw), (b, c, f, h, w) = patch_size, x.shape
+    x = x.reshape(b, c, f // pt, pt, h // ph, ph, w // pw, pw)
+    return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, (f // pt) * (h // ph) * (w // pw), c * pt * ph * pw)
 
 
 def unpatchify(x: torch.Tensor, grid: tuple[int, int, int], patch_size: tuple[int, int, int]) -> torch.Tensor:
