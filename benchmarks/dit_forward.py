@@ -37,21 +37,16 @@ from common import (bench, reset_memory, device_info, diffusers_wan, dit_flops, 
                     out_dir, param_bytes, randomize_, rel_err, save_json, table)
 
 from flashi2v import FlashI2VTransformer, preset
-from flashi2v.model import trim_text_padding
 from flashi2v.model.attention import fa4_available
 from flashi2v.optimize import apply_fast_path, fuse_ffn_gelu, set_attention_backend
 
 
-def make_inputs(cfg, frames: int, height: int, width: int, device, dtype, seed: int = 0, batch: int = 1,
-                prompt_tokens: int | None = None):
-    """Random latent, timestep 700, text context and s_high. ``prompt_tokens``: the context's rows past it are
-    zero, as the umT5 encoder pads a prompt of that many tokens (None: all text_len rows are real)."""
+def make_inputs(cfg, frames: int, height: int, width: int, device, dtype, seed: int = 0, batch: int = 1):
     g = torch.Generator().manual_seed(seed)
     shape = (batch, cfg.in_dim, (frames - 1) // 4 + 1, height // 8, width // 8)
     x = torch.randn(shape, generator=g)
     t = torch.full((batch,), 700.0)
     context = torch.randn(batch, cfg.text_len, cfg.text_dim, generator=g)
-    context[:, prompt_tokens or cfg.text_len:] = 0.0
     s_high = torch.randn(shape, generator=g).abs()
     return [v.to(device=device, dtype=dtype if v.is_floating_point() and v.ndim > 1 else None) for v in (x, t, context, s_high)]
 
@@ -115,10 +110,6 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny config on the CPU (tests the script, times nothing real)")
     ap.add_argument("--only", nargs="*", default=None, help="variants to run (default: all)")
     ap.add_argument("--no-fp32", action="store_true", help="skip the float32 reference (errors vs it)")
-    ap.add_argument("--prompt-tokens", type=int, default=None,
-                    help="text context of a prompt this many tokens long, zero-padded to text_len as the umT5 "
-                         "encoder gives it (diffusers gets the padded context, ours the rows before the padding, "
-                         "as our pipeline passes it); default: all text_len rows random (no padding)")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one ours-fast forward")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -174,8 +165,7 @@ def main() -> None:
 
     with torch.no_grad():
         for f in args.frames:
-            x, t, c_padded, s = make_inputs(cfg, f, args.height, args.width, device, dtype, prompt_tokens=args.prompt_tokens)
-            c = trim_text_padding(c_padded)  # ours, as our pipeline passes it: the padding rows implied
+            x, t, c, s = make_inputs(cfg, f, args.height, args.width, device, dtype)
             grid = (x.shape[2], x.shape[3] // 2, x.shape[4] // 2)
             fl_d, fl_o = dit_flops(cfg, 1, grid, fourier=False), dit_flops(cfg, 1, grid, fourier=True)
             print(f"{f} frames, grid {grid} = {grid[0] * grid[1] * grid[2]} tokens, {fl_o / 1e12:.1f} TFLOP per forward, "
@@ -183,7 +173,7 @@ def main() -> None:
             for name, model, is_diffusers in variants:
                 if not is_diffusers:
                     set_attention_backend(backend[name])
-                fn = (lambda m=model: m(x, t, c_padded, return_dict=False)) if is_diffusers else (lambda m=model: m(x, t, c, s))
+                fn = (lambda m=model: m(x, t, c, return_dict=False)) if is_diffusers else (lambda m=model: m(x, t, c, s))
                 base = reset_memory(device)
                 t0 = time.perf_counter()
                 try:
@@ -250,9 +240,7 @@ def main() -> None:
     for k, v in errors.items():
         print(f"  {k:40s} {v:.2e}")
     print(f"\nDiT forward, {info.get('gpu', 'cpu')}, torch {info['torch']}, bf16, batch 1, {args.height}x{args.width}, "
-          f"bf16 matmul ceiling {ceiling:.0f} TFLOP/s, text context: "
-          f"{f'{args.prompt_tokens} prompt tokens + zero padding' if args.prompt_tokens else 'all rows random'} "
-          f"(tflops / mfu count 512 text keys; ours-fast = apply_fast_path; first_call_s includes compile)")
+          f"bf16 matmul ceiling {ceiling:.0f} TFLOP/s (ours-fast = apply_fast_path; first_call_s includes compile)")
     print(table(results, ["frames", "variant", "ms", "spread_ms", "tflops", "mfu", "peak_gib", "first_call_s",
                           "vs_diff_default", "vs_diff_best"]))
 

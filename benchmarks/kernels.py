@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from common import bench, matmul_ceiling, median, rel_err, table
 
 from flashi2v.kernels import triton_available
-from flashi2v.model.attention import RopeCache, attention, attention_backend, fa4_attention, fa4_available
+from flashi2v.model.attention import RopeCache, fa4_attention, fa4_available
 from flashi2v.model.wan import WanBlock
 from flashi2v.optimize import fuse_norms
 
@@ -107,16 +106,6 @@ def main() -> None:
             with sdpa_kernel([BACKENDS[be]]):
                 return F.scaled_dot_product_attention(q, *kv)
         add(f"cross-attn {be} Lk={Lc}", f, 4 * L * Lc * d)
-    # cross-attention to a 128-token prompt: its 384 padding keys as one key with log(384) added (embed_text)
-    n_real = 8 if tiny else 128
-    key_bias = torch.zeros(n_real + 1, device=dev)
-    key_bias[-1] = math.log(Lc - n_real)
-    qp, kp, vp = r(1, L, H, D), r(1, n_real + 1, H, D), r(1, n_real + 1, H, D)
-    for be in (["math"] if tiny else ["cudnn", "efficient"]):
-        def f(be=be):
-            with attention_backend(be):
-                return attention(qp, kp, vp, key_bias)
-        add(f"cross-attn {be} Lk={n_real}+1, key bias", f, 4 * L * (n_real + 1) * d)
     # matmuls
     x, xf = r(L, d), r(L, ffn)
     wq, wqkv, w1, w2 = r(d, d), r(3 * d, d), r(ffn, d), r(d, ffn)

@@ -88,11 +88,11 @@ def test_deferred_residuals_compute_the_same_function():
     plain = model(*args)
     model.defer_residuals = True
     assert torch.equal(model(*args), plain)
-    block, text = model.blocks[0], model.embed_text(inputs(b=1)[2])
+    block, (x, _, context, _) = model.blocks[0], inputs(b=1)
     tokens, e0 = torch.randn(1, 6, model.config.dim), torch.randn(1, 6, model.config.dim)
     rope = model.rope((1, 2, 3), tokens.device)
-    x_part, (y, gate) = block(tokens, e0, text, rope, defer=True)
-    assert torch.equal((x_part.float() + y.float() * gate).to(x_part.dtype), block(tokens, e0, text, rope))
+    x_part, (y, gate) = block(tokens, e0, model.embed_text(context), rope, defer=True)
+    assert torch.equal((x_part.float() + y.float() * gate).to(x_part.dtype), block(tokens, e0, model.embed_text(context), rope))
 
 
 def test_attention_backends_agree_and_bad_name_is_an_error():

@@ -1,13 +1,10 @@
 """FlashI2VTransformer: parity with diffusers' WanTransformer3DModel, key layout, FlashI2V branches."""
 
-import math
-
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
 from flashi2v import FlashI2VError, FlashI2VTransformer, preset
-from flashi2v.model import trim_text_padding
 from flashi2v.model.attention import rope_split
 
 from wan_keys import original_keys_1_3b, to_diffusers
@@ -76,29 +73,6 @@ def test_patch_embeddings_run_as_matmuls_compute_the_convs(patch):
     convs = (model.patch_embedding(x) + model.fourier_embedding(s_high)).flatten(2).transpose(1, 2)
     torch.testing.assert_close(model.embed_patches(x, s_high), convs, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model.embed_patches(x), model.patch_embedding(x).flatten(2).transpose(1, 2), rtol=1e-5, atol=1e-5)
-
-
-@torch.no_grad()
-def test_short_context_is_the_zero_padded_one_with_padding_as_one_key():
-    """A context of L < text_len rows means Wan's zero padding to text_len: the model attends to the L rows
-    and one padding key weighted log(text_len - L), which must equal attending to all text_len rows."""
-    model = randomized_tiny(flashi2v_branches=True)
-    x, t, context, s_high = inputs()
-    short = context[:, :5]
-    padded = torch.cat([short, torch.zeros(2, model.config.text_len - 5, short.shape[2])], dim=1)
-    text = model.embed_text(short)
-    assert text.tokens.shape[1] == 6 and text.key_bias[-1].item() == pytest.approx(math.log(11))
-    torch.testing.assert_close(model(x, t, short, s_high), model(x, t, padded, s_high), rtol=1e-5, atol=1e-5)
-    theirs = diffusers_twin(randomized_tiny())(x, t, padded, return_dict=False)[0]  # diffusers gets the padding
-    torch.testing.assert_close(randomized_tiny()(x, t, short, s_high), theirs, rtol=1e-4, atol=1e-4)
-
-
-def test_trim_text_padding_keeps_every_real_row():
-    context = torch.zeros(2, 16, 8)
-    context[0, :3], context[1, :7] = 1.0, 2.0
-    context[1, 2] = 0.0  # a zero row inside the prompt stays
-    assert torch.equal(trim_text_padding(context), context[:, :7])
-    assert trim_text_padding(torch.zeros(1, 16, 8)).shape == (1, 1, 8)
 
 
 def test_state_dict_uses_wan_original_layout():

@@ -11,8 +11,6 @@ from typing import Callable
 
 import torch
 
-from .model.flashi2v import trim_text_padding
-
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -69,11 +67,8 @@ def flashi2v_velocity(model, phi_s: torch.Tensor, s_high: torch.Tensor, context:
     use_cfg = negative_context is not None and guidance != 1.0
     s_high = s_high.to(dtype)
     if use_cfg and batch_cfg:
-        both_context = trim_text_padding(torch.cat([context, negative_context]).to(dtype))
+        both_context = torch.cat([context, negative_context]).to(dtype)
         both_s_high = torch.cat([s_high, s_high])
-    context = trim_text_padding(context)  # the zero padding is implied: fewer keys, same function
-    if negative_context is not None:
-        negative_context = trim_text_padding(negative_context)
 
     def velocity(z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         x = (z - phi_s).to(dtype)

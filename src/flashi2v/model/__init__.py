@@ -1,3 +1,3 @@
-from .flashi2v import FlashI2VTransformer, LearnableProjection, load_state_dict_strict, trim_text_padding
+from .flashi2v import FlashI2VTransformer, LearnableProjection, load_state_dict_strict
 
-__all__ = ["FlashI2VTransformer", "LearnableProjection", "load_state_dict_strict", "trim_text_padding"]
+__all__ = ["FlashI2VTransformer", "LearnableProjection", "load_state_dict_strict"]

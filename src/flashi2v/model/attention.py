@@ -125,19 +125,17 @@ def _fa4_applies(*tensors: torch.Tensor) -> bool:
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None = None) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Unmasked softmax attention: FlashAttention-4 where the "fa4" backend applies, else torch SDPA.
-    q: B x Lq x H x D, k/v: B x Lk x H x D; key_bias: Lk float32 added to every query's logit of each key
-    (a key standing for n identical keys gets log n: see ``FlashI2VTransformer.embed_text``)."""
-    if key_bias is None and _backend_name == "fa4" and _fa4_applies(q, k, v):
+    q: B x Lq x H x D, k/v: B x Lk x H x D."""
+    if _backend_name == "fa4" and _fa4_applies(q, k, v):
         return fa4_attention(q, k, v)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    mask = None if key_bias is None else key_bias.to(q.dtype).expand(*q.shape[:3], -1)
     if _backends is None:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, k, v)
     else:
         with sdpa_kernel(_backends, set_priority=True):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2)
 
 

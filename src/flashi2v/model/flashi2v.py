@@ -9,7 +9,6 @@ Both start at zero output, so a freshly initialised FlashI2V is exactly the T2V 
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from ..config import PRESETS, TransformerConfig
 from ..errors import FlashI2VError
 from .attention import RopeCache
-from .wan import TextTokens, WanBlock, WanHead, patchify, sinusoidal_embedding, unpatchify
+from .wan import WanBlock, WanHead, patchify, sinusoidal_embedding, unpatchify
 
 
 
@@ -134,25 +133,15 @@ class FlashI2VTransformer(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def embed_text(self, context: torch.Tensor) -> TextTokens:
-        """B x L x text_dim text embeddings -> the TextTokens the blocks attend to.
-
-        Wan zero-pads the context to text_len and does not mask its cross-attention. All padding rows embed
-        to the same token, and n equal keys weigh in the softmax as one key with log n added to its logit.
-        So a context of L < text_len rows becomes L + 1 tokens: the L rows and one padding row whose key
-        carries log(text_len - L); the attention is the one over text_len keys, with fewer keys to attend to
-        (``trim_text_padding`` gives a zero-padded context that form).
-        """
-        length, real = self.config.text_len, context.shape[1]
-        if real > length:
-            raise FlashI2VError(f"text context has {real} tokens, more than text_len={length}: truncate the prompt embedding")
+    def embed_text(self, context: torch.Tensor) -> torch.Tensor:
+        """B x L x text_dim -> B x text_len x dim; shorter contexts are zero-padded to text_len as Wan does."""
+        length = self.config.text_len
+        if context.shape[1] > length:
+            raise FlashI2VError(f"text context has {context.shape[1]} tokens, more than text_len={length}: truncate the prompt embedding")
+        if context.shape[1] < length:
+            context = F.pad(context, (0, 0, 0, length - context.shape[1]))
         w = self.text_embedding[0].weight
-        if real == length:
-            return TextTokens(self.text_embedding(context.to(w.dtype)))
-        tokens = self.text_embedding(F.pad(context, (0, 0, 0, 1)).to(w.dtype))
-        key_bias = torch.zeros(real + 1, device=context.device)
-        key_bias[-1] = math.log(length - real)
-        return TextTokens(tokens, key_bias)
+        return self.text_embedding(context.to(w.dtype))
 
     def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """t (B,) = 1000 * sigma -> (e: B x dim, e0: B x 6 x dim), both float32."""
@@ -172,7 +161,7 @@ class FlashI2VTransformer(nn.Module):
 
         x: B x C x T x H x W, the (already latent-shifted) noisy latent z_sigma - phi(s).
         t: B, the timestep 1000 * sigma.
-        context: B x L x text_dim text embeddings (L <= text_len; missing rows are Wan's zero padding).
+        context: B x L x text_dim text embeddings (L <= text_len).
         fourier_features: B x C x T x H x W high-frequency magnitude of s (None: T2V backbone only).
         Returns the velocity, float32, shape of x.
         """
@@ -249,14 +238,6 @@ class FlashI2VTransformer(nn.Module):
         from ..weights.ourformat import load_transformer
 
         return load_transformer(folder, device=device, dtype=dtype)
-
-
-def trim_text_padding(context: torch.Tensor) -> torch.Tensor:
-    """Drop the trailing rows that are zero in every sample of a B x L x text_dim context (Wan's padding to
-    text_len): the transformer computes the same function from what is left (``embed_text``) with fewer
-    keys in its cross-attention. Keeps at least one row. Reads the context on the host once."""
-    used = context.ne(0).any(dim=-1).any(dim=0).nonzero()
-    return context[:, :int(used.max()) + 1] if used.numel() else context[:, :1]
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

@@ -8,7 +8,6 @@ modulation run in float32 whatever the weight dtype; the residual stream stays i
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -59,10 +58,7 @@ class Attention(nn.Module):
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, rope=None,
-                key_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """Self-attention over x (context None), or cross-attention from x to the context tokens with
-        ``key_bias`` (per context token, or None) added to the logits."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, rope=None) -> torch.Tensor:
         q, k, v = self.project(x, context)
         q, k = self.norm_qk(q, k, rope)
         v = v.unflatten(-1, (self.num_heads, -1))
@@ -70,7 +66,7 @@ class Attention(nn.Module):
         if cp is not None:  # Ulysses: attend over all tokens with this rank's share of the heads
             q, k, v = cp.to_heads(q), cp.to_heads(k), cp.to_heads(v)
             return self.o(cp.to_tokens(attention(q, k, v)).flatten(-2))
-        return self.o(attention(q, k, v, key_bias).flatten(-2))
+        return self.o(attention(q, k, v).flatten(-2))
 
     def project(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """q from x; k and v from x (self-attention) or the text (cross-attention): B x L x dim each."""
@@ -84,14 +80,6 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         return q, k
-
-
-class TextTokens(NamedTuple):
-    """The embedded text the blocks attend to: B x L x dim tokens, and per token a float32 logit bias
-    (None: all zero). See ``FlashI2VTransformer.embed_text``."""
-
-    tokens: torch.Tensor
-    key_bias: torch.Tensor | None = None
 
 
 def residual_update(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
@@ -130,7 +118,7 @@ class WanBlock(ResidualNorm):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor, rope,
                 residual: tuple[torch.Tensor, torch.Tensor] | None = None, defer: bool = False):
-        """x: B x L x dim (compute dtype); e: B x 6 x dim float32 timestep modulation; context: TextTokens.
+        """x: B x L x dim (compute dtype); e: B x 6 x dim float32 timestep modulation.
 
         residual: the previous block's last update (y, gate), not yet added to x: the first norm adds it.
         defer: return (x, (y, gate)) and leave this block's last update to the next block. Same function;
@@ -140,8 +128,7 @@ class WanBlock(ResidualNorm):
         y, gate = residual if residual is not None else (None, None)
         x, h = self.residual_norm(x, y, gate, self.norm1, scale_sa, shift_sa)
         x, h = self.residual_norm(x, self.self_attn(h, rope=rope), gate_sa, self.norm3)
-        cross = self.cross_attn(h, context=context.tokens, key_bias=context.key_bias)
-        x, h = self.residual_norm(x, cross, None, self.norm2, scale_ff, shift_ff)
+        x, h = self.residual_norm(x, self.cross_attn(h, context=context), None, self.norm2, scale_ff, shift_ff)
         if defer:
             return x, (self.ffn(h), gate_ff)
         return residual_update(x, self.ffn(h), gate_ff)
