@@ -80,6 +80,20 @@ def test_fusions_eager_in_bf16_and_save_load_roundtrip():
 
 
 @torch.no_grad()
+def test_fused_qkv_follows_replaced_parameters():
+    """.to(dtype) or load_state_dict(assign=True) give q/k/v new tensors: the fused weight must follow."""
+    x, t, c, s = inputs(seed=3)
+    fused = fuse_qkv(randomized_tiny(seed=2))
+    fused.to(torch.float64)
+    other = randomized_tiny(seed=4)
+    fused.load_state_dict(other.state_dict())
+    args = (x.double(), t.double(), c.double(), s.double())
+    assert rel(fused(*args), other.to(torch.float64)(*args)) < 1e-12
+    fused.load_state_dict(randomized_tiny(seed=5).double().state_dict(), assign=True)
+    assert rel(fused(*args), randomized_tiny(seed=5).double()(*args)) < 1e-12
+
+
+@torch.no_grad()
 def test_deferred_residuals_compute_the_same_function():
     """run_blocks with defer_residuals (what fuse_norms turns on): each block's FFN update is added by the
     next block's first norm, and the last one by the loop; in eager float32 that is the same arithmetic."""

@@ -117,26 +117,51 @@ def fuse_qkv(model: nn.Module) -> nn.Module:
     No extra memory; the Parameter objects, their names and the state-dict keys stay as they were, and
     an in-place update of a parameter (``load_state_dict``, an optimizer step) updates the fused weight
     too. ``state_dict()`` returns copies of these nine tensors per block (views of a shared buffer cannot
-    be written to safetensors). Replacing a parameter object (``load_state_dict(assign=True)``,
-    ``.to(dtype)``) breaks the sharing: call this after moving the model to its device and dtype.
+    be written to safetensors). Replacing a parameter's tensor (``load_state_dict(assign=True)``,
+    ``.to(dtype)``) ends the sharing; a forward pre-hook on ``model`` notices and fuses those blocks anew
+    from the current parameters, so the fused weight never goes stale (call this after moving the model
+    to its device and dtype anyway: the re-fusing costs a copy of the weights).
     """
     for block in model.blocks:
         attn = block.self_attn
-        if isinstance(attn, FusedQKVAttention):
-            continue
-        linears = (attn.q, attn.k, attn.v)
-        with torch.no_grad():
-            w = torch.cat([m.weight for m in linears])
-            b = torch.cat([m.bias for m in linears])
-        n = attn.q.out_features
-        for i, m in enumerate(linears):
-            m.weight.data = w[i * n:(i + 1) * n]
-            m.bias.data = b[i * n:(i + 1) * n]
-        attn.__class__ = _with_mixin(FusedQKVAttention, type(attn))
-        attn.register_buffer("qkv_weight", w, persistent=False)
-        attn.register_buffer("qkv_bias", b, persistent=False)
-        attn.register_state_dict_post_hook(_unshare_qkv)
+        if not isinstance(attn, FusedQKVAttention):
+            _share_qkv(attn)
+            attn.__class__ = _with_mixin(FusedQKVAttention, type(attn))
+            attn.register_state_dict_post_hook(_unshare_qkv)
+    if not getattr(model, "_qkv_guard", False):
+        model.register_forward_pre_hook(_refuse_unshared_qkv)
+        model._qkv_guard = True
     return model
+
+
+def _share_qkv(attn: nn.Module) -> None:
+    """One buffer with the current q, k, v weights (and biases) stacked; the parameters become its rows."""
+    linears = (attn.q, attn.k, attn.v)
+    with torch.no_grad():
+        w = torch.cat([m.weight for m in linears])
+        b = torch.cat([m.bias for m in linears])
+    n = attn.q.out_features
+    for i, m in enumerate(linears):
+        m.weight.data = w[i * n:(i + 1) * n]
+        m.bias.data = b[i * n:(i + 1) * n]
+    attn.register_buffer("qkv_weight", w, persistent=False)
+    attn.register_buffer("qkv_bias", b, persistent=False)
+
+
+def _qkv_shared(attn: nn.Module) -> bool:
+    w, b, n = attn.qkv_weight, attn.qkv_bias, attn.q.out_features
+    return all(m.weight.data_ptr() == w.data_ptr() + i * n * w.stride(0) * w.element_size()
+               and m.bias.data_ptr() == b.data_ptr() + i * n * b.element_size()
+               for i, m in enumerate((attn.q, attn.k, attn.v)))
+
+
+def _refuse_unshared_qkv(model: nn.Module, _args) -> None:
+    if torch.compiler.is_compiling():  # storage addresses are not traceable; a compiled caller sees its own copy
+        return
+    for block in model.blocks:
+        attn = block.self_attn
+        if isinstance(attn, FusedQKVAttention) and not _qkv_shared(attn):
+            _share_qkv(attn)
 
 
 def _unshare_qkv(module, state_dict, prefix, local_metadata) -> None:
