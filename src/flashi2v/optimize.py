@@ -318,8 +318,8 @@ def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | Non
     (process-wide, see ``set_attention_backend``). Then the FFN GELU in the matmul epilogue, the norm
     kernels (``norms``; default: on a CUDA device when triton is importable), fused QKV (``qkv``: the
     q/k/v parameters become views of one buffer, see ``fuse_qkv``) and compiled blocks
-    (``compile_options``: Inductor options, passed through). ``cuda_graphs`` is off by default: ~1 %
-    faster on the H100, but it keeps ~3.6 GiB reserved at 480p, batch 2. Call after moving the model to
+    (``compile_options``: Inductor options, passed through). ``cuda_graphs`` is off by default: 0-1 %
+    faster on the H100, and it keeps ~3.6 GiB reserved at 480p, batch 2. Call after moving the model to
     its device and dtype.
     """
     device = next(model.parameters()).device

@@ -97,7 +97,8 @@ class FlashI2VPipeline:
     def enable_fast_path(self, **kwargs) -> "FlashI2VPipeline":
         """Speed up the transformer in place with ``flashi2v.optimize.apply_fast_path`` (FA4 or cuDNN
         attention, GELU in the matmul epilogue, Triton norm kernels, fused QKV, compiled blocks: 1.9x the
-        plain model on an H100, same function to bf16 rounding). The first call at each video size compiles (~10-30 s). ``kwargs`` go through."""
+        plain model on an H100, same function to bf16 rounding). The first call at each video size
+        compiles (~10-30 s). ``kwargs`` go through."""
         from .optimize import apply_fast_path
 
         apply_fast_path(self.transformer, **kwargs)
