@@ -68,7 +68,9 @@ def test_fusions_eager_in_bf16_and_save_load_roundtrip():
     attn = fused.blocks[0].self_attn
     assert attn.q.weight.untyped_storage().data_ptr() == attn.qkv_weight.untyped_storage().data_ptr()  # no copy
     x, t, c, s = (v.to(torch.bfloat16) if v.ndim > 1 else v for v in inputs(seed=3))
+    shared = attn.qkv_weight
     assert rel(fused(x, t, c, s), plain(x, t, c, s)) < 2e-2  # bf16 rounding of a different op order
+    assert attn.qkv_weight is shared  # still shared: the forward's check fused nothing anew
     # in-place loads reach the fused weight; saving writes plain (unshared) tensors
     other = randomized_tiny(seed=4).to(torch.bfloat16)
     fused.load_state_dict(other.state_dict())
