@@ -13,6 +13,7 @@ Variants:
   ours-fast+fa4+no-qkv       the same with q, k, v as three matmuls (fuse_qkv off)
   ours-fast+fa4+no-defer     the same with each block adding its own FFN update (defer_residuals off)
   ours-fast+fa4+conv-embed   the same with the patch embeddings run as convs (a transposed copy after them)
+  ours-fast+fa4+no-wave-split  the same with FA4 self-attention as one call (set_fa4_wave_split(False))
   ours-fast+fa4+cdtune / +multikernel / +autotune / +autotune-tma   Inductor options (CDTUNE ... below)
   ours-fast+fa4+graphs + apply_cuda_graphs (opt-in: keeps activation memory reserved)
 Ours is timed on its real FlashI2V input (the Fourier features branch included, ~0.1 % more FLOPs).
@@ -37,7 +38,7 @@ from common import (bench, reset_memory, device_info, diffusers_wan, dit_flops, 
                     out_dir, param_bytes, randomize_, rel_err, save_json, table)
 
 from flashi2v import FlashI2VTransformer, preset
-from flashi2v.model.attention import fa4_available
+from flashi2v.model.attention import fa4_available, set_fa4_wave_split
 from flashi2v.optimize import apply_fast_path, fuse_ffn_gelu, set_attention_backend
 
 
@@ -79,6 +80,11 @@ def with_conv_embedding(model):
     return model
 
 
+# Variants whose FA4 self-attention runs as one call (flashi2v.model.attention.set_fa4_wave_split, a
+# process-wide switch read at each call: set before each variant runs).
+WAVE_SPLIT_OFF = {"ours-fast+fa4+no-wave-split"}
+
+
 # Ours: (name, attention backend, how to build it from a copy of the plain model). Up to "ours-fast" each
 # row adds one thing to the one before ("ours-fast" is exactly flashi2v.optimize.apply_fast_path); the
 # "ours-fast+fa4+..." rows change one thing of "ours-fast+fa4".
@@ -90,6 +96,7 @@ LADDER = [
     ("ours-fast+fa4+plain-norms", "fa4", lambda m: apply_fast_path(m, attention="fa4", norms=False)),
     ("ours-fast+fa4+no-qkv", "fa4", lambda m: apply_fast_path(m, attention="fa4", qkv=False)),
     ("ours-fast+fa4+no-defer", "fa4", lambda m: without_deferred_residuals(apply_fast_path(m, attention="fa4"))),
+    ("ours-fast+fa4+no-wave-split", "fa4", lambda m: apply_fast_path(m, attention="fa4")),  # see WAVE_SPLIT_OFF
     ("ours-fast+fa4+conv-embed", "fa4", lambda m: with_conv_embedding(apply_fast_path(m, attention="fa4"))),
     ("ours-fast+fa4", "fa4", lambda m: apply_fast_path(m, attention="fa4")),
     ("ours-fast+fa4+cdtune", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=CDTUNE)),
@@ -173,6 +180,7 @@ def main() -> None:
             for name, model, is_diffusers in variants:
                 if not is_diffusers:
                     set_attention_backend(backend[name])
+                    set_fa4_wave_split(name not in WAVE_SPLIT_OFF)
                 fn = (lambda m=model: m(x, t, c, return_dict=False)) if is_diffusers else (lambda m=model: m(x, t, c, s))
                 base = reset_memory(device)
                 t0 = time.perf_counter()

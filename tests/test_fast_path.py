@@ -167,6 +167,45 @@ def test_norm_fusion_without_triton_says_how_to_get_it():
         fuse_norms(randomized_tiny())
 
 
+def test_fa4_wave_split_rows_and_one_output_from_two_calls():
+    from flashi2v.model.attention import _fa4_sm90_forward, wave_split_rows
+
+    # 1.3B at 49 frames on 132 SMs: 99 tiles of 192 rows x 12 heads = 9 whole waves, then 120 blocks of 128 rows
+    assert wave_split_rows(12, 20280, 132) == wave_split_rows(24, 20280, 132) == 99 * 192
+    assert wave_split_rows(12, 32760, 132) == 165 * 192  # 81 frames
+    assert wave_split_rows(12, 256, 132) == 0  # fewer tiles than one whole wave needs
+    assert wave_split_rows(6, 20280, 132) == 0  # the model predicts no gain (6 heads per GPU with Ulysses)
+    calls = []
+
+    def stand_in(q, k, v, out=None, tile_mn=(128, 128), **_):  # FA4's signature, SDPA's arithmetic
+        calls.append((q.shape[1], tile_mn))
+        o = torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+        return (o if out is None else out.copy_(o)), None
+
+    q, k, v = torch.randn(3, 1, 900, 2, 16).unbind(0)
+    ref = stand_in(q, k, v)[0]
+    calls.clear()
+    out = _fa4_sm90_forward(stand_in, q, k, v, sms=6)  # 5 tiles x 2 heads on 6 SMs: 3 tiles, then 324 rows
+    assert calls == [(576, (192, 128)), (324, (128, 128))]
+    torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and fa4_available()), reason="needs a GPU with flash-attn-4")
+@torch.no_grad()
+def test_fa4_wave_split_matches_one_call_on_the_gpu():
+    from flashi2v.model.attention import fa4_attention, set_fa4_wave_split
+
+    q, k, v = torch.randn(3, 1, 20280, 12, 128, device="cuda", dtype=torch.bfloat16).unbind(0)
+    try:
+        set_fa4_wave_split(False)
+        one = fa4_attention(q, k, v)
+    finally:
+        set_fa4_wave_split(True)
+    split = fa4_attention(q, k, v)
+    ref = torch.nn.functional.scaled_dot_product_attention(*(t.float().transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+    assert rel(split, one) < 5e-3 and rel(split, ref) < 1e-2
+
+
 def test_fa4_backend_without_flash_attn_4_says_how_to_get_it_and_changes_nothing():
     if fa4_available():
         pytest.skip("flash-attn-4 is installed here")

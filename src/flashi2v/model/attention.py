@@ -10,6 +10,7 @@ import contextlib
 import functools
 import importlib.util
 import inspect
+import math
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,60 @@ def _fa4_tiled_forward():
     return _flash_attn_fwd if all(name in params for name in FA4_SM90_TILE) else None
 
 
+# FA4 runs one thread block per (query tile, head, sample), one block per SM at a time on sm_90 at head
+# dim 128. At 20,280 tokens, 12 heads, that is 1,272 blocks = 9.64 "waves" on 132 SMs: the last wave
+# leaves a third of the GPU idle. ``wave_split_rows`` picks a first call that fills whole waves; the
+# remaining rows go to a second call with smaller (128-row) tiles, which finishes sooner.
+_wave_split = True
+
+
+def set_fa4_wave_split(enabled: bool) -> None:
+    """Turn the two-call wave split of FA4 self-attention on (default) or off, process-wide (benchmarks)."""
+    global _wave_split
+    _wave_split = bool(enabled)
+
+
+def wave_split_rows(batch_heads: int, q_len: int, sms: int, tile_m: int = 192, tail_tile_m: int = 128) -> int:
+    """Query rows for the first of two attention calls, or 0 for one call.
+
+    Models each call's time as its number of waves of thread blocks (a partial wave costs a whole one;
+    a ``tail_tile_m``-row block takes tail_tile_m / tile_m of a ``tile_m``-row one) and splits only where
+    that saves at least a tenth of a wave. The first call gets the most whole tiles whose blocks fill
+    whole waves.
+    """
+    tiles = -(-q_len // tile_m)
+    step = sms // math.gcd(sms, batch_heads)  # tiles per head whose blocks make whole waves
+    first = tiles // step * step
+    if first == 0 or first == tiles:
+        return 0
+    rest_blocks = batch_heads * -(-(q_len - first * tile_m) // tail_tile_m)
+    one_call = -(-batch_heads * tiles // sms)
+    two_calls = batch_heads * first / sms + -(-rest_blocks // sms) * tail_tile_m / tile_m
+    return first * tile_m if two_calls <= one_call - 0.1 else 0
+
+
+@functools.cache
+def _takes_out(forward) -> bool:
+    return "out" in inspect.signature(forward).parameters
+
+
+def _fa4_sm90_forward(forward, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sms: int | None = None) -> torch.Tensor:
+    """``forward`` (FA4's internal entry point) with FA4_SM90_TILE, as one call or, split by
+    ``wave_split_rows`` for ``sms`` SMs (default: q's GPU's), as two calls writing one output."""
+    b, length, heads = q.shape[:3]
+    rows = 0
+    if _wave_split and _takes_out(forward):
+        sms = sms or torch.cuda.get_device_properties(q.device).multi_processor_count
+        rows = wave_split_rows(b * heads, length, sms, FA4_SM90_TILE["tile_mn"][0])
+    if not rows:
+        out = forward(q, k, v, **FA4_SM90_TILE)
+        return out[0] if isinstance(out, tuple) else out
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])
+    forward(q[:, :rows], k, v, out=out[:, :rows], **FA4_SM90_TILE)
+    forward(q[:, rows:], k, v, out=out[:, rows:])  # FA4's own 128 x 128 tiles
+    return out
+
+
 @torch.library.custom_op("flashi2v::fa4_attention", mutates_args=())
 def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention by FlashAttention-4, forward only. q: B x Lq x H x D, k/v: B x Lk x H x D (our layout).
@@ -69,7 +124,7 @@ def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
     """
     tiled = _fa4_tiled_forward()
     if tiled is not None and q.shape[-1] == 128 and torch.cuda.get_device_capability(q.device)[0] == 9:
-        out = tiled(q, k, v, **FA4_SM90_TILE)
+        out = _fa4_sm90_forward(tiled, q, k, v)
     else:
         from flash_attn.cute import flash_attn_func
 
