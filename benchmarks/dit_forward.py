@@ -18,7 +18,8 @@ Variants:
   ours-fast+fa4+graphs + apply_cuda_graphs (opt-in: keeps activation memory reserved)
 Ours is timed on its real FlashI2V input (the Fourier features branch included, ~0.1 % more FLOPs).
 
-Reports median ms per forward, MFU against a bf16 matmul ceiling measured in the same run, peak
+Variants are timed in rounds (``--rounds``, the order reversed every other round), so that a GPU clock
+that drifts over the run does not favour the variants timed last. Reports median ms per forward, MFU against a bf16 matmul ceiling measured in the same run, peak
 memory (weights + the forward's peak extra), ratios ours/diffusers, and the relative errors of every
 variant against a float32 run of ours-plain. The table is printed last.
 
@@ -112,7 +113,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, nargs="+", default=[49, 81])
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--width", type=int, default=832)
-    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=12, help="timed forwards per variant, over all rounds")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="timing rounds over all variants (the order reversed every other round); medians over all")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="tiny config on the CPU (tests the script, times nothing real)")
     ap.add_argument("--only", nargs="*", default=None, help="variants to run (default: all)")
@@ -127,7 +130,7 @@ def main() -> None:
     if args.tiny:
         device, dtype, cfg = torch.device("cpu"), torch.bfloat16, preset("tiny", text_len=32, text_dim=32)
         args.frames, args.height, args.width = [5, 9], 32, 48
-        args.reps, args.warmup = 2, 1
+        args.reps, args.warmup, args.rounds = 2, 1, 2
     else:
         device, dtype, cfg = torch.device("cuda"), torch.bfloat16, preset("flashi2v-1.3b")
     cuda = device.type == "cuda"
@@ -177,11 +180,17 @@ def main() -> None:
             fl_d, fl_o = dit_flops(cfg, 1, grid, fourier=False), dit_flops(cfg, 1, grid, fourier=True)
             print(f"{f} frames, grid {grid} = {grid[0] * grid[1] * grid[2]} tokens, {fl_o / 1e12:.1f} TFLOP per forward, "
                   f"floor {fl_o / ceiling / 1e9:.0f} ms at the ceiling", flush=True)
-            for name, model, is_diffusers in variants:
+            def call(name, model, is_diffusers):
+                """The variant's forward, with ours' process-wide attention settings set for it."""
                 if not is_diffusers:
                     set_attention_backend(backend[name])
                     set_fa4_wave_split(name not in WAVE_SPLIT_OFF)
-                fn = (lambda m=model: m(x, t, c, return_dict=False)) if is_diffusers else (lambda m=model: m(x, t, c, s))
+                return (lambda m=model: m(x, t, c, return_dict=False)) if is_diffusers else (lambda m=model: m(x, t, c, s))
+
+            per_round = max(1, args.reps // args.rounds)
+            timed, times, peaks = [], {}, {}
+            for name, model, is_diffusers in variants:  # round 1: first call (compile), memory, outputs, profile
+                fn = call(name, model, is_diffusers)
                 base = reset_memory(device)
                 t0 = time.perf_counter()
                 try:
@@ -189,7 +198,7 @@ def main() -> None:
                     if cuda:
                         torch.cuda.synchronize()
                     compile_s[f"{name}@{f}f"] = time.perf_counter() - t0
-                    times = bench(fn, device, warmup=args.warmup, reps=args.reps)
+                    times[name] = bench(fn, device, warmup=args.warmup, reps=per_round)
                 except Exception as err:  # report and go on with the other variants
                     import traceback
 
@@ -197,14 +206,8 @@ def main() -> None:
                     print(f"  {name:20s} FAILED: {type(err).__name__}: {str(err)[:500]}", flush=True)
                     errors[f"{name}@{f}f FAILED"] = 1.0
                     continue
-                peak = (torch.cuda.max_memory_allocated() - base + param_bytes(model)) / 2**30 if cuda else None
-                ms = median(times)
-                flops = fl_d if is_diffusers else fl_o
-                row = dict(frames=f, variant=name, ms=ms, spread_ms=max(times) - min(times), first_call_s=compile_s[f"{name}@{f}f"],
-                           tflops=flops / (ms * 1e-3) / 1e12, mfu=flops / (ms * 1e-3) / 1e12 / ceiling, peak_gib=peak)
-                results.append(row)
-                print(f"  {name:20s} {ms:8.1f} ms  (min {min(times):.1f}, max {max(times):.1f})  MFU {row['mfu']:.2f}  "
-                      f"peak {peak or 0:.2f} GiB  first call {row['first_call_s']:.1f}s", flush=True)
+                peaks[name] = (torch.cuda.max_memory_allocated() - base + param_bytes(model)) / 2**30 if cuda else None
+                timed.append((name, model, is_diffusers))
                 if f == args.frames[0]:
                     if is_diffusers:
                         outs[name] = fn()[0].float()
@@ -214,6 +217,19 @@ def main() -> None:
                             outs[name + "-nofourier"] = model(x, t, c, None)
                     if args.profile and cuda and name in ("ours-fast", "ours-fast+fa4", "diffusers-best"):
                         profile(fn, out / f"profile_{name.replace('+', '_')}.txt")
+            # later rounds, alternately backwards: a clock drift over the run then favours no variant
+            for r in range(1, args.rounds):
+                for name, model, is_diffusers in (timed[::-1] if r % 2 else timed):
+                    times[name] += bench(call(name, model, is_diffusers), device, warmup=1, reps=per_round)
+            for name, model, is_diffusers in timed:
+                ms, peak = median(times[name]), peaks[name]
+                flops = fl_d if is_diffusers else fl_o
+                row = dict(frames=f, variant=name, ms=ms, spread_ms=max(times[name]) - min(times[name]),
+                           first_call_s=compile_s[f"{name}@{f}f"], tflops=flops / (ms * 1e-3) / 1e12,
+                           mfu=flops / (ms * 1e-3) / 1e12 / ceiling, peak_gib=peak)
+                results.append(row)
+                print(f"  {name:20s} {ms:8.1f} ms  (min {min(times[name]):.1f}, max {max(times[name]):.1f})  "
+                      f"MFU {row['mfu']:.2f}  peak {peak or 0:.2f} GiB  first call {row['first_call_s']:.1f}s", flush=True)
             if f == args.frames[0] and not args.no_fp32:
                 set_attention_backend("auto")
                 ref32 = copy.deepcopy(plain).float()
