@@ -51,7 +51,7 @@ def main() -> None:
         # flashi2v's fa4_attention (192 x 128 tiles) as one call and with its wave split (two calls)
         # alternating one / split / split / one ... so that clock drift does not favour either
         times: dict[bool, list[float]] = {False: [], True: []}
-        errors: dict[bool, float] = {}
+        errors: dict[bool, float | str] = {}  # relative error, or what failed
         for split in (False, True, True, False, False, True):
             set_fa4_wave_split(split)
             try:

@@ -85,11 +85,13 @@ def test_fusions_eager_in_bf16_and_save_load_roundtrip():
 def test_fused_qkv_follows_replaced_parameters():
     """.to(dtype) or load_state_dict(assign=True) give q/k/v new tensors: the fused weight must follow."""
     x, t, c, s = inputs(seed=3)
-    fused = fuse_qkv(randomized_tiny(seed=2))
-    fused.to(torch.float64)
+    args = (x.double(), t.double(), c.double(), s.double())
+    fused, plain = fuse_qkv(randomized_tiny(seed=2)).to(torch.float64), randomized_tiny(seed=2).to(torch.float64)
+    for model in (fused, plain):  # an in-place update after .to(), as an optimizer step makes
+        model.blocks[0].self_attn.k.weight.mul_(2.0)
+    assert rel(fused(*args), plain(*args)) < 1e-12
     other = randomized_tiny(seed=4)
     fused.load_state_dict(other.state_dict())
-    args = (x.double(), t.double(), c.double(), s.double())
     assert rel(fused(*args), other.to(torch.float64)(*args)) < 1e-12
     fused.load_state_dict(randomized_tiny(seed=5).double().state_dict(), assign=True)
     assert rel(fused(*args), randomized_tiny(seed=5).double()(*args)) < 1e-12

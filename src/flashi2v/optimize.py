@@ -109,6 +109,13 @@ class FusedQKVAttention(nn.Module):
             return super().project(x, context)
         return F.linear(x, self.qkv_weight, self.qkv_bias).chunk(3, dim=-1)
 
+    def _apply(self, fn, recurse=True):
+        # .to() / .half() / .cuda() convert the q/k/v parameters and the fused buffer into separate new
+        # tensors: share them again, or in-place updates of the parameters would miss the buffer
+        super()._apply(fn, recurse)
+        _reshare_qkv(self)
+        return self
+
 
 def fuse_qkv(model: nn.Module) -> nn.Module:
     """Self-attention q, k, v as one (3 dim x dim) matmul: the three weights (and biases) are moved into
@@ -117,10 +124,9 @@ def fuse_qkv(model: nn.Module) -> nn.Module:
     No extra memory; the Parameter objects, their names and the state-dict keys stay as they were, and
     an in-place update of a parameter (``load_state_dict``, an optimizer step) updates the fused weight
     too. ``state_dict()`` returns copies of these nine tensors per block (views of a shared buffer cannot
-    be written to safetensors). Replacing a parameter's tensor (``load_state_dict(assign=True)``,
-    ``.to(dtype)``) ends the sharing; a forward pre-hook on ``model`` notices and fuses those blocks anew
-    from the current parameters, so the fused weight never goes stale (call this after moving the model
-    to its device and dtype anyway: the re-fusing costs a copy of the weights).
+    be written to safetensors). What replaces the parameters' tensors (``.to()``, ``load_state_dict(assign=True)``)
+    fuses that block anew from the new tensors, so the fused weight does not go stale (call this after
+    moving the model to its device and dtype anyway: re-fusing costs a copy of the weights).
     """
     for block in model.blocks:
         attn = block.self_attn
@@ -128,9 +134,7 @@ def fuse_qkv(model: nn.Module) -> nn.Module:
             _share_qkv(attn)
             attn.__class__ = _with_mixin(FusedQKVAttention, type(attn))
             attn.register_state_dict_post_hook(_unshare_qkv)
-    if not getattr(model, "_qkv_guard", False):
-        model.register_forward_pre_hook(_refuse_unshared_qkv)
-        model._qkv_guard = True
+            attn.register_load_state_dict_post_hook(lambda module, _keys: _reshare_qkv(module))
     return model
 
 
@@ -155,13 +159,9 @@ def _qkv_shared(attn: nn.Module) -> bool:
                for i, m in enumerate((attn.q, attn.k, attn.v)))
 
 
-def _refuse_unshared_qkv(model: nn.Module, _args) -> None:
-    if torch.compiler.is_compiling():  # storage addresses are not traceable; a compiled caller sees its own copy
-        return
-    for block in model.blocks:
-        attn = block.self_attn
-        if isinstance(attn, FusedQKVAttention) and not _qkv_shared(attn):
-            _share_qkv(attn)
+def _reshare_qkv(attn: nn.Module) -> None:
+    if not _qkv_shared(attn):
+        _share_qkv(attn)
 
 
 def _unshare_qkv(module, state_dict, prefix, local_metadata) -> None:

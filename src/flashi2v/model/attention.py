@@ -100,15 +100,15 @@ def _takes_out(forward) -> bool:
 
 def _fa4_sm90_forward(forward, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sms: int | None = None) -> torch.Tensor:
     """``forward`` (FA4's internal entry point) with FA4_SM90_TILE, as one call or, split by
-    ``wave_split_rows`` for ``sms`` SMs (default: q's GPU's), as two calls writing one output."""
+    ``wave_split_rows`` for ``sms`` SMs (default: q's GPU's), as two calls writing one output tensor
+    (returned as is; one call returns what ``forward`` returns)."""
     b, length, heads = q.shape[:3]
     rows = 0
     if _wave_split and _takes_out(forward):
         sms = sms or torch.cuda.get_device_properties(q.device).multi_processor_count
         rows = wave_split_rows(b * heads, length, sms, FA4_SM90_TILE["tile_mn"][0])
     if not rows:
-        out = forward(q, k, v, **FA4_SM90_TILE)
-        return out[0] if isinstance(out, tuple) else out
+        return forward(q, k, v, **FA4_SM90_TILE)  # (out, lse, ...): fa4_attention takes out
     out = q.new_empty(*q.shape[:-1], v.shape[-1])
     forward(q[:, :rows], k, v, out=out[:, :rows], **FA4_SM90_TILE)
     forward(q[:, rows:], k, v, out=out[:, rows:])  # FA4's own 128 x 128 tiles
