@@ -128,13 +128,24 @@ def test_attention_backends_agree_and_bad_name_is_an_error():
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs a CUDA GPU and triton")
 @torch.no_grad()
-def test_norm_kernels_compute_the_plain_ops_on_the_gpu():
+@pytest.mark.parametrize("heads, head_dim, pieces", [(3, 64, True), (2, 100, True), (3, 64, False)])
+def test_norm_kernels_compute_the_plain_ops_on_the_gpu(heads, head_dim, pieces):
+    """Widths 192 (rows as 128 + 64), 200 (128 + a masked 128) and 192 padded to one block of 256."""
+    from flashi2v.kernels import set_row_pieces
     from flashi2v.model.attention import RopeCache
+
+    dev, dim = torch.device("cuda"), heads * head_dim
+    rope = RopeCache(head_dim)((1, 3, 7), dev)  # 21 tokens: rows do not fill the kernels' programs evenly
+    set_row_pieces(pieces)
+    try:
+        _check_norm_kernels(dev, heads, dim, rope)
+    finally:
+        set_row_pieces(True)
+
+
+def _check_norm_kernels(dev, heads, dim, rope):
     from flashi2v.model.wan import WanBlock
 
-    dev, heads, head_dim = torch.device("cuda"), 3, 64
-    dim = heads * head_dim
-    rope = RopeCache(head_dim)((1, 3, 7), dev)  # 21 tokens: rows do not fill the kernels' programs evenly
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
         torch.manual_seed(0)
         block = WanBlock(dim, 64, heads, True, 1e-6).to(dev, dtype)

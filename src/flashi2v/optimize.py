@@ -180,16 +180,19 @@ def _use_kernels(x: torch.Tensor) -> bool:
 
 
 class FusedNormRopeAttention(nn.Module):
-    """Mixin for a self-attention ``Attention``: qk RMSNorm + RoPE by one Triton kernel per tensor
+    """Mixin for a self-attention ``Attention``: qk RMSNorm + RoPE of q and k by one Triton kernel launch
     (``flashi2v.kernels.qk_norm_rope``)."""
 
     def norm_qk(self, q: torch.Tensor, k: torch.Tensor, rope):
         if rope is None or rope[0].shape[0] != q.shape[1] or not _use_kernels(q):
             return super().norm_qk(q, k, rope)
-        from .kernels.qk_norm_rope import rms_norm_rope
+        from .kernels.qk_norm_rope import rms_norm_rope, rms_norm_rope_qk
 
-        q = rms_norm_rope(q, self.norm_q.weight, *rope, self.norm_q.eps)
-        k = rms_norm_rope(k, self.norm_k.weight, *rope, self.norm_k.eps)
+        if self.norm_q.eps == self.norm_k.eps:
+            q, k = rms_norm_rope_qk(q, k, self.norm_q.weight, self.norm_k.weight, *rope, self.norm_q.eps)
+        else:
+            q = rms_norm_rope(q, self.norm_q.weight, *rope, self.norm_q.eps)
+            k = rms_norm_rope(k, self.norm_k.weight, *rope, self.norm_k.eps)
         return q.unflatten(-1, (self.num_heads, -1)), k.unflatten(-1, (self.num_heads, -1))
 
 
