@@ -117,6 +117,11 @@ def main() -> None:
     add("linear d->ffn + gelu (2 kernels)", lambda: F.gelu(F.linear(x, w1, b1), approximate="tanh"), 2 * L * d * ffn)
     add("addmm_activation d->ffn gelu", lambda: torch._addmm_activation(b1, x, w1.t(), use_gelu=True), 2 * L * d * ffn)
     add("linear ffn->d", lambda: F.linear(xf, w2, bd), 2 * L * d * ffn)
+    # the residual added in the matmul's epilogue (cuBLAS beta = 1, C = the residual stream, no bias): what
+    # moving ``x + gate * (y W^T)`` into the O / FFN-out matmuls would cost there (gate folded into W)
+    res = r(L, d)
+    add("linear d->d into the residual (addmm, C = x)", lambda: torch.addmm(res, x, wq.t()), 2 * L * d * d)
+    add("linear ffn->d into the residual (addmm, C = x)", lambda: torch.addmm(res, xf, w2.t()), 2 * L * d * ffn)
     # the same weights stored column-major (out x in with strides (1, out)): cuBLAS picks its kernel per layout
     cm = lambda w: w.t().contiguous().t()
     wq_c, wqkv_c, w1_c, w2_c = cm(wq), cm(wqkv), cm(w1), cm(w2)
