@@ -174,6 +174,43 @@ def _check_norm_kernels(dev, heads, dim, rope):
     assert fused.blocks[0].norm3.weight.grad is not None
 
 
+@torch.no_grad()
+def test_tuned_matmuls_change_nothing_off_the_gpu_and_keep_keys():
+    from flashi2v.optimize import TunedMatmul, tune_matmuls
+
+    plain = randomized_tiny()
+    tuned = tune_matmuls(fuse_ffn_gelu(copy.deepcopy(plain)))
+    assert isinstance(tuned.blocks[0].ffn[0], TunedMatmul) and isinstance(tuned.blocks[0].ffn[0], LinearGELU)
+    assert isinstance(tuned.blocks[0].cross_attn.q, TunedMatmul) and not isinstance(tuned.blocks[0].self_attn.q, TunedMatmul)
+    args = inputs()
+    assert torch.equal(tuned(*args), fuse_ffn_gelu(copy.deepcopy(plain))(*args))  # CPU: the plain ops run
+    assert list(tuned.state_dict()) == list(plain.state_dict())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@torch.no_grad()
+def test_tuned_linear_matches_torch_on_the_gpu():
+    from flashi2v.kernels.cublaslt import _PLANS, tuned_linear
+
+    torch.manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float16):
+        x = torch.randn(2, 333, 96, device="cuda", dtype=dtype)
+        w, b = torch.randn(160, 96, device="cuda", dtype=dtype) / 10, torch.randn(160, device="cuda", dtype=dtype)
+        for gelu in (False, True):
+            ref = torch.nn.functional.linear(x, w, b)
+            ref = torch.nn.functional.gelu(ref.float(), approximate="tanh").to(dtype) if gelu else ref
+            out = tuned_linear(x, w, b, gelu)
+            assert out.shape == ref.shape and out.dtype == dtype and rel(out, ref) < 1e-2
+            assert (666, 160, 96, dtype, gelu, x.device) in _PLANS  # tuned once, then reused
+            assert torch.equal(tuned_linear(x, w, b, gelu), out)
+        graph = torch.cuda.CUDAGraph()  # a shape first seen inside a capture: the heuristic's choice, no timing
+        x3 = torch.randn(3, 77, 96, device="cuda", dtype=dtype)
+        with torch.cuda.graph(graph):
+            captured = tuned_linear(x3, w, b, False)
+        graph.replay()
+        assert rel(captured, torch.nn.functional.linear(x3, w, b)) < 1e-2
+
+
 @pytest.mark.skipif(triton_available(), reason="triton is installed here")
 def test_norm_fusion_without_triton_says_how_to_get_it():
     with pytest.raises(FlashI2VError, match="pip install triton"):
