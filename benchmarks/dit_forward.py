@@ -14,7 +14,6 @@ Variants:
   ours-fast+fa4+no-defer     the same with each block adding its own FFN update (defer_residuals off)
   ours-fast+fa4+conv-embed   the same with the patch embeddings run as convs (a transposed copy after them)
   ours-fast+fa4+no-wave-split  the same with FA4 self-attention as one call (set_fa4_wave_split(False))
-  ours-fast+fa4+heuristic-matmuls  the same with each matmul as torch runs it (cuBLASLt heuristic's first choice)
   ours-fast+fa4+cdtune / +multikernel / +autotune / +autotune-tma   Inductor options (CDTUNE ... below)
   ours-fast+fa4+graphs + apply_cuda_graphs (opt-in: keeps activation memory reserved)
 Ours is timed on its real FlashI2V input (the Fourier features branch included, ~0.1 % more FLOPs).
@@ -100,7 +99,6 @@ LADDER = [
     ("ours-fast+fa4+no-defer", "fa4", lambda m: without_deferred_residuals(apply_fast_path(m, attention="fa4"))),
     ("ours-fast+fa4+no-wave-split", "fa4", lambda m: apply_fast_path(m, attention="fa4")),  # see WAVE_SPLIT_OFF
     ("ours-fast+fa4+conv-embed", "fa4", lambda m: with_conv_embedding(apply_fast_path(m, attention="fa4"))),
-    ("ours-fast+fa4+heuristic-matmuls", "fa4", lambda m: apply_fast_path(m, attention="fa4", tuned_matmuls=False)),
     ("ours-fast+fa4", "fa4", lambda m: apply_fast_path(m, attention="fa4")),
     ("ours-fast+fa4+cdtune", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=CDTUNE)),
     ("ours-fast+fa4+multikernel", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=MULTI_KERNEL)),

@@ -18,8 +18,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from common import bench, matmul_ceiling, median, rel_err, table
 
-from flashi2v.kernels import set_row_pieces, triton_available
-from flashi2v.kernels.qk_norm_rope import rms_norm_rope
+from flashi2v.kernels import triton_available
+from flashi2v.kernels.qk_norm_rope import rms_norm_rope, rms_norm_rope_qk
 from flashi2v.model.attention import RopeCache, fa4_attention, fa4_available
 from flashi2v.model.wan import WanBlock
 from flashi2v.optimize import fuse_norms
@@ -142,10 +142,8 @@ def main() -> None:
     big = r(L, d)
     add("copy L x d bf16", lambda: big.clone(), 0, 2 * big.numel() * 2)
     # the norms (q and k per block; after self- and cross-attention): compiled plain ops vs the Triton
-    # kernels, with each row in two power-of-two pieces (now) and padded to one (before the seventh
-    # session), and q and k in one launch vs two. Each call is ~0.1 ms of GPU work, less than the per-call
-    # host overhead: timed as a CUDA graph of 10 calls, so the GPU time is what is measured. The kernels
-    # run eagerly (their launch is all there is to them), so the layout switch takes effect at each capture.
+    # kernels, and q and k in one launch vs two. Each call is ~0.1 ms of GPU work, less than the per-call
+    # host overhead: timed as a CUDA graph of 10 calls, so the GPU time is what is measured.
     torch.set_grad_enabled(False)  # inference, as the pipeline samples: the kernels need autograd off
     if not tiny:
         block = WanBlock(d, ffn, H, True, 1e-6).to(dev, dt)
@@ -165,16 +163,15 @@ def main() -> None:
             add(f"{name}, compiled ops (x10 graph)", graphed(plain, 10), 0, 10 * io, per=10)
             if fused_block is None:
                 continue
-            for pieces in (False, True):
-                set_row_pieces(pieces)
-                layout = "row in 2 pieces" if pieces else "row padded"
-                add(f"{name}, triton kernel, {layout} (x10 graph)", graphed(lambda step=step: step(fused_block), 10),
-                    0, 10 * io, per=10)
+            kernel = torch.compile(lambda step=step: step(fused_block), fullgraph=True, dynamic=False)
+            add(f"{name}, triton kernel (x10 graph)", graphed(kernel, 10), 0, 10 * io, per=10)
             errors[f"{name} triton vs compiled ops"] = rel_err(
                 torch.cat([t.flatten() for t in _tuple(step(fused_block))]), torch.cat([t.flatten() for t in _tuple(plain())]))
         if fused_block is not None:
             attn = fused_block.self_attn
+            one = lambda: rms_norm_rope_qk(q, k, attn.norm_q.weight, attn.norm_k.weight, cos, sin, 1e-6)
             two = lambda: (rms_norm_rope(q, attn.norm_q.weight, cos, sin, 1e-6), rms_norm_rope(k, attn.norm_k.weight, cos, sin, 1e-6))
+            add("q+k rmsnorm+rope, triton kernel, one launch, eager (x10 graph)", graphed(one, 10), 0, 40 * x.numel() * 2, per=10)
             add("q+k rmsnorm+rope, triton kernel, two launches (x10 graph)", graphed(two, 10), 0, 40 * x.numel() * 2, per=10)
     print(f"\nkernels at {L} tokens, bf16 matmul ceiling {ceiling:.0f} TFLOP/s (per_forward_ms = 30 x, one per block)")
     for k, v in errors.items():

@@ -41,7 +41,6 @@ __all__ = [
     "release_cuda_graphs",
     "set_attention_backend",
     "stream_from_cpu",
-    "tune_matmuls",
 ]
 
 
@@ -95,34 +94,6 @@ def fuse_ffn_gelu(model: nn.Module) -> nn.Module:
                 and isinstance(ffn[1], nn.GELU) and ffn[1].approximate == "tanh"):
             ffn[0].__class__ = LinearGELU
             ffn[1] = nn.Identity()
-    return model
-
-
-# -- matmuls through the fastest cuBLASLt candidate (inference on a GPU) ------------------------------------
-
-
-class TunedMatmul(nn.Module):
-    """Mixin for an ``nn.Linear`` or ``LinearGELU``: on CUDA in bf16 / fp16 with autograd off, its matmul (bias,
-    and GELU for a LinearGELU, in the epilogue) runs through the fastest of cuBLASLt's candidates for the
-    shape, timed at the shape's first call (``flashi2v.kernels.cublaslt.tuned_linear``); else as before."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and self.bias is not None and not torch.is_grad_enabled():
-            from .kernels.cublaslt import tuned_linear
-
-            return tuned_linear(x, self.weight, self.bias, isinstance(self, LinearGELU))
-        return super().forward(x)
-
-
-def tune_matmuls(model: nn.Module) -> nn.Module:
-    """The blocks' large matmuls (self-attention out, cross-attention q and out, both FFN layers) through the
-    fastest cuBLASLt candidate per shape instead of its heuristic's first choice (``TunedMatmul``). Same
-    result bits as torch's call on the H100 (benchmarks/cublaslt_algos.py); the first forward of each
-    shape spends ~0.1-0.3 s per matmul shape timing the candidates. In place; parameters and keys untouched."""
-    for block in model.blocks:
-        for linear in (block.self_attn.o, block.cross_attn.q, block.cross_attn.o, block.ffn[0], block.ffn[-1]):
-            if isinstance(linear, nn.Linear) and not isinstance(linear, TunedMatmul):
-                linear.__class__ = _with_mixin(TunedMatmul, type(linear))
     return model
 
 
@@ -343,15 +314,13 @@ def release_cuda_graphs(model: nn.Module) -> None:
 
 def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | None = None,
                     fuse_gelu: bool = True, norms: bool | None = None, qkv: bool = True,
-                    tuned_matmuls: bool = True, cuda_graphs: bool = False,
-                    compile_options: dict | None = None) -> nn.Module:
+                    cuda_graphs: bool = False, compile_options: dict | None = None) -> nn.Module:
     """Everything that measured faster on an H100 (docs/performance.md), in one call.
 
     attention: an ATTENTION_BACKENDS name; default ``best_attention_backend`` of the model's device
     (process-wide, see ``set_attention_backend``). Then the FFN GELU in the matmul epilogue, the norm
     kernels (``norms``; default: on a CUDA device when triton is importable), fused QKV (``qkv``: the
-    q/k/v parameters become views of one buffer, see ``fuse_qkv``), the blocks' matmuls through the
-    fastest cuBLASLt candidate per shape (``tuned_matmuls``, see ``tune_matmuls``) and compiled blocks
+    q/k/v parameters become views of one buffer, see ``fuse_qkv``) and compiled blocks
     (``compile_options``: Inductor options, passed through). ``cuda_graphs`` is off by default: 0-1 %
     faster on the H100, and it keeps ~3.6 GiB reserved at 480p, batch 2. Call after moving the model to
     its device and dtype.
@@ -368,8 +337,6 @@ def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | Non
         fuse_norms(model)
     if qkv:
         fuse_qkv(model)
-    if tuned_matmuls and device.type == "cuda":
-        tune_matmuls(model)
     if compile:
         apply_compile(model, options=compile_options)
     if cuda_graphs:

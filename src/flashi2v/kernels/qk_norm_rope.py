@@ -9,15 +9,15 @@ torch.compile fuses the same ops into two kernels that reread the row (on an H10
 
 Each program takes a few whole token rows: the mean square over the whole width (all heads, as Wan's
 qk-norm), the norm weight, then adjacent pairs rotated, pair i of a row by the token's angle for pair
-i mod (head_dim / 2). A row is held as two power-of-two pieces (1,536 = 1,024 + 512) rather than one
-block padded to 2,048: padding left a quarter of the threads without a byte to move.
+i mod (head_dim / 2). A row is one block of next_power_of_2(dim) (1,536 -> 2,048, the rest masked): as two
+power-of-two pieces (1,024 + 512) it measured no faster (docs/performance.md, seventh session).
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import row_pieces, triton_available
+from . import triton_available
 
 __all__ = ["rms_norm_rope", "rms_norm_rope_qk"]
 
@@ -30,54 +30,36 @@ if triton_available():
     _CONFIGS = [triton.Config({"ROWS": rows}, num_warps=warps) for rows, warps in ((1, 4), (2, 4), (4, 4), (1, 8), (2, 8), (4, 8))]
 
     @triton.jit
-    def _load_rows(x_ptr, row64, row_stride, rmask, START: tl.constexpr, WIDTH: tl.constexpr, DIM: tl.constexpr):
-        col = START + tl.arange(0, WIDTH)[None, :]
-        return tl.load(x_ptr + row64 * row_stride + col, mask=rmask & (col < DIM), other=0.0).to(tl.float32)
-
-    @triton.jit
-    def _store_norm_rope(x, r, w_ptr, cos_ptr, sin_ptr, out_ptr, row, row64, rmask, tokens,
-                         START: tl.constexpr, WIDTH: tl.constexpr, DIM: tl.constexpr, HALF_HEAD: tl.constexpr):
-        rows: tl.constexpr = x.shape[0]
-        col = START + tl.arange(0, WIDTH)[None, :]
+    def _norm_rope_rows(x_ptr, w_ptr, cos_ptr, sin_ptr, out_ptr, row_stride, rows, tokens, eps, DIM: tl.constexpr,
+                        HALF_HEAD: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
+        row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]  # ROWS x 1
+        col = tl.arange(0, BLOCK)[None, :]  # 1 x BLOCK, whole rows: contiguous (vector) loads and stores
+        mask = (row < rows) & (col < DIM)
+        row64 = row.to(tl.int64)
+        x = tl.load(x_ptr + row64 * row_stride + col, mask=mask, other=0.0).to(tl.float32)
+        r = tl.rsqrt(tl.sum(x * x, axis=1) / DIM + eps)[:, None]
         w = tl.load(w_ptr + col, mask=col < DIM, other=0.0).to(tl.float32)
-        xe, xo = tl.split(tl.reshape(x * r * w, (rows, WIDTH // 2, 2)))
-        pair = START // 2 + tl.arange(0, WIDTH // 2)[None, :]
+        xe, xo = tl.split(tl.reshape(x * r * w, (ROWS, BLOCK // 2, 2)))
+        pair = tl.arange(0, BLOCK // 2)[None, :]
         angle = (row % tokens) * HALF_HEAD + pair % HALF_HEAD
-        pmask = rmask & (pair < DIM // 2)
+        pmask = (row < rows) & (pair < DIM // 2)
         c = tl.load(cos_ptr + angle, mask=pmask, other=0.0)
         s = tl.load(sin_ptr + angle, mask=pmask, other=0.0)
-        out = tl.reshape(tl.join(xe * c - xo * s, xe * s + xo * c), (rows, WIDTH))
-        tl.store(out_ptr + row64 * DIM + col, out.to(out_ptr.dtype.element_ty), mask=rmask & (col < DIM))
+        out = tl.reshape(tl.join(xe * c - xo * s, xe * s + xo * c), (ROWS, BLOCK))
+        tl.store(out_ptr + row64 * DIM + col, out.to(out_ptr.dtype.element_ty), mask=mask)
 
-    @triton.jit
-    def _norm_rope_rows(x_ptr, w_ptr, cos_ptr, sin_ptr, out_ptr, row_stride, rows, tokens, eps, DIM: tl.constexpr,
-                        HALF_HEAD: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, ROWS: tl.constexpr):
-        row = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]  # ROWS x 1
-        rmask = row < rows
-        row64 = row.to(tl.int64)
-        xa = _load_rows(x_ptr, row64, row_stride, rmask, 0, BLOCK_A, DIM)
-        square_sum = tl.sum(xa * xa, axis=1)
-        if BLOCK_B > 0:
-            xb = _load_rows(x_ptr, row64, row_stride, rmask, BLOCK_A, BLOCK_B, DIM)
-            square_sum += tl.sum(xb * xb, axis=1)
-        r = tl.rsqrt(square_sum / DIM + eps)[:, None]
-        _store_norm_rope(xa, r, w_ptr, cos_ptr, sin_ptr, out_ptr, row, row64, rmask, tokens, 0, BLOCK_A, DIM, HALF_HEAD)
-        if BLOCK_B > 0:
-            _store_norm_rope(xb, r, w_ptr, cos_ptr, sin_ptr, out_ptr, row, row64, rmask, tokens, BLOCK_A, BLOCK_B,
-                             DIM, HALF_HEAD)
-
-    @triton.autotune(configs=_CONFIGS, key=["DIM", "HALF_HEAD", "BLOCK_A", "BLOCK_B"])
+    @triton.autotune(configs=_CONFIGS, key=["DIM", "HALF_HEAD"])
     @triton.jit
     def _rms_norm_rope_kernel(q_ptr, k_ptr, wq_ptr, wk_ptr, cos_ptr, sin_ptr, q_out_ptr, k_out_ptr, q_stride, k_stride,
-                              rows, tokens, eps, DIM: tl.constexpr, HALF_HEAD: tl.constexpr, BLOCK_A: tl.constexpr,
-                              BLOCK_B: tl.constexpr, ROWS: tl.constexpr):
+                              rows, tokens, eps, DIM: tl.constexpr, HALF_HEAD: tl.constexpr, BLOCK: tl.constexpr,
+                              ROWS: tl.constexpr):
         # program_id(1) picks q or k: both in one launch, so the second does not wait for the first's last wave
         if tl.program_id(1) == 0:
             _norm_rope_rows(q_ptr, wq_ptr, cos_ptr, sin_ptr, q_out_ptr, q_stride, rows, tokens, eps, DIM, HALF_HEAD,
-                            BLOCK_A, BLOCK_B, ROWS)
+                            BLOCK, ROWS)
         else:
             _norm_rope_rows(k_ptr, wk_ptr, cos_ptr, sin_ptr, k_out_ptr, k_stride, rows, tokens, eps, DIM, HALF_HEAD,
-                            BLOCK_A, BLOCK_B, ROWS)
+                            BLOCK, ROWS)
 
 
 def _rows_of(x: torch.Tensor) -> torch.Tensor:
@@ -91,12 +73,12 @@ def _launch(q, k, weight_q, weight_k, cos, sin, eps, pair: bool):
     """Fills and returns new contiguous outputs for q (and k when ``pair``)."""
     q, k = _rows_of(q), _rows_of(k)
     b, length, dim = q.shape
-    rows, (block_a, block_b) = b * length, row_pieces(dim)
+    rows = b * length
     q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device) if pair else q_out
     torch.library.wrap_triton(_rms_norm_rope_kernel)[lambda meta: (triton.cdiv(rows, meta["ROWS"]), 2 if pair else 1)](
         q, k, weight_q, weight_k, cos.contiguous(), sin.contiguous(), q_out, k_out, q.stride(1), k.stride(1), rows,
-        length, eps, DIM=dim, HALF_HEAD=cos.shape[-1], BLOCK_A=block_a, BLOCK_B=block_b)
+        length, eps, DIM=dim, HALF_HEAD=cos.shape[-1], BLOCK=triton.next_power_of_2(dim))
     return q_out, k_out
 
 
