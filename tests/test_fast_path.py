@@ -132,15 +132,10 @@ def test_attention_backends_agree_and_bad_name_is_an_error():
 def test_norm_kernels_compute_the_plain_ops_on_the_gpu(heads, head_dim):
     """Widths 192 and 200: a row in a block of 256 with 64 or 56 masked columns."""
     from flashi2v.model.attention import RopeCache
+    from flashi2v.model.wan import WanBlock
 
     dev, dim = torch.device("cuda"), heads * head_dim
     rope = RopeCache(head_dim)((1, 3, 7), dev)  # 21 tokens: rows do not fill the kernels' programs evenly
-    _check_norm_kernels(dev, heads, dim, rope)
-
-
-def _check_norm_kernels(dev, heads, dim, rope):
-    from flashi2v.model.wan import WanBlock
-
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
         torch.manual_seed(0)
         block = WanBlock(dim, 64, heads, True, 1e-6).to(dev, dtype)
