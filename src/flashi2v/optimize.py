@@ -205,6 +205,9 @@ class FusedResidualNorm(nn.Module):
             return super().residual_norm(x, y, gate, norm, scale, shift)
         from .kernels.residual_layer_norm import layer_norm_modulate, residual_layer_norm
 
+        # the modulation rows as the kernel reads them, made here where torch.compile fuses them with the
+        # modulation sum (the op is opaque to it: inside the op they would be extra small kernels)
+        gate, scale, shift = (None if t is None else t.float().contiguous() for t in (gate, scale, shift))
         if y is None:
             return x, layer_norm_modulate(x, norm.weight, norm.bias, scale, shift, norm.eps)
         return residual_layer_norm(x, y, gate, norm.weight, norm.bias, scale, shift, norm.eps)

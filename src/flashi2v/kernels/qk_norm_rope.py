@@ -11,6 +11,10 @@ Each program takes a few whole token rows: the mean square over the whole width 
 qk-norm), the norm weight, then adjacent pairs rotated, pair i of a row by the token's angle for pair
 i mod (head_dim / 2). A row is one block of next_power_of_2(dim) (1,536 -> 2,048, the rest masked): as two
 power-of-two pieces (1,024 + 512) it measured no faster (docs/performance.md, seventh session).
+
+The ops are opaque custom ops, not ``triton_op``s: inside torch.compile Inductor launched a triton_op's
+kernel ~20 % slower than the same kernel launched by Triton itself (116.6 vs 96.1 us for q and k on an H100,
+``benchmarks/norm_kernel_configs.py``), so the compiled blocks call these as they are.
 """
 
 from __future__ import annotations
@@ -76,13 +80,13 @@ def _launch(q, k, weight_q, weight_k, cos, sin, eps, pair: bool):
     rows = b * length
     q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device) if pair else q_out
-    torch.library.wrap_triton(_rms_norm_rope_kernel)[lambda meta: (triton.cdiv(rows, meta["ROWS"]), 2 if pair else 1)](
+    _rms_norm_rope_kernel[lambda meta: (triton.cdiv(rows, meta["ROWS"]), 2 if pair else 1)](
         q, k, weight_q, weight_k, cos.contiguous(), sin.contiguous(), q_out, k_out, q.stride(1), k.stride(1), rows,
         length, eps, DIM=dim, HALF_HEAD=cos.shape[-1], BLOCK=triton.next_power_of_2(dim))
     return q_out, k_out
 
 
-@torch.library.triton_op("flashi2v::rms_norm_rope", mutates_args=())
+@torch.library.custom_op("flashi2v::rms_norm_rope", mutates_args=())
 def rms_norm_rope(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dim of x (B x L x dim), then RoPE on adjacent pairs.
 
@@ -92,10 +96,20 @@ def rms_norm_rope(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin:
     return _launch(x, x, weight, weight, cos, sin, eps, pair=False)[0]
 
 
-@torch.library.triton_op("flashi2v::rms_norm_rope_qk", mutates_args=())
+@torch.library.custom_op("flashi2v::rms_norm_rope_qk", mutates_args=())
 def rms_norm_rope_qk(q: torch.Tensor, k: torch.Tensor, weight_q: torch.Tensor, weight_k: torch.Tensor,
                      cos: torch.Tensor, sin: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``rms_norm_rope`` of q and of k (B x L x dim each, one eps) in one launch."""
     if q.shape != k.shape:
         raise ValueError(f"rms_norm_rope_qk: q {tuple(q.shape)} and k {tuple(k.shape)} differ in shape")
     return _launch(q, k, weight_q, weight_k, cos, sin, eps, pair=True)
+
+
+@rms_norm_rope.register_fake
+def _(x, weight, cos, sin, eps):
+    return x.new_empty(x.shape)
+
+
+@rms_norm_rope_qk.register_fake
+def _(q, k, weight_q, weight_k, cos, sin, eps):
+    return q.new_empty(q.shape), k.new_empty(k.shape)

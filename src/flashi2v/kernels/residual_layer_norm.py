@@ -59,7 +59,7 @@ def _launch(x, y, gate, weight, bias, scale, shift, eps, residual):
         return dummy if t is None else t.float().expand(b, 1, dim).contiguous()
 
     rows, rows_per_program = b * length, 2
-    torch.library.wrap_triton(_residual_layer_norm_kernel)[(triton.cdiv(rows, rows_per_program),)](
+    _residual_layer_norm_kernel[(triton.cdiv(rows, rows_per_program),)](
         x, dummy if y is None else y.contiguous(), per_sample(gate), dummy if weight is None else weight,
         dummy if bias is None else bias, per_sample(scale), per_sample(shift), residual, out, rows, length, eps,
         DIM=dim, BLOCK=triton.next_power_of_2(dim), ROWS=rows_per_program, HAS_Y=y is not None,
@@ -67,7 +67,7 @@ def _launch(x, y, gate, weight, bias, scale, shift, eps, residual):
     return out
 
 
-@torch.library.triton_op("flashi2v::residual_layer_norm", mutates_args=())
+@torch.library.custom_op("flashi2v::residual_layer_norm", mutates_args=())
 def residual_layer_norm(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None,
                         weight: torch.Tensor | None, bias: torch.Tensor | None,
                         scale: torch.Tensor | None, shift: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,9 +81,19 @@ def residual_layer_norm(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | N
     return residual, _launch(x, y, gate, weight, bias, scale, shift, eps, residual)
 
 
-@torch.library.triton_op("flashi2v::layer_norm_modulate", mutates_args=())
+@torch.library.custom_op("flashi2v::layer_norm_modulate", mutates_args=())
 def layer_norm_modulate(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                         scale: torch.Tensor | None, shift: torch.Tensor | None, eps: float) -> torch.Tensor:
     """``residual_layer_norm`` without the residual update: LayerNorm(x) [* weight + bias] [* (1 + scale) + shift]."""
     x = x.contiguous()
     return _launch(x, None, None, weight, bias, scale, shift, eps, x)
+
+
+@residual_layer_norm.register_fake
+def _(x, y, gate, weight, bias, scale, shift, eps):
+    return x.new_empty(x.shape), x.new_empty(x.shape)
+
+
+@layer_norm_modulate.register_fake
+def _(x, weight, bias, scale, shift, eps):
+    return x.new_empty(x.shape)
