@@ -55,6 +55,31 @@ def bench(fn, device, warmup: int = 3, reps: int = 10) -> list[float]:
     return times
 
 
+def graphed(fn, times: int):
+    """A CUDA graph of ``times`` calls of ``fn`` (warmed up first): its replay runs them without host overhead."""
+    fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(times):
+            fn()
+    return graph.replay
+
+
+def events_ms(run, samples: int, per: int = 1) -> float:
+    """Median over ``samples`` calls of ``run`` of its CUDA-event time in ms, divided by ``per`` (the calls of
+    the timed kernel that one ``run`` makes)."""
+    times = []
+    for _ in range(samples):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / per)
+    return median(times)
+
+
 def median(xs) -> float:
     return float(statistics.median(xs))
 

@@ -21,7 +21,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from common import matmul_ceiling, median, rel_err, table
+from common import events_ms, matmul_ceiling, median, rel_err, table
 
 
 _CUBLAS_COMPUTE_32F, _CUDA_R_32F = 68, 0
@@ -144,16 +144,7 @@ def timed(fn, calls: int = 20, samples: int = 7) -> float:
     host's ctypes overhead), CUDA events around each batch."""
     for _ in range(3):
         fn()
-    times = []
-    for _ in range(samples):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return median(times)
+    return events_ms(lambda: [fn() for _ in range(calls)], samples, calls)
 
 
 def main() -> None:

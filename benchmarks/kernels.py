@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from common import bench, matmul_ceiling, median, rel_err, table
+from common import bench, graphed, matmul_ceiling, median, rel_err, table
 
 from flashi2v.kernels import triton_available
 from flashi2v.kernels.qk_norm_rope import rms_norm_rope, rms_norm_rope_qk
@@ -26,17 +26,6 @@ from flashi2v.optimize import fuse_norms
 
 BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
-
-
-def graphed(fn, times: int):
-    """A CUDA graph of ``times`` calls of ``fn`` (warmed up first): its replay runs them without host overhead."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(times):
-            fn()
-    return graph.replay
 
 
 def _tuple(x):

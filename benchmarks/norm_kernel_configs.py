@@ -12,7 +12,7 @@ import copy
 
 import torch
 
-from common import median, table
+from common import events_ms, graphed, table
 
 from flashi2v.kernels.qk_norm_rope import _rms_norm_rope_kernel, rms_norm_rope_qk
 from flashi2v.kernels.residual_layer_norm import _residual_layer_norm_kernel
@@ -25,21 +25,7 @@ CONFIGS = [(rows, warps) for rows in (1, 2, 4, 8) for warps in (4, 8, 16)]
 
 def graph_ms(fn, calls: int = 10, samples: int = 7) -> float:
     """Median ms per call of a CUDA graph of ``calls`` calls of ``fn``, over ``samples`` replays."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    times = []
-    for _ in range(samples):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return median(times)
+    return events_ms(graphed(fn, calls), samples, calls)
 
 
 def main() -> None:
