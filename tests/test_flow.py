@@ -60,6 +60,19 @@ def test_loss_is_float32_mse_against_eps_minus_x():
     assert flow.flow_loss(eps - x, x, eps).item() == 0
 
 
+def test_mean_weight_adds_only_the_error_of_the_frame_channel_means():
+    x, eps = torch.randn(2, 4, 3, 5, 5), torch.randn(2, 4, 3, 5, 5)
+    target = eps - x
+    wobble = torch.randn_like(x)
+    wobble = wobble - wobble.mean(dim=(-2, -1), keepdim=True)  # zero mean over each frame's H x W
+    shift = torch.randn(2, 4, 3, 1, 1)
+    plain = flow.flow_loss(target + wobble, x, eps)
+    assert flow.flow_loss(target + wobble, x, eps, mean_weight=10.0).item() == pytest.approx(plain.item(), rel=1e-5)
+    with_shift = flow.flow_loss(target + wobble + shift, x, eps)
+    expected = with_shift.item() + 10.0 * shift.square().mean().item()
+    assert flow.flow_loss(target + wobble + shift, x, eps, mean_weight=10.0).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_schedule_runs_from_one_to_zero():
     sigmas = flow.sigma_schedule(50, 7.0)
     assert len(sigmas) == 51 and sigmas[0] == 1 and sigmas[-1] == 0 and (sigmas.diff() < 0).all()

@@ -119,6 +119,9 @@ def test_config_errors_are_clear():
         load_config("tiny", ["data.num_frames=8", "data.index=x"])
     with pytest.raises(FlashI2VError, match="no training data"):
         load_config("tiny")
+    with pytest.raises(FlashI2VError, match="mean_loss_weight must be >= 0"):
+        load_config("tiny", ["recipe.mean_loss_weight=-1", "data.index=x"])
+    assert load_config("tiny", ["recipe.mean_loss_weight=20", "data.index=x"]).recipe.mean_loss_weight == 20
 
 
 def test_init_from_wan_t2v_checkpoint(clips, tmp_path):

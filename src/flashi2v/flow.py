@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 # Dynamic shifting maps image tokens per latent frame L to mu = a * L + b through these two points.
 DYNAMIC_SHIFT_POINTS = ((256, 0.5), (4096, 1.15))
@@ -60,9 +59,19 @@ def velocity_target(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return eps.float() - x.float()
 
 
-def flow_loss(velocity: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between the predicted velocity and eps - x, over every element and frame, float32."""
-    return F.mse_loss(velocity.float(), velocity_target(x, eps))
+def flow_loss(velocity: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, mean_weight: float = 0.0) -> torch.Tensor:
+    """Mean squared error between the predicted velocity and eps - x, over every element and frame, float32.
+
+    mean_weight > 0 adds mean_weight * mean over (sample, channel, frame) of mean_hw(v - (eps - x))^2: the
+    error of each latent frame's channel means, which the element-wise MSE weights like any single one of
+    its H x W elements. For a linear latent codec those means fix each frame's mean colour (the built-in
+    model's colour drift, docs/builtin.md). 0, the reference recipe, is the plain MSE.
+    """
+    error = velocity.float() - velocity_target(x, eps)
+    loss = error.square().mean()
+    if mean_weight:
+        loss = loss + mean_weight * error.mean(dim=(-2, -1)).square().mean()
+    return loss
 
 
 def sigma_schedule(steps: int, shift: float = 7.0, device=None) -> torch.Tensor:

@@ -72,6 +72,9 @@ class RecipeSection:
     sigma_sampling: str = "logit_normal"  # or "uniform"
     shift: str | float = "dynamic"  # "dynamic" (from the token count) or a static factor
     rho_range: tuple[float, float] = (0.05, 0.95)
+    # Extra weight on the error of each latent frame's channel means (flow.flow_loss's mean_weight); 0 is
+    # the reference recipe's plain MSE
+    mean_loss_weight: float = 0.0
     seed: int = 0
     compile: bool = False
     context_parallel: int = 1  # Ulysses degree: ranks that share one sample's tokens (divides the world size)
@@ -171,5 +174,7 @@ def validate(c: TrainConfig) -> None:
         raise FlashI2VError("no training data: set data.index (clip index or video folder), data.cache or data.photos")
     if min(c.recipe.steps, c.recipe.batch_size, c.recipe.grad_accum) < 1:
         raise FlashI2VError("recipe.steps, batch_size and grad_accum must be >= 1")
+    if c.recipe.mean_loss_weight < 0:
+        raise FlashI2VError(f"recipe.mean_loss_weight must be >= 0, got {c.recipe.mean_loss_weight}")
     if c.recipe.noise_draws < 1:
         raise FlashI2VError(f"recipe.noise_draws must be >= 1, got {c.recipe.noise_draws}")

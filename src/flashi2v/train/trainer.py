@@ -209,7 +209,7 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
     # 1. Model, EMA, objective; parallelism applied from outside.
     transformer = build_transformer(cfg)
     ema = make_ema(transformer)
-    objective = FlashI2VObjective(transformer, cfg.model.signed_fourier)
+    objective = FlashI2VObjective(transformer, cfg.model.signed_fourier, cfg.recipe.mean_loss_weight)
     if cfg.recipe.grad_checkpointing:  # the bool of older configs; the mode says which activations stay
         apply_activation_checkpointing(transformer, cfg.recipe.activation_checkpointing)
     if cfg.recipe.compile:
