@@ -6,6 +6,7 @@ rounding, as torch.compile's fusion of the eager ops also does), with the norm's
 given, then AdaLN, norm * (1 + scale) + shift, when given; the result rounded once to x's dtype. torch.compile's fusion of the same ops runs a
 looped reduction that reads x and y twice (on an H100 at 20k tokens: 155-167 us against a bandwidth
 floor near 90 us, docs/performance.md); each program here keeps a few whole rows in registers.
+Opaque custom ops, as in ``flashi2v.kernels.qk_norm_rope`` (which says why).
 """
 
 from __future__ import annotations
