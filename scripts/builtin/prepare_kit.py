@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--per-video", type=int, default=3)
     ap.add_argument("--fit-clips", type=int, default=360, help="rendered clips the codec is fitted on")
+    ap.add_argument("--channels", type=int, default=PRESETS["builtin"].in_dim,
+                    help="latent channels of the block-PCA codec (the builtin preset's in_dim by default)")
     ap.add_argument("--colour-channels", type=int, default=0, choices=(0, 3),
                     help="latent channels that hold each block's mean colour (BlockPCACodec; 0, plain PCA, is the "
                          "shipped model's codec)")
@@ -61,7 +63,7 @@ def main() -> None:
     torch.save([{"video": to_uint8(c["video"]), "caption": c["caption"]} for c in clips], out / "real_clips.pt")
 
     fit_videos += [c["video"] for c in clips]
-    codec = BlockPCACodec(channels=PRESETS["builtin"].in_dim, colour_channels=args.colour_channels).fit(torch.stack(fit_videos))
+    codec = BlockPCACodec(channels=args.channels, colour_channels=args.colour_channels).fit(torch.stack(fit_videos))
 
     text_len = PRESETS["builtin"].text_len
     encoder = SentenceTextEncoder.from_source(TEXT_SOURCE)
