@@ -102,3 +102,40 @@ def test_pipeline_with_builtin_components_roundtrip(minilm, tmp_path):
     out = pipe(EXAMPLE, "the camera pans left", num_frames=5, height=32, width=32, steps=2,
                seed=0, progress=False)
     assert out.frames.shape == (5, 32, 32, 3)
+
+
+def _script(name):
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "scripts" / "builtin" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_widening_onto_a_wider_codec_keeps_the_model_function():
+    """scripts/builtin/map_codec.py: a model trained on a 16-channel codec, mapped onto a 32-channel fit of the
+    same clips, predicts the same velocity on the old channels and zero on the added ones (until trained)."""
+    map_codec = _script("map_codec")
+    videos = smooth_video()
+    narrow, wide = BlockPCACodec(channels=16).fit(videos[:4]), BlockPCACodec(channels=32).fit(videos[:4])
+    torch.manual_seed(0)
+    model = FlashI2VTransformer.from_config("tiny", in_dim=16, out_dim=16)
+    for p in model.parameters():  # no zero-initialised layer: every path carries signal
+        torch.nn.init.normal_(p, std=0.1)
+    widened = map_codec.map_transformer(model, narrow, wide)
+    assert widened.config.in_dim == widened.config.out_dim == 32
+    assert widened.learnable_proj.proj[0].weight.shape[0] == 128  # phi's hidden width follows the channels
+
+    video, t, context = videos[4:5], torch.tensor([700.0]), torch.randn(1, 7, 32)
+
+    def velocity(net, codec):
+        x, s = codec.encode(video), codec.encode(video[:, :, :1])
+        with torch.no_grad():
+            return net(x - net.learnable_proj(s, x.shape[2]), t, context)
+    old, new = velocity(model, narrow), velocity(widened, wide)
+    torch.testing.assert_close(new[:, :16], old, atol=1e-4, rtol=1e-4)
+    assert new[:, 16:].abs().max() < 1e-5
+    with pytest.raises(FlashI2VError, match="does not hold"):
+        map_codec.codec_change(narrow, BlockPCACodec(channels=32).fit(torch.rand_like(videos[:4]) * 2 - 1), first=False)

@@ -5,6 +5,9 @@ clip over whole frames and aligned (``flashi2v.eval.motion.colour_drift``), the 
 codec round trip, and the codec's reconstruction PSNR for frame 0 and for the later frames.
 
     python scripts/builtin/codec_check.py --codec src/flashi2v/builtin_model/vae --photos .kit/held_out
+
+Several ``--codec`` folders (e.g. fits with more channels, ``prepare_kit.py --channels 32``) are checked on the
+same clips one after the other.
 """
 
 from __future__ import annotations
@@ -22,14 +25,19 @@ from flashi2v.video import to_uint8
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--codec", default="src/flashi2v/builtin_model/vae")
+    ap.add_argument("--codec", nargs="+", default=["src/flashi2v/builtin_model/vae"])
     ap.add_argument("--photos", default=".kit/held_out")
     ap.add_argument("--clips", type=int, default=27)
     ap.add_argument("--seed", type=int, default=5)
     args = ap.parse_args()
-    codec = BlockPCACodec.from_pretrained(args.codec)
     clips = CameraMotionClips(photos_in(args.photos), args.clips, 17, 128, 128, seed=args.seed)
+    for folder in args.codec:
+        check(BlockPCACodec.from_pretrained(folder), clips, folder)
+
+
+def check(codec: BlockPCACodec, clips: CameraMotionClips, name: str) -> None:
     rows = []
+    print(f"\n{name} ({codec.channels} channels)\n")
     print("| motion | pace | drift, whole frames | drift, aligned | drift after codec | codec PSNR frame 0 / later |")
     print("|---|---|---|---|---|---|")
     for i in range(len(clips)):
@@ -42,10 +50,9 @@ def main() -> None:
         rows.append((spec["motion"], row))
         print(f"| {spec['motion']} | {spec['pace']} | {row[0]:.2f} | {row[1]:.2f} | {row[2]:.2f} | {row[3]:.1f} / {row[4]:.1f} |")
     r = np.array([x for m, x in rows if not m.startswith("roll")])
-    print(f"\nwithout rolls ({len(r)} clips): whole-frame drift up to {r[:, 0].max():.1f} %, aligned up to "
-          f"{r[:, 1].max():.2f} %, after the codec up to {r[:, 2].max():.2f} %; codec PSNR frame 0 "
-          f"{r[:, 3].mean():.1f} dB, later frames {r[:, 4].mean():.1f} dB (means)")
-
+    print(f"\n{name}, without rolls ({len(r)} clips): whole-frame drift up to {r[:, 0].max():.1f} %, aligned up to "
+          f"{r[:, 1].max():.2f} %, after the codec up to {r[:, 2].max():.2f} % (mean {r[:, 2].mean():.2f} %); codec "
+          f"PSNR frame 0 {r[:, 3].mean():.1f} dB, later frames {r[:, 4].mean():.1f} dB (means)")
 
 if __name__ == "__main__":
     main()
