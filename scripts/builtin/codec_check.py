@@ -54,5 +54,6 @@ def check(codec: BlockPCACodec, clips: CameraMotionClips, name: str) -> None:
           f"{r[:, 1].max():.2f} %, after the codec up to {r[:, 2].max():.2f} % (mean {r[:, 2].mean():.2f} %); codec "
           f"PSNR frame 0 {r[:, 3].mean():.1f} dB, later frames {r[:, 4].mean():.1f} dB (means)")
 
+
 if __name__ == "__main__":
     main()

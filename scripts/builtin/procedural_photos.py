@@ -7,7 +7,7 @@ warmer or colder content with equal odds, so that the only colour a clip can kee
 They are written as PNG files beside the real photos (``CameraMotionClips`` samples every photo of the
 folder alike).
 
-    python scripts/builtin/procedural_photos.py --out .kitp/photos --count 27 --seed 0
+    python scripts/builtin/procedural_photos.py --out .kitp/photos --count 12 --seed 0
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def procedural_photo(rng: np.random.Generator, h: int = 480, w: int = 640) -> Im
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--count", type=int, default=27)
+    ap.add_argument("--count", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out = Path(args.out)
