@@ -16,6 +16,8 @@ Variants:
   ours-fast+fa4+no-wave-split  the same with FA4 self-attention as one call (set_fa4_wave_split(False))
   ours-fast+fa4+cdtune / +multikernel / +autotune / +autotune-tma   Inductor options (CDTUNE ... below)
   ours-fast+fa4+graphs + apply_cuda_graphs (opt-in: keeps activation memory reserved)
+  ours-fast+fa4+quack-ffn  the FFN up-projection (bias + GELU epilogue) by quack's Hopper GEMM
+  ours-fast+fa4+quack      every block matmul by quack's Hopper GEMM (apply_fast_path(gemm="quack"))
 Ours is timed on its real FlashI2V input (the Fourier features branch included, ~0.1 % more FLOPs).
 
 Variants are timed in rounds (``--rounds``, the order reversed every other round), so that a GPU clock
@@ -105,6 +107,10 @@ LADDER = [
     ("ours-fast+fa4+autotune", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=AUTOTUNE)),
     ("ours-fast+fa4+autotune-tma", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=AUTOTUNE_TMA)),
     ("ours-fast+fa4+graphs", "fa4", lambda m: apply_fast_path(m, attention="fa4", cuda_graphs=True)),
+    ("ours-fast+fa4+quack-ffn", "fa4", lambda m: apply_fast_path(m, attention="fa4", gemm="quack-ffn")),
+    ("ours-fast+fa4+quack", "fa4", lambda m: apply_fast_path(m, attention="fa4", gemm="quack")),
+    ("ours-fast+fa4+quack-ffn+graphs", "fa4",
+     lambda m: apply_fast_path(m, attention="fa4", gemm="quack-ffn", cuda_graphs=True)),
 ]
 
 
