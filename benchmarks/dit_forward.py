@@ -16,8 +16,9 @@ Variants:
   ours-fast+fa4+no-wave-split  the same with FA4 self-attention as one call (set_fa4_wave_split(False))
   ours-fast+fa4+cdtune / +multikernel / +autotune / +autotune-tma   Inductor options (CDTUNE ... below)
   ours-fast+fa4+graphs + apply_cuda_graphs (opt-in: keeps activation memory reserved)
-  ours-fast+fa4+quack-ffn  the FFN up-projection (bias + GELU epilogue) by quack's Hopper GEMM
-  ours-fast+fa4+quack      every block matmul by quack's Hopper GEMM (apply_fast_path(gemm="quack"))
+  ours-fast+fa4+quack-up      the FFN up-projection (bias + GELU epilogue) by quack's Hopper GEMM
+  ours-fast+fa4+quack-others  every other block matmul (q/k/v/o, FFN down) by quack's Hopper GEMM
+  ours-fast+fa4+quack         all of them (apply_fast_path(gemm="quack"))
 Ours is timed on its real FlashI2V input (the Fourier features branch included, ~0.1 % more FLOPs).
 
 Variants are timed in rounds (``--rounds``, the order reversed every other round), so that a GPU clock
@@ -42,7 +43,7 @@ from common import (bench, reset_memory, device_info, diffusers_wan, dit_flops, 
 
 from flashi2v import FlashI2VTransformer, preset
 from flashi2v.model.attention import fa4_available, set_fa4_wave_split
-from flashi2v.optimize import apply_fast_path, fuse_ffn_gelu, set_attention_backend
+from flashi2v.optimize import apply_cuda_graphs, apply_fast_path, fuse_ffn_gelu, set_attention_backend, use_quack_gemm
 
 
 def make_inputs(cfg, frames: int, height: int, width: int, device, dtype, seed: int = 0, batch: int = 1):
@@ -107,10 +108,11 @@ LADDER = [
     ("ours-fast+fa4+autotune", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=AUTOTUNE)),
     ("ours-fast+fa4+autotune-tma", "fa4", lambda m: apply_fast_path(m, attention="fa4", compile_options=AUTOTUNE_TMA)),
     ("ours-fast+fa4+graphs", "fa4", lambda m: apply_fast_path(m, attention="fa4", cuda_graphs=True)),
-    ("ours-fast+fa4+quack-ffn", "fa4", lambda m: apply_fast_path(m, attention="fa4", gemm="quack-ffn")),
+    ("ours-fast+fa4+quack-up", "fa4", lambda m: use_quack_gemm(apply_fast_path(m, attention="fa4"), others=False)),
+    ("ours-fast+fa4+quack-others", "fa4", lambda m: use_quack_gemm(apply_fast_path(m, attention="fa4"), ffn_up=False)),
     ("ours-fast+fa4+quack", "fa4", lambda m: apply_fast_path(m, attention="fa4", gemm="quack")),
-    ("ours-fast+fa4+quack-ffn+graphs", "fa4",
-     lambda m: apply_fast_path(m, attention="fa4", gemm="quack-ffn", cuda_graphs=True)),
+    ("ours-fast+fa4+quack-others+graphs", "fa4",
+     lambda m: apply_cuda_graphs(use_quack_gemm(apply_fast_path(m, attention="fa4"), ffn_up=False))),
 ]
 
 

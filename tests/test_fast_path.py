@@ -170,16 +170,17 @@ def test_norm_kernels_compute_the_plain_ops_on_the_gpu(heads, head_dim):
 def test_quack_gemm_routing_keeps_the_function_and_the_state_dict_off_the_gpu():
     """use_quack_gemm swaps the blocks' linear layers; on the CPU (and with grad mode on) they run F.linear."""
     plain = randomized_tiny()
-    routed = use_quack_gemm(fuse_qkv(copy.deepcopy(plain)), "all")
+    routed = use_quack_gemm(fuse_qkv(copy.deepcopy(plain)))
     block = routed.blocks[0]
     assert type(block.ffn[0]) is QuackLinearGELU and type(block.ffn[2]) is QuackLinear
     assert type(block.cross_attn.o) is QuackLinear and block.self_attn.quack_gemm
     args = inputs()
     assert rel(routed(*args), plain(*args)) < 1e-6
     assert all(torch.equal(routed.state_dict()[k], v) for k, v in plain.state_dict().items())
-    assert type(use_quack_gemm(copy.deepcopy(plain)).blocks[0].ffn[2]) is torch.nn.Linear  # "ffn": up only
-    with pytest.raises(FlashI2VError, match="layers="):
-        use_quack_gemm(copy.deepcopy(plain), "everything")
+    up_only = use_quack_gemm(copy.deepcopy(plain), others=False).blocks[0]
+    assert type(up_only.ffn[0]) is QuackLinearGELU and type(up_only.ffn[2]) is torch.nn.Linear
+    others = use_quack_gemm(fuse_qkv(copy.deepcopy(plain)), ffn_up=False).blocks[0]
+    assert type(others.ffn[0]) is LinearGELU and type(others.ffn[2]) is QuackLinear
     with pytest.raises(FlashI2VError, match="gemm="):
         apply_fast_path(copy.deepcopy(plain), compile=False, gemm="cutlass")
 
@@ -200,7 +201,7 @@ def test_quack_gemm_computes_the_linear_layers_on_the_gpu():
     assert rel(linear(x, w, b, gelu=True), torch.nn.functional.gelu(ref, approximate="tanh")) < 4e-3
     model = randomized_tiny().to(dev, dtype)
     args = [a.to(dev, dtype) if a.is_floating_point() and a.ndim > 1 else a.to(dev) for a in inputs()]
-    routed = use_quack_gemm(fuse_qkv(copy.deepcopy(model)), "all")
+    routed = use_quack_gemm(fuse_qkv(copy.deepcopy(model)))
     assert rel(routed(*args), model(*args)) < 1e-2
 
 

@@ -281,25 +281,21 @@ class QuackLinearGELU(LinearGELU):
         return super().forward(x)
 
 
-QUACK_GEMM_LAYERS = ("ffn", "all")
-
-
-def use_quack_gemm(model: nn.Module, layers: str = "ffn") -> nn.Module:
+def use_quack_gemm(model: nn.Module, ffn_up: bool = True, others: bool = True) -> nn.Module:
     """Route the blocks' matmuls through quack's Hopper GEMM (``flashi2v.kernels.hopper_gemm``; needs
     quack-kernels, which flash-attn-4 installs, and an sm_90 GPU when it runs).
 
-    ``layers="ffn"``: the FFN up-projection with its bias + GELU epilogue (applies ``fuse_ffn_gelu`` first),
-    the matmul where cuBLASLt's epilogue costs most. ``"all"``: every linear layer of the blocks (self- and
-    cross-attention q / k / v / o, fused QKV included, and both FFN matmuls). Same function (float32
-    accumulation and epilogue, one rounding); parameters and state-dict keys untouched; forward-only (with
-    grad mode on, and on CPU tensors, the plain ops run). In place.
+    ``ffn_up``: the FFN up-projection with its bias + GELU epilogue (applies ``fuse_ffn_gelu`` first).
+    ``others``: every other linear layer of the blocks (self- and cross-attention q / k / v / o, fused QKV
+    included, and the FFN down-projection). Same function (float32 accumulation and epilogue, one
+    rounding); parameters and state-dict keys untouched; forward-only (with grad mode on, and on CPU
+    tensors, the plain ops run). In place.
     """
-    if layers not in QUACK_GEMM_LAYERS:
-        raise FlashI2VError(f"use_quack_gemm: layers={layers!r} is not one of {QUACK_GEMM_LAYERS}")
     fuse_ffn_gelu(model)
     for block in getattr(model, "blocks", [model]):
-        block.ffn[0].__class__ = QuackLinearGELU
-        if layers == "all":
+        if ffn_up:
+            block.ffn[0].__class__ = QuackLinearGELU
+        if others:
             linears = [block.ffn[2]] + [getattr(attn, n) for attn in (block.self_attn, block.cross_attn)
                                         for n in ("q", "k", "v", "o")]
             for m in linears:
@@ -388,9 +384,9 @@ def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | Non
     kernels (``norms``; default: on a CUDA device when triton is importable), fused QKV (``qkv``: the
     q/k/v parameters become views of one buffer, see ``fuse_qkv``) and compiled blocks
     (``compile_options``: Inductor options, passed through). ``cuda_graphs`` is off by default: 0-1 %
-    faster on the H100, and it keeps ~3.6 GiB reserved at 480p, batch 2. ``gemm``: None (cuBLAS) or
-    ``"quack-ffn"`` / ``"quack"``, the FFN up-projection or every block matmul by quack's Hopper GEMM
-    (``use_quack_gemm``). Call after moving the model to its device and dtype.
+    faster on the H100, and it keeps ~3.6 GiB reserved at 480p, batch 2. ``gemm``: None (cuBLAS through
+    torch) or ``"quack"`` (every block matmul by quack's Hopper GEMM, ``use_quack_gemm``). Call after
+    moving the model to its device and dtype.
     """
     device = next(model.parameters()).device
     set_attention_backend(attention or best_attention_backend(device))
@@ -404,11 +400,10 @@ def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | Non
         fuse_norms(model)
     if qkv:
         fuse_qkv(model)
-    if gemm is not None:
-        gemm_layers = {"quack-ffn": "ffn", "quack": "all"}
-        if gemm not in gemm_layers:
-            raise FlashI2VError(f"apply_fast_path: gemm={gemm!r} is not one of None, {tuple(gemm_layers)}")
-        use_quack_gemm(model, gemm_layers[gemm])
+    if gemm not in (None, "quack"):
+        raise FlashI2VError(f"apply_fast_path: gemm={gemm!r} is not one of None (cuBLAS), 'quack'")
+    if gemm == "quack":
+        use_quack_gemm(model)
     if compile:
         apply_compile(model, options=compile_options)
     if cuda_graphs:
