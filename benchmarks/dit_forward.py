@@ -16,9 +16,10 @@ Variants:
   ours-fast+fa4+no-wave-split  the same with FA4 self-attention as one call (set_fa4_wave_split(False))
   ours-fast+fa4+cdtune / +multikernel / +autotune / +autotune-tma   Inductor options (CDTUNE ... below)
   ours-fast+fa4+graphs + apply_cuda_graphs (opt-in: keeps activation memory reserved)
-  ours-fast+fa4+quack-up      the FFN up-projection (bias + GELU epilogue) by quack's Hopper GEMM
+  ours-fast+fa4+quack-up      the FFN up-projection (bias + GELU epilogue) by quack's Hopper GEMM (quack_gemm.py;
+                              measured slower in the forward, not in the library)
   ours-fast+fa4+quack-others  every other block matmul (q/k/v/o, FFN down) by quack's Hopper GEMM
-  ours-fast+fa4+quack         all of them (apply_fast_path(gemm="quack"))
+  ours-fast+fa4+quack         both
 Ours is timed on its real FlashI2V input (the Fourier features branch included, ~0.1 % more FLOPs).
 
 Variants are timed in rounds (``--rounds``, the order reversed every other round), so that a GPU clock
@@ -43,7 +44,8 @@ from common import (bench, reset_memory, device_info, diffusers_wan, dit_flops, 
 
 from flashi2v import FlashI2VTransformer, preset
 from flashi2v.model.attention import fa4_available, set_fa4_wave_split
-from flashi2v.optimize import apply_cuda_graphs, apply_fast_path, fuse_ffn_gelu, set_attention_backend, use_quack_gemm
+from flashi2v.optimize import apply_cuda_graphs, apply_fast_path, fuse_ffn_gelu, set_attention_backend
+from quack_gemm import use_quack_gemm
 
 
 def make_inputs(cfg, frames: int, height: int, width: int, device, dtype, seed: int = 0, batch: int = 1):
@@ -110,7 +112,7 @@ LADDER = [
     ("ours-fast+fa4+graphs", "fa4", lambda m: apply_fast_path(m, attention="fa4", cuda_graphs=True)),
     ("ours-fast+fa4+quack-up", "fa4", lambda m: use_quack_gemm(apply_fast_path(m, attention="fa4"), others=False)),
     ("ours-fast+fa4+quack-others", "fa4", lambda m: use_quack_gemm(apply_fast_path(m, attention="fa4"), ffn_up=False)),
-    ("ours-fast+fa4+quack", "fa4", lambda m: apply_fast_path(m, attention="fa4", gemm="quack")),
+    ("ours-fast+fa4+quack", "fa4", lambda m: use_quack_gemm(apply_fast_path(m, attention="fa4"))),
     ("ours-fast+fa4+quack-others+graphs", "fa4",
      lambda m: apply_cuda_graphs(use_quack_gemm(apply_fast_path(m, attention="fa4"), ffn_up=False))),
 ]
@@ -128,7 +130,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny config on the CPU (tests the script, times nothing real)")
     ap.add_argument("--only", nargs="*", default=None, help="variants to run (default: all)")
     ap.add_argument("--no-fp32", action="store_true", help="skip the float32 reference (errors vs it)")
-    ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one ours-fast forward")
+    ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one forward of each of --profile-variants")
+    ap.add_argument("--profile-variants", nargs="+", default=["ours-fast", "ours-fast+fa4", "diffusers-best"])
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -223,7 +226,7 @@ def main() -> None:
                         outs[name] = fn()
                         if name in ("ours-plain", "ours-fast"):
                             outs[name + "-nofourier"] = model(x, t, c, None)
-                    if args.profile and cuda and name in ("ours-fast", "ours-fast+fa4", "diffusers-best"):
+                    if args.profile and cuda and name in args.profile_variants:
                         profile(fn, out / f"profile_{name.replace('+', '_')}.txt")
             # later rounds, alternately backwards: a clock drift over the run then favours no variant
             for r in range(1, args.rounds):

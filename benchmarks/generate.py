@@ -146,8 +146,6 @@ def main() -> None:
                          "+bf16-decode, +dit-offload, +graphs (apply_cuda_graphs, irreversible: put it last)")
     ap.add_argument("--no-offload", action="store_true", help="keep the text encoder on the GPU")
     ap.add_argument("--no-qkv", action="store_true", help="apply_fast_path(qkv=False): q, k, v as three matmuls")
-    ap.add_argument("--gemm", default=None, choices=["quack"],
-                    help="apply_fast_path(gemm=...): block matmuls by quack's Hopper GEMM (default: cuBLAS)")
     ap.add_argument("--vae-probe", action="store_true",
                     help="also time the VAE decode alone: float32, bf16 (fused / unfused, cudnn.benchmark), two width tiles")
     ap.add_argument("--tiny", action="store_true")
@@ -196,7 +194,7 @@ def main() -> None:
             raise SystemExit(f"unknown configuration {config!r}")
         t0 = time.perf_counter()
         if base == "fast" and not fast_applied:
-            apply_fast_path(pipe.transformer, qkv=not args.no_qkv, gemm=args.gemm)
+            apply_fast_path(pipe.transformer, qkv=not args.no_qkv)
             fast_applied = True
         if base == "fast":  # cuDNN unless "+fa4": the comparison must not depend on what is installed
             set_attention_backend("fa4" if "fa4" in options else "cudnn" if cuda else "auto")

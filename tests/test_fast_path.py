@@ -11,10 +11,8 @@ from flashi2v import FlashI2VTransformer
 from flashi2v.errors import FlashI2VError
 from flashi2v.model.attention import ATTENTION_BACKENDS, attention, fa4_available, get_attention_backend
 from flashi2v.kernels import triton_available
-from flashi2v.kernels.hopper_gemm import quack_available
-from flashi2v.optimize import (LinearGELU, QuackLinear, QuackLinearGELU, apply_fast_path, attention_backend,
-                               fuse_ffn_gelu, fuse_norms, fuse_qkv, set_attention_backend, stream_from_cpu,
-                               use_quack_gemm)
+from flashi2v.optimize import (LinearGELU, apply_fast_path, attention_backend, fuse_ffn_gelu, fuse_norms,
+                               fuse_qkv, set_attention_backend, stream_from_cpu)
 from flashi2v.tiny import random_tiny_pipeline
 
 
@@ -164,45 +162,6 @@ def test_norm_kernels_compute_the_plain_ops_on_the_gpu(heads, head_dim):
     with torch.enable_grad():  # training: the plain ops run, so gradients flow
         fused(*args).float().square().mean().backward()
     assert fused.blocks[0].norm3.weight.grad is not None
-
-
-@torch.no_grad()
-def test_quack_gemm_routing_keeps_the_function_and_the_state_dict_off_the_gpu():
-    """use_quack_gemm swaps the blocks' linear layers; on the CPU (and with grad mode on) they run F.linear."""
-    plain = randomized_tiny()
-    routed = use_quack_gemm(fuse_qkv(copy.deepcopy(plain)))
-    block = routed.blocks[0]
-    assert type(block.ffn[0]) is QuackLinearGELU and type(block.ffn[2]) is QuackLinear
-    assert type(block.cross_attn.o) is QuackLinear and block.self_attn.quack_gemm
-    args = inputs()
-    assert rel(routed(*args), plain(*args)) < 1e-6
-    assert all(torch.equal(routed.state_dict()[k], v) for k, v in plain.state_dict().items())
-    up_only = use_quack_gemm(copy.deepcopy(plain), others=False).blocks[0]
-    assert type(up_only.ffn[0]) is QuackLinearGELU and type(up_only.ffn[2]) is torch.nn.Linear
-    others = use_quack_gemm(fuse_qkv(copy.deepcopy(plain)), ffn_up=False).blocks[0]
-    assert type(others.ffn[0]) is LinearGELU and type(others.ffn[2]) is QuackLinear
-    with pytest.raises(FlashI2VError, match="gemm="):
-        apply_fast_path(copy.deepcopy(plain), compile=False, gemm="cutlass")
-
-
-@pytest.mark.skipif(not quack_available(), reason="needs quack-kernels and an sm_90 GPU")
-@torch.no_grad()
-def test_quack_gemm_computes_the_linear_layers_on_the_gpu():
-    """M not a multiple of any tile, N not a multiple of the tile widths; bias + GELU(tanh) in the epilogue."""
-    from flashi2v.kernels.hopper_gemm import linear
-
-    dev, dtype = torch.device("cuda"), torch.bfloat16
-    torch.manual_seed(0)
-    x = torch.randn(2, 333, 256, device=dev, dtype=dtype)
-    w, b = torch.randn(200, 256, device=dev, dtype=dtype) / 16, torch.randn(200, device=dev, dtype=dtype)
-    ref = torch.nn.functional.linear(x.float(), w.float(), b.float())
-    assert linear(x, w, b).shape == (2, 333, 200)
-    assert rel(linear(x, w, b), ref) < 4e-3
-    assert rel(linear(x, w, b, gelu=True), torch.nn.functional.gelu(ref, approximate="tanh")) < 4e-3
-    model = randomized_tiny().to(dev, dtype)
-    args = [a.to(dev, dtype) if a.is_floating_point() and a.ndim > 1 else a.to(dev) for a in inputs()]
-    routed = use_quack_gemm(fuse_qkv(copy.deepcopy(model)))
-    assert rel(routed(*args), model(*args)) < 1e-2
 
 
 @pytest.mark.skipif(triton_available(), reason="triton is installed here")

@@ -104,15 +104,9 @@ class FusedQKVAttention(nn.Module):
     """Mixin for a self-attention ``Attention``: q, k, v as one matmul over a concatenated copy of
     their weights (see ``fuse_qkv``). Cross-attention calls keep the three separate matmuls."""
 
-    quack_gemm = False  # set by use_quack_gemm(..., "all")
-
     def project(self, x: torch.Tensor, context: torch.Tensor | None):
         if context is not None:
             return super().project(x, context)
-        if self.quack_gemm and _use_kernels(x):
-            from .kernels.hopper_gemm import linear
-
-            return linear(x, self.qkv_weight, self.qkv_bias).chunk(3, dim=-1)
         return F.linear(x, self.qkv_weight, self.qkv_bias).chunk(3, dim=-1)
 
     def _apply(self, fn, recurse=True):
@@ -254,58 +248,6 @@ def _with_mixin(mixin: type, cls: type) -> type:
     return _MIXED_CLASSES[mixin, cls]
 
 
-# -- matmuls by quack's Hopper GEMM (inference on sm_90) ------------------------------------------------
-
-
-class QuackLinear(nn.Linear):
-    """``nn.Linear`` whose forward runs ``flashi2v.kernels.hopper_gemm.linear`` (bias in the epilogue) on a GPU
-    with grad mode off, the plain ``F.linear`` otherwise. Same parameters and state-dict keys."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _use_kernels(x):
-            from .kernels.hopper_gemm import linear
-
-            return linear(x, self.weight, self.bias)
-        return super().forward(x)
-
-
-class QuackLinearGELU(LinearGELU):
-    """``LinearGELU`` (bias + GELU(tanh) after the matmul) with quack's epilogue instead of cuBLASLt's on a GPU
-    with grad mode off."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _use_kernels(x):
-            from .kernels.hopper_gemm import linear
-
-            return linear(x, self.weight, self.bias, gelu=True)
-        return super().forward(x)
-
-
-def use_quack_gemm(model: nn.Module, ffn_up: bool = True, others: bool = True) -> nn.Module:
-    """Route the blocks' matmuls through quack's Hopper GEMM (``flashi2v.kernels.hopper_gemm``; needs
-    quack-kernels, which flash-attn-4 installs, and an sm_90 GPU when it runs).
-
-    ``ffn_up``: the FFN up-projection with its bias + GELU epilogue (applies ``fuse_ffn_gelu`` first).
-    ``others``: every other linear layer of the blocks (self- and cross-attention q / k / v / o, fused QKV
-    included, and the FFN down-projection). Same function (float32 accumulation and epilogue, one
-    rounding); parameters and state-dict keys untouched; forward-only (with grad mode on, and on CPU
-    tensors, the plain ops run). In place.
-    """
-    fuse_ffn_gelu(model)
-    for block in getattr(model, "blocks", [model]):
-        if ffn_up:
-            block.ffn[0].__class__ = QuackLinearGELU
-        if others:
-            linears = [block.ffn[2]] + [getattr(attn, n) for attn in (block.self_attn, block.cross_attn)
-                                        for n in ("q", "k", "v", "o")]
-            for m in linears:
-                if type(m) is nn.Linear:
-                    m.__class__ = QuackLinear
-            if isinstance(block.self_attn, FusedQKVAttention):
-                block.self_attn.quack_gemm = True
-    return model
-
-
 # -- compile ---------------------------------------------------------------------------------------
 
 
@@ -375,8 +317,7 @@ def release_cuda_graphs(model: nn.Module) -> None:
 
 def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | None = None,
                     fuse_gelu: bool = True, norms: bool | None = None, qkv: bool = True,
-                    cuda_graphs: bool = False, compile_options: dict | None = None,
-                    gemm: str | None = None) -> nn.Module:
+                    cuda_graphs: bool = False, compile_options: dict | None = None) -> nn.Module:
     """Everything that measured faster on an H100 (docs/performance.md), in one call.
 
     attention: an ATTENTION_BACKENDS name; default ``best_attention_backend`` of the model's device
@@ -384,9 +325,8 @@ def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | Non
     kernels (``norms``; default: on a CUDA device when triton is importable), fused QKV (``qkv``: the
     q/k/v parameters become views of one buffer, see ``fuse_qkv``) and compiled blocks
     (``compile_options``: Inductor options, passed through). ``cuda_graphs`` is off by default: 0-1 %
-    faster on the H100, and it keeps ~3.6 GiB reserved at 480p, batch 2. ``gemm``: None (cuBLAS through
-    torch) or ``"quack"`` (every block matmul by quack's Hopper GEMM, ``use_quack_gemm``). Call after
-    moving the model to its device and dtype.
+    faster on the H100, and it keeps ~3.6 GiB reserved at 480p, batch 2. Call after moving the model to
+    its device and dtype.
     """
     device = next(model.parameters()).device
     set_attention_backend(attention or best_attention_backend(device))
@@ -400,10 +340,6 @@ def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | Non
         fuse_norms(model)
     if qkv:
         fuse_qkv(model)
-    if gemm not in (None, "quack"):
-        raise FlashI2VError(f"apply_fast_path: gemm={gemm!r} is not one of None (cuBLAS), 'quack'")
-    if gemm == "quack":
-        use_quack_gemm(model)
     if compile:
         apply_compile(model, options=compile_options)
     if cuda_graphs:
