@@ -6,7 +6,7 @@ Why: alone, cuBLASLt's bias + GELU(tanh) epilogue ran the FFN up-projection at ~
 ~740 for the plain matmul; quack's persistent warp-specialised kernels hide their epilogue behind the next
 tile's main loop. Result (docs/performance.md, ninth session): alone, 10 calls replayed back to back, quack was
 up to 0.79x cuBLAS at batch 1, but in the forward its kernels took as long as cuBLAS's and the forward got
-1.6-3.9 ms slower, so the library does not use it; this script keeps the probe.
+1.2-3.9 ms slower (runs of at least 12 forwards per variant), so the library does not use it; this script keeps the probe.
 
 For each matmul of a block (fused q/k/v, o, FFN up with bias + GELU(tanh), FFN down) at batch 1 and 2 (CFG
 in one batch): every candidate configuration (its compile time and ms), the fastest, then it and torch's call
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import time
 
 import torch
 import torch.nn as nn
@@ -71,8 +72,6 @@ def run_quack(x2d, weight, bias, gelu: bool, candidate, out=None):
 
 def choose(x2d, weight, bias, gelu: bool):
     """The fastest candidate for this shape, timed once (after quack compiles each candidate)."""
-    import time
-
     key = (x2d.shape[0], weight.shape[0], weight.shape[1], gelu, x2d.dtype)
     if key in _chosen:
         return _chosen[key]
