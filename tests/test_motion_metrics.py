@@ -14,11 +14,13 @@ from flashi2v.eval import (
     LABELS,
     classify_motion,
     colour_drift,
+    end_to_end_motion,
     global_rotation,
     global_scale,
     global_translation,
     motion_magnitude,
     psnr,
+    warp_by_motion,
 )
 
 SIZE, FRAMES = 96, 7
@@ -124,6 +126,52 @@ def test_colour_drift_compares_the_content_both_frames_show(photos):
     brighter = frames.copy()
     brighter[-1] = np.clip(brighter[-1].astype(int) + 26, 0, 255).astype(np.uint8)  # +10 % of the range
     assert 8.0 < colour_drift(brighter) < 11.0
+
+
+def codec_round_trip(frames: np.ndarray) -> np.ndarray:
+    """The clip as the built-in model's codec reproduces it: 4 x 4 x 4 blocks, blurred in space and time."""
+    from flashi2v.builtin import builtin_path
+    from flashi2v.data.synthetic import clip_video
+    from flashi2v.encoders import BlockPCACodec
+    from flashi2v.video import to_uint8
+
+    codec = BlockPCACodec.from_pretrained(builtin_path() / "vae")
+    with torch.no_grad():
+        decoded = codec.decode(codec.encode(clip_video(frames)[None]))[0]
+    return to_uint8(decoded).permute(1, 2, 3, 0).numpy()
+
+
+@pytest.mark.parametrize("motion, truth", [
+    ("pan_left", (0.0, 45.06, 0.0, 0.0)),      # 2.816 px per frame x 16: content moves right
+    ("tilt_down", (-45.06, 0.0, 0.0, 0.0)),
+    ("zoom_in", (0.0, 0.0, 0.56, 0.0)),       # log scale 0.035 per frame x 16
+    ("roll_cw", (0.0, 0.0, 0.0, 32.0)),       # 2 degrees per frame x 16
+])
+def test_end_to_end_motion_of_codec_blurred_clips(photos, motion, truth):
+    """The colour-drift alignment must find the true camera path even on the blurred frames a model makes."""
+    frames = render_camera_clip(photos["coffee"], motion, motion_speed(motion, "fast"), 17, 128, 128,
+                                np.random.default_rng(3))
+    found = end_to_end_motion(codec_round_trip(frames))
+    assert np.allclose(found[:2], truth[:2], atol=1.0)
+    assert found[2] == pytest.approx(truth[2], abs=0.01)
+    assert found[3] == pytest.approx(truth[3], abs=1.0)
+
+
+def test_colour_drift_of_faithful_clips_after_the_codec_is_small(photos):
+    """Charging a faithful clip with drift would make the metric measure its own alignment error."""
+    for motion in ("pan_right", "tilt_up", "zoom_out", "zoom_in"):
+        frames = render_camera_clip(photos["astronaut"], motion, motion_speed(motion, "fast"), 17, 128, 128,
+                                    np.random.default_rng(1))
+        assert colour_drift(codec_round_trip(frames)) < 0.4, motion  # the old pair-sum alignment: 0.64 on pan_right
+
+
+def test_warp_by_motion_moves_content(photos):
+    image = photos["chelsea"][:64, :64].astype(np.float64)
+    moved, valid = warp_by_motion(image, (3, -5, 0.0, 0.0))  # content 3 px down, 5 px left
+    assert np.allclose(moved[3:, :-5][valid[3:, :-5]], image[:-3, 5:][valid[3:, :-5]], atol=1e-3)
+    assert not valid[:3].any() and not valid[:, -5:].any() and valid[3:, :-5].all()
+    same, everywhere = warp_by_motion(image[..., 0], (0, 0, 0.0, 0.0))
+    assert np.allclose(same, image[..., 0], atol=1e-3) and everywhere.all()
 
 
 def test_psnr(photos):

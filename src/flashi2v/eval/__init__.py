@@ -11,6 +11,7 @@ from flashi2v.eval.motion import (
     ROLL_LABELS,
     classify_motion,
     colour_drift,
+    end_to_end_motion,
     global_rotation,
     global_scale,
     global_translation,
@@ -18,6 +19,7 @@ from flashi2v.eval.motion import (
     pair_motions,
     psnr,
     similarity,
+    warp_by_motion,
 )
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "ROLL_LABELS",
     "classify_motion",
     "colour_drift",
+    "end_to_end_motion",
     "global_rotation",
     "global_scale",
     "global_translation",
@@ -32,4 +35,5 @@ __all__ = [
     "pair_motions",
     "psnr",
     "similarity",
+    "warp_by_motion",
 ]

@@ -87,29 +87,18 @@ def colour_drift(frames, aligned: bool = True, motions: np.ndarray | None = None
     """How far the colour of the content has wandered from frame 0 to the last frame: the largest change of a
     channel mean, in percent of the 0..255 range. A faithful I2V model keeps this small on camera-only motion.
 
-    ``aligned`` (default): the camera motion of the clip (summed over consecutive pairs, ``pair_motions``) maps
-    each pixel of the last frame back into frame 0, and only content seen in both frames is compared. Without
-    it a true tilt from sky to ground "drifts" by 10 % or more on our photos, while the colour of the scene
+    ``aligned`` (default): the camera motion from frame 0 to the last frame (``end_to_end_motion``) maps each
+    pixel of the last frame back into frame 0, and only content seen in both frames is compared. Without it
+    a true tilt from sky to ground "drifts" by 10 % or more on our photos, while the colour of the scene
     itself has not changed; ``aligned=False`` compares the whole frames. ``motions``: ``pair_motions(frames)``
-    if already computed.
+    if already computed (the fit starts from their sum).
     """
     frames = as_frames(frames)
     first, last = frames[0].astype(np.float64), frames[-1].astype(np.float64)
     if aligned and len(frames) > 1:
-        dy, dx, log_scale, _ = (pair_motions(frames) if motions is None else motions).sum(axis=0)
-        h, w = first.shape[:2]
-        y = np.arange(h) + 0.5 - h / 2  # pixel centres about the frame centre
-        x = np.arange(w) + 0.5 - w / 2
-        # last(p) ~ first(c + (p - d - c) / scale): the model of ``similarity``, accumulated over the clip
-        sy, sx = (y[:, None] - dy) * math.exp(-log_scale) + h / 2, (x[None, :] - dx) * math.exp(-log_scale) + w / 2
-        sy, sx = np.broadcast_to(sy, (h, w)), np.broadcast_to(sx, (h, w))
-        valid = (sy >= 0.5) & (sy <= h - 0.5) & (sx >= 0.5) & (sx <= w - 0.5)
+        warped, valid = warp_by_motion(first, end_to_end_motion(frames, motions))
         if valid.mean() > 0.1:  # too little overlap left to compare: fall back to the whole frames
-            grid = torch.from_numpy(np.stack([2 * sx / w - 1, 2 * sy / h - 1], axis=-1))[None].float()
-            src = torch.from_numpy(first).permute(2, 0, 1)[None].float()
-            with single_torch_thread():
-                warped = F.grid_sample(src, grid, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).double()
-            first, last = warped.numpy()[valid], last[valid]
+            first, last = warped[valid], last[valid]
     mean_first = first.reshape(-1, 3).mean(axis=0)
     mean_last = last.reshape(-1, 3).mean(axis=0)
     return float(np.abs(mean_last - mean_first).max() / 255.0 * 100.0)
@@ -304,6 +293,82 @@ def pair_motions(frames, with_scale: bool = True, with_roll: bool = False) -> np
     for a, b in itertools.pairwise(frames):
         rows.append(similarity(a, b, with_roll) if with_scale or with_roll else (*global_translation(a, b), 0.0, 0.0))
     return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+
+def _source_grid(h: int, w: int, motion) -> tuple[torch.Tensor, np.ndarray]:
+    """Sampling grid (1 x h x w x 2, grid_sample units) and in-frame mask of the inverse of ``motion`` =
+    (dy, dx, log scale, degrees): output pixel p shows the source at R(-theta) (p - d) / scale about the frame
+    centre, i.e. content scaled, turned counterclockwise on screen (as ``_warp``), then moved by d."""
+    dy, dx, log_scale, degrees = (float(v) for v in motion)
+    y = np.arange(h) + 0.5 - h / 2 - dy
+    x = np.arange(w) + 0.5 - w / 2 - dx
+    inv = math.exp(-log_scale)
+    c, sn = math.cos(math.radians(degrees)) * inv, math.sin(math.radians(degrees)) * inv
+    sx = c * x[None, :] - sn * y[:, None] + w / 2
+    sy = sn * x[None, :] + c * y[:, None] + h / 2
+    valid = (sy >= 0.5) & (sy <= h - 0.5) & (sx >= 0.5) & (sx <= w - 0.5)
+    grid = torch.from_numpy(np.stack([2 * sx / w - 1, 2 * sy / h - 1], axis=-1))[None].float()
+    return grid, valid
+
+
+def warp_by_motion(image: np.ndarray, motion) -> tuple[np.ndarray, np.ndarray]:
+    """(``image`` as it looks after the camera ``motion`` = (dy, dx, log scale, degrees), mask of the pixels
+    whose content was inside ``image``). ``image``: H x W or H x W x C, any numeric dtype; returns float64,
+    bilinear."""
+    image = np.asarray(image, dtype=np.float64)
+    planes = image[..., None] if image.ndim == 2 else image
+    grid, valid = _source_grid(*planes.shape[:2], motion)
+    src = torch.from_numpy(np.ascontiguousarray(planes)).permute(2, 0, 1)[None].float()
+    with single_torch_thread():
+        out = F.grid_sample(src, grid, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).double().numpy()
+    return (out[..., 0] if image.ndim == 2 else out), valid
+
+
+def _misfit(a: torch.Tensor, b: torch.Tensor, motion) -> float:
+    """1 - normalised cross-correlation of luma ``a`` moved by ``motion`` with luma ``b`` (1 x 1 x h x w) over
+    the pixels both show: blind to a change of brightness or contrast, so a colour drift cannot pull the fit."""
+    grid, valid = _source_grid(*a.shape[-2:], motion)
+    if valid.mean() < 0.1:
+        return 2.0
+    mask = torch.from_numpy(valid)
+    x = F.grid_sample(a, grid, mode="bilinear", align_corners=False)[0, 0][mask].double()
+    y = b[0, 0][mask].double()
+    x, y = x - x.mean(), y - y.mean()
+    return 1.0 - float((x * y).sum() / ((x * x).sum() * (y * y).sum()).sqrt().clamp_min(1e-12))
+
+
+def end_to_end_motion(frames, motions: np.ndarray | None = None) -> np.ndarray:
+    """(dy, dx, log scale, degrees) of content from frame 0 to the last frame of a clip, fitted between those
+    two frames directly.
+
+    The sum of the consecutive-pair motions (``pair_motions``) starts the fit, at the best of a row of roll angles. On its own it falls short on
+    blurred frames: on true camera-motion clips after a round trip through the built-in model's codec it
+    read fast pans as 39 of 45 px and fast zooms as log scale 0.47 of 0.56, so a drift measure built on it
+    compared different content and charged faithful clips with up to 2.9 % "drift". The fit (coordinate
+    pattern search on lightly blurred luma, steps halved down to 1/16 px, scored by ``_misfit``) recovers
+    the true motion of those clips to 0.5 px.
+    """
+    frames = as_frames(frames)
+    start = (pair_motions(frames) if motions is None else np.asarray(motions)).sum(axis=0)
+    with single_torch_thread():
+        pair = _blur(torch.from_numpy(np.stack([gray(frames[0]), gray(frames[-1])])[:, None]).float(), sigma=1.5)
+        a, b = pair[:1], pair[1:]
+        # The pair sums carry no roll (``pair_motions`` leaves it out by default): start from the best of a
+        # coarse row of angles, which a fast roll (~30 degrees) needs to avoid a wrong local fit.
+        starts = [np.array([*start[:3], degrees]) for degrees in np.arange(-40.0, 40.1, 4.0) + start[3]]
+        best, motion = min(((_misfit(a, b, m), m) for m in starts), key=lambda pair: pair[0])
+        steps = np.array([4.0, 4.0, 0.08, 2.0])
+        while steps[0] > 1 / 16:
+            moved = False
+            for i, sign in itertools.product(range(4), (-1.0, 1.0)):
+                trial = motion.copy()
+                trial[i] += sign * steps[i]
+                score = _misfit(a, b, trial)
+                if score < best:
+                    best, motion, moved = score, trial, True
+            if not moved:
+                steps = steps / 2
+    return motion
 
 
 @lru_cache(maxsize=16)
