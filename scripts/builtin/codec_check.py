@@ -2,7 +2,9 @@
 
 Renders camera-motion clips from the held-out photos and prints, per clip: the colour drift of the true
 clip over whole frames and aligned (``flashi2v.eval.motion.colour_drift``), the aligned drift after a
-codec round trip, and the codec's reconstruction PSNR for frame 0 and for the later frames.
+codec round trip, the codec's reconstruction PSNR for frame 0 and for the later frames, and the camera path
+of the round trip from frame 0 to the last frame as the consecutive-pair reads sum it and as the direct fit
+(``end_to_end_motion``) finds it.
 
     python scripts/builtin/codec_check.py --codec src/flashi2v/builtin_model/vae --photos held-out --clips 40
 
@@ -20,7 +22,7 @@ import torch
 
 from flashi2v.data.synthetic import CameraMotionClips, clip_video, evaluation_photos
 from flashi2v.encoders import BlockPCACodec
-from flashi2v.eval.motion import colour_drift, psnr
+from flashi2v.eval.motion import colour_drift, end_to_end_motion, pair_motions, psnr
 from flashi2v.video import to_uint8
 
 
@@ -40,17 +42,21 @@ def main() -> None:
 def check(codec: BlockPCACodec, clips: CameraMotionClips, name: str) -> None:
     rows = []
     print(f"\n{name} ({codec.channels} channels)\n")
-    print("| motion | pace | drift, whole frames | drift, aligned | drift after codec | codec PSNR frame 0 / later |")
-    print("|---|---|---|---|---|---|")
+    print("| motion | pace | drift, whole frames | drift, aligned | drift after codec | codec PSNR frame 0 / later "
+          "| camera path after codec (dy, dx, log scale): pair sums / direct fit |")
+    print("|---|---|---|---|---|---|---|")
     for i in range(len(clips)):
         frames, spec = clips.render(i)
         with torch.no_grad():
             decoded = codec.decode(codec.encode(clip_video(frames)[None]))[0]
         back = to_uint8(decoded).permute(1, 2, 3, 0).numpy()
-        row = (colour_drift(frames, aligned=False), colour_drift(frames), colour_drift(back),
+        motions = pair_motions(back)
+        row = (colour_drift(frames, aligned=False), colour_drift(frames), colour_drift(back, motions=motions),
                psnr(back[0], frames[0]), psnr(back[1:], frames[1:]))
         rows.append((spec["motion"], row))
-        print(f"| {spec['motion']} | {spec['pace']} | {row[0]:.2f} | {row[1]:.2f} | {row[2]:.2f} | {row[3]:.1f} / {row[4]:.1f} |")
+        sums, fit = motions.sum(axis=0), end_to_end_motion(back, motions)
+        print(f"| {spec['motion']} | {spec['pace']} | {row[0]:.2f} | {row[1]:.2f} | {row[2]:.2f} | {row[3]:.1f} / {row[4]:.1f} "
+              f"| {sums[0]:.1f}, {sums[1]:.1f}, {sums[2]:.3f} / {fit[0]:.1f}, {fit[1]:.1f}, {fit[2]:.3f} |")
     for label, keep in (("without rolls", lambda m: not m.startswith("roll")), ("all", lambda m: True)):
         r = np.array([x for m, x in rows if keep(m)])
         print(f"\n{name}, {label} ({len(r)} clips): whole-frame drift up to {r[:, 0].max():.1f} %, aligned up to "

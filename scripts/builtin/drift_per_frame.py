@@ -2,7 +2,8 @@
 
 For each (photo, motion, seed) it generates the video as ``flashi2v eval motion`` does and prints the aligned
 colour drift of every frame against frame 0 (``flashi2v.eval.motion.colour_drift`` on the frames up to t),
-the mean R / G / B of a few frames, and for the last frame the signed change of each channel's mean on the
+the mean R / G / B of a few frames, the camera path from frame 0 to the last frame (summed pair reads and
+the direct fit), and for the last frame the signed change of each channel's mean on the
 content both frames show (% of 0-255) and of its contrast (standard deviation, last / frame 0).
 
     python scripts/builtin/drift_per_frame.py \\
@@ -40,7 +41,10 @@ def main() -> None:
                   " ".join(f"{d:.2f}" for d in drift))
             means = {t: frames[t].reshape(-1, 3).mean(axis=0) for t in (0, len(frames) // 2, len(frames) - 1)}
             print("  mean R / G / B:", "; ".join(f"frame {t}: {m[0]:.0f} / {m[1]:.0f} / {m[2]:.0f}" for t, m in means.items()))
-            warped, seen = warp_by_motion(frames[0], end_to_end_motion(frames, motions))
+            sums, fit = motions.sum(axis=0), end_to_end_motion(frames, motions)
+            print(f"  camera path frame 0 -> last (dy, dx, log scale): pair sums {sums[0]:.1f}, {sums[1]:.1f}, "
+                  f"{sums[2]:.3f}; direct fit {fit[0]:.1f}, {fit[1]:.1f}, {fit[2]:.3f}")
+            warped, seen = warp_by_motion(frames[0], fit)
             first, last = warped[seen], frames[-1].astype(float)[seen]
             change = (last.mean(axis=0) - first.mean(axis=0)) / 2.55
             print(f"  last frame, content seen in both: R / G / B change {change[0]:+.2f} / {change[1]:+.2f} / "
