@@ -337,13 +337,6 @@ def _misfit(a: torch.Tensor, b: torch.Tensor, motion) -> float:
     return 1.0 - float((x * y).sum() / ((x * x).sum() * (y * y).sum()).sqrt().clamp_min(1e-12))
 
 
-# Moves of ``end_to_end_motion``'s search, in units of its steps: along each axis, and along the diagonals of
-# translation and scale, whose valley runs diagonally when little of the frame overlaps (a fast pan: a smaller
-# zoom about the frame centre mimics part of the shift), where axis moves alone stop short of the minimum.
-_SEARCH_DIRECTIONS = [np.eye(4)[i] * sign for i in range(4) for sign in (-1.0, 1.0)] + [
-    np.eye(4)[i] * si + np.eye(4)[2] * sj for i in (0, 1) for si in (-1.0, 1.0) for sj in (-1.0, 1.0)]
-
-
 def end_to_end_motion(frames, motions: np.ndarray | None = None) -> np.ndarray:
     """(dy, dx, log scale, degrees) of content from frame 0 to the last frame of a clip, fitted between those
     two frames directly.
@@ -353,7 +346,8 @@ def end_to_end_motion(frames, motions: np.ndarray | None = None) -> np.ndarray:
     read fast pans as 39 of 45 px and fast zooms as log scale 0.47 of 0.56, so a drift measure built on it
     compared different content and charged faithful clips with up to 2.9 % "drift". The fit (coordinate
     pattern search on lightly blurred luma, steps halved down to 1/16 px, scored by ``_misfit``) recovers
-    the true motion of those clips within about 1 px, 0.005 in log scale and half a degree of roll.
+    the true motion of 29 of 30 such pans, tilts, zooms and stills within 0.7 px and 0.015 in log scale
+    (the 30th, a fast pan that leaves a third of the frame in view, 2.3 px and 0.039 off).
     """
     frames = as_frames(frames)
     start = (pair_motions(frames) if motions is None else np.asarray(motions)).sum(axis=0)
@@ -369,8 +363,9 @@ def end_to_end_motion(frames, motions: np.ndarray | None = None) -> np.ndarray:
         steps = np.array([4.0, 4.0, 0.08, 2.0])
         while steps[0] > 1 / 16:
             moved = False
-            for direction in _SEARCH_DIRECTIONS:
-                trial = motion + direction * steps
+            for i, sign in itertools.product(range(4), (-1.0, 1.0)):
+                trial = motion.copy()
+                trial[i] += sign * steps[i]
                 score = _misfit(a, b, trial)
                 if score < best:
                     best, motion, moved = score, trial, True
