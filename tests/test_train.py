@@ -226,3 +226,27 @@ def test_noise_draws_repeat_each_clip_and_resume_exactly(clips, tmp_path):
     resumed = train(config(clips, tmp_path / "split", "recipe.steps=4", "recipe.noise_draws=2",
                            "output.checkpoint_every=2"), resume=True, device="cpu", progress=False)
     assert resumed.losses == full.losses[2:]
+
+
+def test_lr_decay_schedules_and_exact_resume(clips, tmp_path):
+    import shutil
+
+    from flashi2v.train.config import lr_multiplier
+
+    assert [lr_multiplier(s, 2, 6) for s in range(6)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert [lr_multiplier(s, 2, 6, "linear") for s in range(7)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    assert lr_multiplier(4, 2, 6, "cosine") == pytest.approx(0.5)
+    assert lr_multiplier(6, 2, 6, "cosine", min_ratio=0.1) == pytest.approx(0.1)
+    from flashi2v import FlashI2VError
+
+    with pytest.raises(FlashI2VError, match="optim.decay 'step'"):
+        load_config("tiny", ["optim.decay=step", "data.index=x"])
+    # a decaying run logs the annealed rate, and one interrupted at step 3 resumes to the same losses
+    extra = ["recipe.steps=6", "output.checkpoint_every=3", "output.keep=2", "optim.decay=linear", "optim.warmup_steps=2"]
+    full = train(config(clips, tmp_path / "full", *extra), device="cpu", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    peak = load_config("tiny", ["data.index=x"]).optim.lr
+    assert [r["lr"] / peak for r in rows] == pytest.approx([1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step-00000003", tmp_path / "cut" / "checkpoints" / "step-00000003")
+    resumed = train(config(clips, tmp_path / "cut", *extra), resume=True, device="cpu", progress=False)
+    assert resumed.losses == full.losses[3:]

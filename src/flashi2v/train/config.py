@@ -7,6 +7,7 @@ components) and ``flashi2v-1.3b`` (the reference recipe, METHOD.md section 7).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +42,21 @@ class DataSection:
     num_workers: int = 2
 
 
+LR_DECAYS = ("constant", "linear", "cosine")
+
+
+def lr_multiplier(step: int, warmup: int, total: int, decay: str = "constant", min_ratio: float = 0.0) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) as a fraction of optim.lr: a linear warmup over
+    ``warmup`` steps, then constant, or a linear / half-cosine decay to ``min_ratio`` at step ``total``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if decay == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    shape = 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_ratio + (1.0 - min_ratio) * shape
+
+
 @dataclass
 class OptimSection:
     lr: float = 2e-5
@@ -48,6 +64,10 @@ class OptimSection:
     eps: float = 1e-15
     weight_decay: float = 0.01
     warmup_steps: int = 0
+    # After the warmup: "constant" (the reference recipe), or "linear" / "cosine" decay to min_lr_ratio x lr
+    # at recipe.steps (annealing a fine-tuning run to its end)
+    decay: str = "constant"
+    min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     ema_warmup: bool = False  # ramp the decay up from 0.1 (for models trained from scratch)
@@ -178,3 +198,7 @@ def validate(c: TrainConfig) -> None:
         raise FlashI2VError(f"recipe.mean_loss_weight must be >= 0, got {c.recipe.mean_loss_weight}")
     if c.recipe.noise_draws < 1:
         raise FlashI2VError(f"recipe.noise_draws must be >= 1, got {c.recipe.noise_draws}")
+    if c.optim.decay not in LR_DECAYS:
+        raise FlashI2VError(f"optim.decay {c.optim.decay!r}: use one of {', '.join(LR_DECAYS)}")
+    if not 0.0 <= c.optim.min_lr_ratio <= 1.0:
+        raise FlashI2VError(f"optim.min_lr_ratio must be in 0..1, got {c.optim.min_lr_ratio}")

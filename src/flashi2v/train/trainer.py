@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from .. import flow
 from ..errors import FlashI2VError
 from ..model import FlashI2VTransformer, load_state_dict_strict
 from .checkpoint import full_state_dict, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, lr_multiplier
 from .ema import ema_decay, make_ema, update_ema
 from .objective import FlashI2VObjective, draw_noise
 from .parallel import (DistInfo, all_mean, apply_activation_checkpointing, apply_context_parallel_groups, apply_fsdp,
@@ -226,8 +227,9 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
     optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                   eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
                                   fused=info.device.type == "cuda" or None)
-    warmup = cfg.optim.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        lr_multiplier, warmup=cfg.optim.warmup_steps, total=cfg.recipe.steps, decay=cfg.optim.decay,
+        min_ratio=cfg.optim.min_lr_ratio))
 
     # 2. Data and the frozen encoders.
     dataset, sampler, loader, cached = build_data(cfg, dp_rank, dp_size, info.device)
