@@ -5,7 +5,9 @@
 #   builtin_model/   the pipeline folder to copy to src/flashi2v/builtin_model (float16, shards < 16 MB)
 #   results.tar.gz   train/ (metrics.jsonl, loss_curve.png, config.json, train.log) and tune/ (the grid,
 #                    best.json, frame strips of the best setting)
-# Usage: [KIT=.kit] bash scripts/builtin/train_on_device.sh MINUTES [key=value training overrides ...]
+# Usage: [KIT=.kit] [FILL=1] bash scripts/builtin/train_on_device.sh MINUTES [key=value training overrides ...]
+# FILL=1 first times PROBE_STEPS (default 60) steps with the same overrides, then sets recipe.steps to what fits in
+# MINUTES at that pace, so that a decaying learning rate (optim.decay=linear) reaches its end inside the time limit.
 set -eu
 minutes=${1:-12}
 shift || true
@@ -13,9 +15,23 @@ OUT=${OUT:-outputs/builtin}
 run=runs/builtin
 kit=${KIT:-.kit}
 mkdir -p "$OUT/train" "$OUT/tune"
-python3 -m flashi2v.cli train builtin model.components="$kit/components" data.photos="$kit/photos" \
-    data.real_clips="$kit/real_clips.pt" recipe.time_limit_min="$minutes" output.dir="$run" "$@" 2>&1 \
-    | tr '\r' '\n' > "$OUT/train/train.log"
+train() {
+    python3 -m flashi2v.cli train builtin model.components="$kit/components" data.photos="$kit/photos" \
+        data.real_clips="$kit/real_clips.pt" "$@"
+}
+if [ -n "${FILL:-}" ]; then
+    probe=runs/builtin-probe
+    train output.dir="$probe" output.checkpoint_every=100000 recipe.steps="${PROBE_STEPS:-60}" "$@" 2>&1 \
+        | tr '\r' '\n' > "$OUT/train/probe.log"
+    steps=$(python3 -c "
+import json, statistics
+rows = [json.loads(line) for line in open('$probe/metrics.jsonl')]
+pace = statistics.median(r['sec_per_step'] for r in rows[len(rows) // 3:])
+print(int(0.97 * $minutes * 60 / pace))")
+    echo "probe: $(tail -n 1 "$probe/metrics.jsonl"); recipe.steps=$steps fills $minutes minutes" | tee "$OUT/train/probe.txt"
+    set -- recipe.steps="$steps" "$@"
+fi
+train recipe.time_limit_min="$minutes" output.dir="$run" "$@" 2>&1 | tr '\r' '\n' > "$OUT/train/train.log"
 tail -n 3 "$OUT/train/train.log"
 cp "$run"/metrics.jsonl "$run"/loss_curve.png "$run"/config.json "$OUT/train/"
 python3 -c "from flashi2v.builtin import assemble; assemble('$run/ema_transformer', '$kit/components', '$OUT/builtin_model')"
