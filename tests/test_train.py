@@ -211,12 +211,17 @@ def test_context_parallel_training_matches_one_process(clips, tmp_path):
 
 
 def test_noise_draws_repeat_each_clip_and_resume_exactly(clips, tmp_path):
-    from flashi2v.train.trainer import repeat_batch
+    from flashi2v.train.trainer import Conditioner, load_components
 
-    batch = {"video": torch.arange(2)[:, None], "caption": ["a", "b"], "skipped": [("x", "bad")]}
-    twice = repeat_batch(batch, 2)
-    assert twice["video"].flatten().tolist() == [0, 0, 1, 1] and twice["caption"] == ["a", "a", "b", "b"]
-    assert twice["skipped"] == batch["skipped"]  # reports are per clip, not per draw
+    vae, text_encoder = load_components("tiny-random", "cpu")
+    video = torch.rand(2, 3, 5, 32, 32) * 2 - 1
+    conditioner = Conditioner(vae, text_encoder, 16, None, torch.device("cpu"))
+    x, s, context = conditioner({"video": video, "image": video[:, :, 0], "caption": ["a", "b"]},
+                                torch.tensor([False, True, False, False]), repeats=2)
+    once, _, _ = conditioner({"video": video, "image": video[:, :, 0], "caption": ["a", "b"]}, torch.tensor([False] * 2))
+    assert torch.equal(x, once.repeat_interleave(2, dim=0)) and s.shape[0] == 4  # each clip twice in a row
+    empty, a, b = (text_encoder.encode(c, max_length=16) for c in ("", "a", "b"))
+    assert torch.equal(context, torch.cat([a, empty, b, b]))  # caption dropout is drawn per draw
     one = train(config(clips, tmp_path / "one", "recipe.steps=1"), device="cpu", progress=False)
     full = train(config(clips, tmp_path / "full", "recipe.steps=4", "recipe.noise_draws=2", "output.checkpoint_every=2"),
                  device="cpu", progress=False)

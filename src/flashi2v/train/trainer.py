@@ -114,23 +114,6 @@ def training_shift(cfg: TrainConfig, shape, patch_size) -> float:
     return float(cfg.recipe.shift)
 
 
-def repeat_batch(batch: dict, k: int) -> dict:
-    """Each clip of a collated batch ``k`` times in a row (tensors and lists along the batch axis)."""
-    if k == 1:
-        return batch
-    out = {}
-    for key, value in batch.items():
-        if key == "skipped":
-            out[key] = value
-        elif isinstance(value, torch.Tensor):
-            out[key] = value.repeat_interleave(k, dim=0)
-        elif isinstance(value, list):
-            out[key] = [v for v in value for _ in range(k)]
-        else:
-            out[key] = value
-    return out
-
-
 class Conditioner:
     """Turns a data batch into the DiT's inputs (x, s, context), from raw clips or from the latent cache.
 
@@ -143,16 +126,25 @@ class Conditioner:
         self.null = cached_null
 
     @torch.no_grad()
-    def __call__(self, batch: dict, drop: torch.Tensor):
+    def __call__(self, batch: dict, drop: torch.Tensor, repeats: int = 1):
+        """(x, s, context) with each clip ``repeats`` times in a row (its noise draws; ``drop`` has one entry
+        per draw). Clips are encoded once and repeated on the device: repeating the pixel batch on the host
+        first would copy and transfer ``repeats`` times its size at every step."""
         from ..data.cache import encode_videos, pad_contexts
 
+        def per_draw(items: list) -> list:
+            return [item for item in items for _ in range(repeats)]
+
         if "x" in batch:  # cached latents
-            contexts = [self.null if d else c for c, d in zip(batch["context"], drop.tolist())]
-            return batch["x"].to(self.device), batch["s"].to(self.device), pad_contexts(contexts).to(self.device)
-        x, s = encode_videos(self.vae, batch["video"], batch["image"])
-        captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
-        context = self.text_encoder.encode(captions, max_length=self.text_len)
-        return x.to(self.device), s.to(self.device), context.to(self.device)
+            x, s = batch["x"], batch["s"]
+            contexts = [self.null if d else c for c, d in zip(per_draw(batch["context"]), drop.tolist())]
+            context = pad_contexts(contexts)
+        else:
+            x, s = encode_videos(self.vae, batch["video"], batch["image"])
+            captions = ["" if d else c for c, d in zip(per_draw(batch["caption"]), drop.tolist())]
+            context = self.text_encoder.encode(captions, max_length=self.text_len)
+        x, s = (t.to(self.device).repeat_interleave(repeats, dim=0) for t in (x, s))
+        return x, s, context.to(self.device)
 
 
 def save_sample(cfg: TrainConfig, step: int, transformer_state: dict, transformer_config, vae, text_encoder,
@@ -284,7 +276,7 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
             noise = draw_noise(cfg.recipe.seed, positions, shape, caption_dropout=cfg.recipe.caption_dropout,
                                sigma_sampling=cfg.recipe.sigma_sampling, shift=shift, rho_range=tuple(cfg.recipe.rho_range),
                                device=info.device)
-            x, s, context = conditioner(repeat_batch(batch, k), noise.drop_caption)
+            x, s, context = conditioner(batch, noise.drop_caption, repeats=k)
             if info.distributed:
                 objective.set_requires_gradient_sync(a == cfg.recipe.grad_accum - 1)
             with autocast:
