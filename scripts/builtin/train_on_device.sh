@@ -34,7 +34,11 @@ fi
 train recipe.time_limit_min="$minutes" output.dir="$run" "$@" 2>&1 | tr '\r' '\n' > "$OUT/train/train.log"
 tail -n 3 "$OUT/train/train.log"
 cp "$run"/metrics.jsonl "$run"/loss_curve.png "$run"/config.json "$OUT/train/"
-python3 -c "from flashi2v.builtin import assemble; assemble('$run/ema_transformer', '$kit/components', '$OUT/builtin_model')"
+python3 -c "
+import json
+from flashi2v.builtin import assemble
+signed = json.load(open('$run/config.json'))['model']['signed_fourier']
+assemble('$run/ema_transformer', '$kit/components', '$OUT/builtin_model', signed_fourier=signed)"
 python3 scripts/builtin/tune_sampling.py --model "$OUT/builtin_model" --photos "$kit/held_out" \
     --text-encoder "$kit/components/text_encoder" --out "$OUT/tune" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune/tune.log"
 tar -C "$OUT" -czf "$OUT/results.tar.gz" train tune && rm -rf "$OUT/train" "$OUT/tune"

