@@ -4,7 +4,7 @@ For each setting, the 18 camera-motion videos of the photos (6 motions each, as 
 its still and knob videos) are generated and measured: each video's colour drift (``colour_drift``) and whether
 its motion was read right (``classify_motion``), then one summary line. A setting is a comma-separated list of
 pipeline defaults to override (``guidance=3``, ``cutoff=0.3``, ``steps=20``, ``shift=3``,
-``guidance_mode=cfg``), plus ``interval=lo:hi``: guidance only at the steps whose sigma lies in [lo, hi], the
+``guidance_mode=cfg``, ``solver=dpmpp_2m``), plus ``interval=lo:hi``: guidance only at the steps whose sigma lies in [lo, hi], the
 conditional branch alone at the others (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval
 improves sample and distribution quality"). ``default`` is the model's own settings. ``--json`` saves the rows.
 
@@ -46,7 +46,7 @@ def parse_setting(spec: str) -> tuple[dict, tuple[float, float] | None]:
             lo, hi = (float(v) for v in value.split(":"))
             interval = (lo, hi)
         else:
-            overrides[key] = value if key == "guidance_mode" else (int(value) if key == "steps" else float(value))
+            overrides[key] = value if key in ("guidance_mode", "solver") else (int(value) if key == "steps" else float(value))
     return overrides, interval
 
 

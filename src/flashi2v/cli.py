@@ -139,6 +139,7 @@ def cmd_generate(args) -> None:
     for i, (image, prompt, out) in enumerate(jobs):
         seed = None if args.seed is None else args.seed + i
         result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, guidance_mode=args.guidance_mode,
+                      solver=args.solver,
                       **flags)  # unset: the model's defaults
         if context_parallel and info.rank != 0:
             continue  # every rank holds the whole video; one writes it
@@ -219,7 +220,7 @@ def cmd_data_synth(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .model.attention import ATTENTION_BACKENDS
-    from .sampling import GUIDANCE_MODES
+    from .sampling import GUIDANCE_MODES, SOLVERS
 
     parser = argparse.ArgumentParser(prog="flashi2v", description="FlashI2V image-to-video generation and training.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance-mode", default=None, choices=GUIDANCE_MODES,
                    help="how CFG combines the branches: cfg (plain), or mean_free (drop the per-channel spatial mean of "
                    "the guidance update: no CFG brightness / colour shift) (default: the model's, cfg)")
+    g.add_argument("--solver", default=None, choices=tuple(SOLVERS),
+                   help="ODE solver: euler (the reference), dpmpp_2m (second-order multistep, same cost per step) or "
+                   "heun (second order, two model evaluations per step) (default: the model's, euler)")
     g.add_argument("--shift", type=float, default=None, help="static sigma shift of the schedule (default 7.0)")
     g.add_argument("--cutoff", type=float, default=None,
                    help="Fourier low-frequency energy ratio rho in [0,1): lower keeps more image detail (default 0.1)")

@@ -19,7 +19,7 @@ from . import flow, fourier
 from .encoders import UMT5TextEncoder, WanVAE, load_text_encoder, load_vae
 from .errors import FlashI2VError
 from .model import FlashI2VTransformer
-from .sampling import GUIDANCE_MODES, euler, flashi2v_velocity
+from .sampling import GUIDANCE_MODES, SOLVERS, flashi2v_velocity, model_evaluations
 from .step_cache import step_cache_scope
 from .video import image_to_tensor, to_uint8, write_mp4
 
@@ -56,7 +56,7 @@ def export_to_mp4(frames: torch.Tensor, path: str | os.PathLike, fps: int = FPS)
 
 def check_generation_args(num_frames: int, height: int, width: int, steps: int, guidance: float,
                           shift: float, cutoff: float, spatial: int = 8, temporal: int = 4, patch: int = 2,
-                          guidance_mode: str = "cfg") -> None:
+                          guidance_mode: str = "cfg", solver: str = "euler") -> None:
     """Fail early, with one line naming the fix, on settings the model cannot honour."""
     multiple = spatial * patch
     if height % multiple or width % multiple or height <= 0 or width <= 0:
@@ -74,6 +74,8 @@ def check_generation_args(num_frames: int, height: int, width: int, steps: int, 
         raise FlashI2VError(f"cutoff {cutoff} is out of range: use 0 <= cutoff < 1 (0.1 is the default; lower keeps more detail)")
     if guidance_mode not in GUIDANCE_MODES:
         raise FlashI2VError(f"guidance_mode {guidance_mode!r} is not one of {', '.join(GUIDANCE_MODES)} ('cfg' is the default)")
+    if solver not in SOLVERS:
+        raise FlashI2VError(f"solver {solver!r} is not one of {', '.join(SOLVERS)} ('euler' is the default)")
 
 
 class FlashI2VPipeline:
@@ -274,6 +276,7 @@ class FlashI2VPipeline:
         batch_cfg: bool = True,
         step_cache: float | None = None,
         guidance_mode: str | None = None,
+        solver: str | None = None,
     ) -> FlashI2VOutput:
         """Generate a video whose first frame is ``image``, following ``prompt``.
 
@@ -282,6 +285,8 @@ class FlashI2VPipeline:
         step_cache: a threshold for step caching in this call only (see ``enable_step_cache``); None: as enabled.
         guidance_mode: "cfg" (plain classifier-free guidance, the default) or "mean_free" (the guidance update
         without its per-channel spatial mean, ``flashi2v.sampling.mean_free_cfg``: no CFG colour shift).
+        solver: "euler" (the reference, the default), "dpmpp_2m" (second-order multistep, same cost) or "heun"
+        (second order, two model evaluations per step); see ``flashi2v.sampling``.
         """
         # 1. Fill unset settings from this model's defaults (FlashI2V-1.3B: 49 x 480 x 832, 50 steps,
         #    guidance 5, shift 7, cutoff 0.1), then check them.
@@ -293,9 +298,11 @@ class FlashI2VPipeline:
             negative_prompt = self.defaults.get("negative_prompt", WAN_NEGATIVE_PROMPT)
         if guidance_mode is None:
             guidance_mode = self.defaults.get("guidance_mode", "cfg")
+        if solver is None:
+            solver = self.defaults.get("solver", "euler")
         vae_s, vae_t = self.vae.spatial_factor, self.vae.temporal_factor
         check_generation_args(num_frames, height, width, steps, guidance, shift, cutoff, vae_s, vae_t,
-                              self.transformer.config.patch_size[1], guidance_mode)
+                              self.transformer.config.patch_size[1], guidance_mode, solver)
         single = isinstance(prompt, str) or (prompt is None and prompt_embeds is not None and prompt_embeds.shape[0] == 1)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
         batch = len(prompts) if prompts else prompt_embeds.shape[0]
@@ -330,14 +337,17 @@ class FlashI2VPipeline:
         shape = (batch, self.transformer.config.in_dim, latent_frames, height // vae_s, width // vae_s)
         z = self.prepare_noise(shape, seed, generator)
 
-        # 5. Integrate the flow ODE from sigma = 1 to 0 (Euler on the static-shifted grid).
+        # 5. Integrate the flow ODE from sigma = 1 to 0 on the static-shifted grid (Euler in the reference).
         sigmas = flow.sigma_schedule(steps, shift, device=self.device)
         velocity = flashi2v_velocity(self.transformer, phi_s, s_high, context, negative_context, guidance,
                                      batch_cfg=batch_cfg, guidance_mode=guidance_mode)
         #    Step cache (off unless enabled): reset per generation, so nothing carries over between calls.
-        with step_cache_scope(self.transformer, step_cache, steps), \
+        with step_cache_scope(self.transformer, step_cache, model_evaluations(solver, steps)) as cache, \
                 tqdm(total=steps, desc="denoising", unit="step", disable=not progress) as bar:
-            z = euler(velocity, z, sigmas, callback=lambda i, _: bar.update(1))
+            if cache is not None and model_evaluations(solver, steps) != steps:
+                raise FlashI2VError(f"step caching tracks one model evaluation per step, which solver {solver!r} "
+                                    "does not make: use solver 'euler' or 'dpmpp_2m' with it, or no step cache")
+            z = SOLVERS[solver](velocity, z, sigmas, callback=lambda i, _: bar.update(1))
 
         # 6. z is the clean latent x: decode it directly (phi(s) is not added back).
         if output_type == "latent":
