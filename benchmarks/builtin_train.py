@@ -50,15 +50,18 @@ def median_pace(metrics: Path) -> float:
 
 
 def time_loader(cfg, steps: int) -> float:
-    """Median seconds per batch of the DataLoader alone, over the last two thirds of ``steps`` batches."""
+    """Seconds per batch of the DataLoader alone, as a rate over ``steps`` batches.
+
+    The workers render ahead (num_workers x prefetch_factor batches), so per-batch waits right after the start
+    read that queue, not the rendering: the queue is drained first, then ``steps`` batches are timed together."""
     _, _, loader, _ = trainer_module.build_data(cfg, 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    batches, times = iter(loader), []
-    next(batches)
-    for _ in range(steps):
-        t0 = time.perf_counter()
+    batches = iter(loader)
+    for _ in range(1 + max(loader.num_workers, 1) * (loader.prefetch_factor or 1)):
         next(batches)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[len(times) // 3:])
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        next(batches)
+    return (time.perf_counter() - t0) / steps
 
 
 def main() -> None:
