@@ -5,7 +5,7 @@ import torch
 
 from pathlib import Path
 
-from flashi2v import FlashI2VError, FlashI2VPipeline, FlashI2VTransformer
+from flashi2v import FlashI2VError, FlashI2VPipeline, FlashI2VTransformer, flow
 from flashi2v.builtin import TEXT_SOURCE, write_components
 from flashi2v.encoders import BlockPCACodec, PrecomputedTextEncoder, SentenceTextEncoder, load_text_encoder, load_vae
 
@@ -139,3 +139,23 @@ def test_widening_onto_a_wider_codec_keeps_the_model_function():
     assert new[:, 16:].abs().max() < 1e-5
     with pytest.raises(FlashI2VError, match="does not hold"):
         map_codec.codec_change(narrow, BlockPCACodec(channels=32).fit(torch.rand_like(videos[:4]) * 2 - 1), first=False)
+
+
+def test_pixel_weighted_flow_loss_is_the_squared_error_in_pixels():
+    """channel_loss_weights(pixel_scales, 2): the latent loss equals the decoded videos' squared error (x const)."""
+    videos = smooth_video()
+    codec = BlockPCACodec(channels=16).fit(videos[:4])
+    latent = codec.encode(0.5 * videos[4:])  # decodes well inside [-1, 1]: no clamping below
+    weights = flow.channel_loss_weights(codec.pixel_scales(latent.shape[2]), 2.0)
+    assert weights.shape == (16, 5) and weights.mean().item() == pytest.approx(1.0)
+    assert (weights[0, 1:] > 50 * weights[-1, 1:]).all()  # a block's brightness outweighs its finest detail
+    ratios = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x, other = latent, latent + 0.05 * torch.randn(latent.shape, generator=g)
+        pixels = (codec.decode(other) - codec.decode(x)).square().sum()
+        eps = torch.zeros_like(x)  # velocity target eps - x = -x; the prediction -other
+        ratios.append(flow.flow_loss(-other, x, eps, channel_weight=weights).item() / pixels.item())
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-3)
+    plain = flow.flow_loss(-other, x, eps)
+    assert flow.flow_loss(-other, x, eps, channel_weight=flow.channel_loss_weights(weights, 0.0)).item() == plain.item()

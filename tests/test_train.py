@@ -122,6 +122,16 @@ def test_config_errors_are_clear():
     with pytest.raises(FlashI2VError, match="mean_loss_weight must be >= 0"):
         load_config("tiny", ["recipe.mean_loss_weight=-1", "data.index=x"])
     assert load_config("tiny", ["recipe.mean_loss_weight=20", "data.index=x"]).recipe.mean_loss_weight == 20
+    with pytest.raises(FlashI2VError, match="channel_loss_power must be in"):
+        load_config("tiny", ["recipe.channel_loss_power=-1", "data.index=x"])
+
+
+def test_channel_loss_power_needs_a_codec_with_pixel_scales(clips, tmp_path):
+    from flashi2v import FlashI2VError
+
+    with pytest.raises(FlashI2VError, match="channel_loss_power needs a linear codec"):
+        train(config(clips, tmp_path / "run", "recipe.steps=2", "recipe.channel_loss_power=2"), device="cpu",
+              progress=False)
 
 
 def test_init_from_wan_t2v_checkpoint(clips, tmp_path):

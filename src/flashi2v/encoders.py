@@ -462,6 +462,12 @@ class BlockPCACodec(torch.nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
+    def pixel_scales(self, latent_frames: int) -> torch.Tensor:
+        """C x T: the length in pixel space of one unit of each latent channel in each latent frame (frame 0 has
+        its own basis and scale), i.e. how much of the decoded video an error in that channel moves."""
+        first, later = self.std0 * self.basis0.norm(dim=0), self.std * self.basis.norm(dim=0)
+        return torch.stack([first] + [later] * (latent_frames - 1), dim=1)
+
     def _check(self, pixels: torch.Tensor) -> None:
         _, c, f, h, w = pixels.shape
         t, s = self.temporal, self.spatial

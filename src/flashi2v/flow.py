@@ -59,19 +59,41 @@ def velocity_target(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return eps.float() - x.float()
 
 
-def flow_loss(velocity: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, mean_weight: float = 0.0) -> torch.Tensor:
+def flow_loss(velocity: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, mean_weight: float = 0.0,
+              channel_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error between the predicted velocity and eps - x, over every element and frame, float32.
 
     mean_weight > 0 adds mean_weight * mean over (sample, channel, frame) of mean_hw(v - (eps - x))^2: the
     error of each latent frame's channel means, which the element-wise MSE weights like any single one of
     its H x W elements. For a linear latent codec those means fix each frame's mean colour (the built-in
     model's colour drift, docs/builtin.md). 0, the reference recipe, is the plain MSE.
+
+    channel_weight (C x T, mean 1; None, the reference recipe: all 1) weights each latent channel and frame's
+    squared error: mean(w_ct (v - (eps - x))^2). ``channel_loss_weights`` makes it from the codec.
     """
     error = velocity.float() - velocity_target(x, eps)
-    loss = error.square().mean()
+    squared = error.square()
+    if channel_weight is not None:
+        squared = squared * channel_weight.to(squared.device, torch.float32)[:, :, None, None]
+    loss = squared.mean()
     if mean_weight:
         loss = loss + mean_weight * error.mean(dim=(-2, -1)).square().mean()
     return loss
+
+
+def channel_loss_weights(pixel_scales: torch.Tensor, power: float) -> torch.Tensor:
+    """w_ct = a_ct^power / mean(a^power), where a_ct is how many pixel units one unit of latent channel c in
+    latent frame t is worth (C x T).
+
+    Latents are normalised to unit variance per channel, so the plain MSE (power 0) charges an error in a
+    channel that moves whole blocks of pixels (a block's brightness or colour) like the same error in one
+    that moves a fine detail. For an orthonormal linear codec (the built-in ``BlockPCACodec``, a = the
+    channel's standard deviation) power 2 makes the loss the squared error in pixels (up to a constant).
+    """
+    if power == 0:
+        return torch.ones_like(pixel_scales, dtype=torch.float32)
+    w = pixel_scales.float().pow(power)
+    return w / w.mean()
 
 
 def sigma_schedule(steps: int, shift: float = 7.0, device=None) -> torch.Tensor:

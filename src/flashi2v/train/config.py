@@ -95,6 +95,9 @@ class RecipeSection:
     # Extra weight on the error of each latent frame's channel means (flow.flow_loss's mean_weight); 0 is
     # the reference recipe's plain MSE
     mean_loss_weight: float = 0.0
+    # Loss weight of each latent channel ~ (pixels one unit of it moves)^power (flow.channel_loss_weights): 0 is
+    # the reference recipe's plain MSE; 2 is the MSE in pixels for a linear codec (the built-in BlockPCACodec)
+    channel_loss_power: float = 0.0
     seed: int = 0
     compile: bool = False
     context_parallel: int = 1  # Ulysses degree: ranks that share one sample's tokens (divides the world size)
@@ -196,6 +199,9 @@ def validate(c: TrainConfig) -> None:
         raise FlashI2VError("recipe.steps, batch_size and grad_accum must be >= 1")
     if c.recipe.mean_loss_weight < 0:
         raise FlashI2VError(f"recipe.mean_loss_weight must be >= 0, got {c.recipe.mean_loss_weight}")
+    if not 0 <= c.recipe.channel_loss_power <= 4:
+        raise FlashI2VError(f"recipe.channel_loss_power must be in [0, 4] (0: plain MSE, 2: MSE in pixels), "
+                            f"got {c.recipe.channel_loss_power}")
     if c.recipe.noise_draws < 1:
         raise FlashI2VError(f"recipe.noise_draws must be >= 1, got {c.recipe.noise_draws}")
     if c.optim.decay not in LR_DECAYS:

@@ -19,11 +19,13 @@ from ..model import FlashI2VTransformer
 class FlashI2VObjective(nn.Module):
     """loss = || DiT(sigma eps + (1 - sigma) x - phi(s), 1000 sigma, c, s_high) - (eps - x) ||^2 (METHOD.md 3, 5)."""
 
-    def __init__(self, transformer: FlashI2VTransformer, signed_fourier: bool = False, mean_loss_weight: float = 0.0):
+    def __init__(self, transformer: FlashI2VTransformer, signed_fourier: bool = False, mean_loss_weight: float = 0.0,
+                 channel_weight: torch.Tensor | None = None):
         super().__init__()
         self.transformer = transformer
         self.signed_fourier = signed_fourier
         self.mean_loss_weight = mean_loss_weight  # flow.flow_loss's mean_weight (0: the reference recipe)
+        self.channel_weight = channel_weight  # flow.flow_loss's channel_weight, C x T (None: the reference recipe)
 
     def forward(self, x, s, context, sigma, eps, rho) -> torch.Tensor:
         frames = x.shape[2]
@@ -31,7 +33,7 @@ class FlashI2VObjective(nn.Module):
         s_high = fourier.fourier_features(s, rho, frames, signed=self.signed_fourier)
         z = flow.shifted_interpolation(x, eps, phi_s, sigma)
         velocity = self.transformer(z, 1000.0 * sigma, context, s_high)
-        return flow.flow_loss(velocity, x, eps, self.mean_loss_weight)
+        return flow.flow_loss(velocity, x, eps, self.mean_loss_weight, self.channel_weight)
 
 
 @dataclass

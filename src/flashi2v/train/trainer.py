@@ -225,7 +225,7 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
 
     # 2. Data and the frozen encoders.
     dataset, sampler, loader, cached = build_data(cfg, dp_rank, dp_size, info.device)
-    need_encoders = not cached or cfg.output.sample_every
+    need_encoders = not cached or cfg.output.sample_every or cfg.recipe.channel_loss_power
     vae, text_encoder = load_components(cfg.model.components, info.device) if need_encoders else (None, None)
     if cached:
         shape = tuple(dataset[0]["x"].shape)
@@ -234,6 +234,12 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
         shape = latent_shape(cfg, vae)
         conditioner = Conditioner(vae, text_encoder, transformer.config.text_len, None, info.device)
     shift = training_shift(cfg, shape, transformer.config.patch_size)
+    if cfg.recipe.channel_loss_power:
+        if not hasattr(vae, "pixel_scales"):
+            raise FlashI2VError(f"recipe.channel_loss_power needs a linear codec that knows its channels' pixel scales "
+                                f"(the built-in BlockPCACodec); {type(vae).__name__} does not: set it to 0")
+        objective.channel_weight = flow.channel_loss_weights(vae.pixel_scales(shape[1]),
+                                                             cfg.recipe.channel_loss_power).to(info.device)
 
     # 3. Resume.
     step = 0
