@@ -31,11 +31,12 @@ import torch
 
 from .errors import FlashI2VError
 
-# Recommended threshold, from benchmarks/step_cache.py on the built-in model (18 held-out videos, 12 steps):
-# every threshold up to 0.3 kept mean motion and frame-0 PSNR within 5 % of the uncached run; 0.2 is the
-# largest whose worst single video also stayed within 5 % (motion 1.05x), skipping 7 of 12 steps (1.9x per
-# step). Re-measure for other models (docs/performance.md, "Step caching").
-DEFAULT_THRESHOLD = 0.2
+# Recommended threshold, from benchmarks/step_cache.py on the built-in model (stage-5 weights, 18 held-out
+# videos, 12 steps): every threshold up to 0.3 kept mean motion and frame-0 PSNR within 5 % of the uncached run;
+# 0.1 is the largest whose worst single video also stayed within 5 % (motion 0.986-1.019x; at 0.2 one video
+# moved 1.12x), skipping 4 of 12 steps (1.38x per step). Re-measure for other models (docs/performance.md,
+# "Step caching").
+DEFAULT_THRESHOLD = 0.1
 _CUDA_GRAPHS = ("the step cache decides per step on the host, which a CUDA graph of the whole forward cannot "
                 "replay: use it without cuda_graphs (apply_fast_path's default)")
 
