@@ -100,7 +100,7 @@ def main() -> None:
         rows.append({"variant": variant, "s_per_step": pace, "clips_per_s": args.batch / pace,
                      "draws_per_s": args.batch * args.noise_draws / pace})
         print(rows[-1], flush=True)
-        save_json(out / "builtin_train.json", {"device": device_info(device), "args": vars(args), "rows": rows})
+        save_json(out / "builtin_train.json", {"device": device_info(device), "args": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows})
     for row in rows:
         row["vs_host_repeat"] = next((r["s_per_step"] for r in rows if r["variant"] == "host-repeat"), None)
         row["vs_host_repeat"] = row["vs_host_repeat"] and row["s_per_step"] / row["vs_host_repeat"]
