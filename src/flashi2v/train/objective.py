@@ -19,13 +19,14 @@ from ..model import FlashI2VTransformer
 class FlashI2VObjective(nn.Module):
     """loss = || DiT(sigma eps + (1 - sigma) x - phi(s), 1000 sigma, c, s_high) - (eps - x) ||^2 (METHOD.md 3, 5)."""
 
-    def __init__(self, transformer: FlashI2VTransformer, signed_fourier: bool = False, mean_loss_weight: float = 0.0,
-                 channel_weight: torch.Tensor | None = None):
+    def __init__(self, transformer: FlashI2VTransformer, signed_fourier: bool = False, mean_loss_weight: float = 0.0):
         super().__init__()
         self.transformer = transformer
         self.signed_fourier = signed_fourier
         self.mean_loss_weight = mean_loss_weight  # flow.flow_loss's mean_weight (0: the reference recipe)
-        self.channel_weight = channel_weight  # flow.flow_loss's channel_weight, C x T (None: the reference recipe)
+        # flow.flow_loss's channel_weight, C x T; None is the reference recipe. The trainer sets it from the codec,
+        # which is loaded after the objective is built and wrapped.
+        self.channel_weight: torch.Tensor | None = None
 
     def forward(self, x, s, context, sigma, eps, rho) -> torch.Tensor:
         frames = x.shape[2]
