@@ -213,13 +213,15 @@ def test_quality_report_bars_and_table():
         assert report.bars()["cutoff_knob"] is works
 
 
+def _row(motion, cutoff, knob, psnr_db, drift=1.0, correct=True):
+    return {"photo": "a.png", "motion": motion, "cutoff": cutoff, "knob": knob, "predicted": motion,
+            "correct": correct, "psnr_frame0": psnr_db, "colour_drift": drift, "motion_magnitude": 1.0}
+
+
 def test_summary_keeps_knob_videos_apart_when_the_default_cutoff_is_a_knob_value():
     from flashi2v.eval.quality import DIRECTIONAL, summarise
 
-    def row(motion, cutoff, knob, psnr_db, drift=1.0, correct=True):
-        return {"photo": "a.png", "motion": motion, "cutoff": cutoff, "knob": knob, "predicted": motion,
-                "correct": correct, "psnr_frame0": psnr_db, "colour_drift": drift, "motion_magnitude": 1.0}
-
+    row = _row
     main = [row(m, 0.6, False, 30.0, drift=2.0 if m == "zoom_out" else 1.0) for m in DIRECTIONAL]
     main.append({**row("static", 0.6, False, 30.0), "motion_magnitude": 0.1})
     rows = main + [row("pan_left", 0.05, True, 31.0), row("pan_left", 0.6, True, 29.0)]  # default cutoff = rho_high
@@ -228,3 +230,26 @@ def test_summary_keeps_knob_videos_apart_when_the_default_cutoff_is_a_knob_value
     assert s["psnr_frame0"] == 30.0  # the knob videos do not count as the model's own videos
     assert (s["psnr_rho_low"], s["psnr_rho_high"]) == (31.0, 29.0)  # nor do the default videos count for the knob
     assert math.isclose(s["still_motion"], 0.1)
+
+
+def test_seeds_pool_every_camera_motion_video_for_the_drift_bar():
+    """Two seeds: one meets the bar, the other has one video over it and a wrong motion; the still and
+    knob videos (drifting 9 %) must not count."""
+    from flashi2v.eval.quality import DIRECTIONAL, QualityReport, seeds_table, summarise, summarise_seeds
+
+    reports = {}
+    for seed, bad in ((3, None), (7, "tilt_up")):
+        rows = [_row(m, 0.1, False, 30.0 + seed, drift=3.5 if m == bad else 1.0, correct=m != bad) for m in DIRECTIONAL]
+        rows += [{**_row("static", 0.1, False, 30.0 + seed, drift=9.0), "motion_magnitude": 0.1},
+                 _row("pan_left", 0.05, True, 31.0, drift=9.0), _row("pan_left", 0.6, True, 30.9, drift=9.0)]
+        reports[seed] = QualityReport(rows, summarise(rows, ["a.png"], 0.05, 0.6))
+    pooled = summarise_seeds(reports)
+    n = len(DIRECTIONAL)
+    assert pooled["videos"] == 2 * n and pooled["within_bar"] == 2 * n - 1
+    assert pooled["colour_drift_max"] == 3.5 and math.isclose(pooled["colour_drift_mean"], (2 * n - 1 + 3.5) / (2 * n))
+    assert pooled["seeds_bar_met"] == [3]
+    assert math.isclose(pooled["direction_accuracy"], (2 * n - 1) / (2 * n))
+    assert pooled["per_seed"][7]["within_bar"] == n - 1 and math.isclose(pooled["psnr_frame0"], 35.0)
+    assert math.isclose(pooled["knob_gain_db"], 0.1)
+    table = seeds_table(pooled)
+    assert "| 7 | 3.50 /" in table and f"{2 * n - 1}/{2 * n} (bar met at seeds [3])" in table

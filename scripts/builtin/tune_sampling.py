@@ -4,6 +4,8 @@ For every combination of steps x guidance x shift x cutoff, ``flashi2v.eval.qual
 on the held-out photos (frame-0 PSNR, prompt-following accuracy, colour drift, still vs pan motion, the
 cutoff knob). The best setting is the one that passes the most bars, then has the highest accuracy, then
 PSNR; it is measured again with frame strips saved, and written as ``best.json`` (the pipeline defaults).
+``grid.json`` keeps every setting's summary and per-video rows; ``--final-seeds`` measures the best setting at
+more seeds and pools their videos (``seeds.json``).
 
     python scripts/builtin/tune_sampling.py --model src/flashi2v/builtin_model --photos .kit/held_out \
         --text-encoder .kit/components/text_encoder --out outputs/tune --device cuda
@@ -20,7 +22,7 @@ import torch
 
 from flashi2v.encoders import load_text_encoder, load_vae
 from flashi2v.model import FlashI2VTransformer
-from flashi2v.eval.quality import evaluate_motion_model
+from flashi2v.eval.quality import evaluate_motion_model, seeds_table, summarise_seeds
 from flashi2v.pipeline import FlashI2VPipeline
 from flashi2v.sampling import GUIDANCE_MODES
 from flashi2v.data.synthetic import photos_in
@@ -40,6 +42,8 @@ def main() -> None:
     ap.add_argument("--guidance-mode", nargs="+", default=["cfg"], choices=GUIDANCE_MODES,
                     help="how CFG combines its branches (flashi2v.sampling.GUIDANCE)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--final-seeds", type=int, nargs="*", default=[],
+                    help="also measure the best setting at these seeds and pool them (seeds.json, the drift bar over many videos)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,7 +65,7 @@ def main() -> None:
         report = evaluate_motion_model(pipe, photos, None, seed=args.seed)
         s = report.summary
         rows.append({"steps": steps, "guidance": guidance, "shift": shift, "cutoff": cutoff, "guidance_mode": mode,
-                     "bars": sum(report.bars().values()), **s})
+                     "bars": sum(report.bars().values()), **s, "videos": report.rows})
         print(f"steps {steps} guidance {guidance} ({mode}) shift {shift} cutoff {cutoff}: bars {rows[-1]['bars']}/5, psnr {s['psnr_frame0']:.2f}, "
               f"accuracy {s['direction_accuracy']:.2f}, drift {s['colour_drift_max']:.2f}, still/pan "
               f"{s['still_motion']:.2f}/{s['pan_motion']:.2f}, rho {s['psnr_rho_low']:.2f}/{s['psnr_rho_high']:.2f}", flush=True)
@@ -77,6 +81,14 @@ def main() -> None:
               f"{r['direction_accuracy']:.2f} | {r['colour_drift_max']:.2f} | {r['still_motion']:.2f} / {r['pan_motion']:.2f} | "
               f"{r['psnr_rho_low']:.2f} / {r['psnr_rho_high']:.2f} |")
     print(f"\nbest: {json.dumps(pipe.defaults)}\n{report.table()}")
+    if args.final_seeds:
+        reports = {args.seed: report}
+        for seed in args.final_seeds:
+            if seed not in reports:
+                reports[seed] = evaluate_motion_model(pipe, photos, out / f"seed{seed}", seed=seed)
+        pooled = summarise_seeds(reports)
+        (out / "seeds.json").write_text(json.dumps(pooled, indent=1))
+        print(seeds_table(pooled))
 
 
 if __name__ == "__main__":

@@ -194,20 +194,32 @@ def cmd_data_cache(args) -> None:
 
 
 def cmd_eval_motion(args) -> None:
+    import json
     import tempfile
 
     from .data.synthetic import evaluation_photos
-    from .eval.quality import evaluate_motion_model
+    from .eval.quality import evaluate_motion_model, seeds_table, summarise_seeds
     from .pipeline import FlashI2VPipeline
 
     pipe = FlashI2VPipeline.from_pretrained(args.model, device=resolve_device(args.device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    seeds = args.seed
+    reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         photos = evaluation_photos(args.photos, tmp)
-        report = evaluate_motion_model(pipe, photos, out, seed=args.seed, progress=False)
-    print(report.table())
-    print(f"per-video rows: {out / 'quality.json'}; frame strips: {out}/*.png")
+        for seed in seeds:
+            folder = out if len(seeds) == 1 else out / f"seed{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            reports[seed] = evaluate_motion_model(pipe, photos, folder, seed=seed, progress=False)
+            print(f"seed {seed}:\n{reports[seed].table()}", flush=True)
+    if len(seeds) > 1:
+        pooled = summarise_seeds(reports)
+        (out / "seeds.json").write_text(json.dumps(pooled, indent=1))
+        print(seeds_table(pooled))
+        print(f"pooled rows: {out / 'seeds.json'}; per seed: {out}/seed*/quality.json and frame strips")
+    else:
+        print(f"per-video rows: {out / 'quality.json'}; frame strips: {out}/*.png")
 
 
 def cmd_data_synth(args) -> None:
@@ -298,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--photos", default="held-out", help="folder of photos, or 'held-out': the photos the built-in "
                    "model never saw in training (default %(default)s)")
     m.add_argument("--out", default="outputs/eval-motion", help="folder for quality.json/.md and PNG strips")
-    m.add_argument("--seed", type=int, default=0, help="generation seed (default %(default)s)")
+    m.add_argument("--seed", type=int, nargs="+", default=[0], help="generation seed; several (e.g. 0 1 2 3 4) "
+                   "also pool their videos into seeds.json (default 0)")
     m.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
     m.set_defaults(func=cmd_eval_motion)
     e.set_defaults(func=lambda a: e.print_help())
