@@ -64,7 +64,7 @@ def main() -> None:
         pipe.defaults = {**base, "steps": steps, "guidance": guidance, "shift": shift, "cutoff": cutoff, "guidance_mode": mode}
         report = evaluate_motion_model(pipe, photos, None, seed=args.seed)
         s = report.summary
-        rows.append({"steps": steps, "guidance": guidance, "shift": shift, "cutoff": cutoff, "guidance_mode": mode,
+        rows.append({"seed": args.seed, "steps": steps, "guidance": guidance, "shift": shift, "cutoff": cutoff, "guidance_mode": mode,
                      "bars": sum(report.bars().values()), **s, "videos": report.rows})
         print(f"steps {steps} guidance {guidance} ({mode}) shift {shift} cutoff {cutoff}: bars {rows[-1]['bars']}/5, psnr {s['psnr_frame0']:.2f}, "
               f"accuracy {s['direction_accuracy']:.2f}, drift {s['colour_drift_max']:.2f}, still/pan "
