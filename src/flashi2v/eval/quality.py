@@ -121,7 +121,6 @@ def evaluate_motion_model(pipe, photos: list[Path], out_dir: Path | None = None,
     return report
 
 
-
 def summarise_seeds(reports: dict[int, QualityReport]) -> dict:
     """Pool the camera-motion videos of several seeds' reports: the drift bar asks every one of them to stay
     within ``DRIFT_BAR`` %, so one seed's maximum says little; also the mean drift, how many videos and seeds
@@ -148,7 +147,7 @@ def summarise_seeds(reports: dict[int, QualityReport]) -> dict:
 
 def seeds_table(pooled: dict) -> str:
     """Markdown: one row per seed, then the pooled row."""
-    lines = ["| seed | drift max / mean % | videos within 3 % | accuracy | frame-0 PSNR | knob gain (dB) |",
+    lines = [f"| seed | drift max / mean % | videos within {DRIFT_BAR:g} % | accuracy | frame-0 PSNR | knob gain (dB) |",
              "|---|---|---|---|---|---|"]
     for seed, s in pooled["per_seed"].items():
         lines.append(f"| {seed} | {s['colour_drift_max']:.2f} / {s['colour_drift_mean']:.2f} | {s['within_bar']}/{s['videos']} | "
