@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: as stored)")
     g.add_argument("--step-cache", type=float, default=None, metavar="THRESHOLD",
                    help="reuse transformer blocks across steps whose first-block change is below THRESHOLD "
-                   "(faster, may weaken motion; e.g. 0.1; default: off). See benchmarks/step_cache.py")
+                   "(faster, may weaken motion; e.g. 0.2, the measured choice for the built-in model; default: off). "
+                   "See benchmarks/step_cache.py")
     g.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory, slower)")
     g.add_argument("--no-fast", action="store_true", help="on a GPU, skip the fast path (compiled blocks, cuDNN "
                    "attention; compiling costs ~10-30 s per video size)")
