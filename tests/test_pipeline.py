@@ -126,3 +126,24 @@ def test_help_explains_every_option(capsys):
     for flag in ("--image", "--prompt", "--model", "--out", "--num-frames", "--cutoff", "--device", "--dtype",
                  "--images-file", "--prompts-file", "--guidance", "--steps", "--shift", "--seed"):
         assert flag in text
+
+
+def test_cli_eval_motion_pools_several_seeds(pipe, tmp_path, capsys):
+    """`flashi2v eval motion --seed 0 1` writes each seed's report and one pooled over both seeds' videos."""
+    import json
+    import shutil
+
+    folder, photos, out = tmp_path / "model", tmp_path / "photos", tmp_path / "eval"
+    small = FlashI2VPipeline(pipe.transformer, pipe.vae, pipe.text_encoder, defaults={**SMALL, "steps": 2})
+    small.save_pretrained(folder)
+    photos.mkdir()
+    shutil.copy(EXAMPLE, photos / "astronaut.jpg")
+    rc = main(["eval", "motion", "--model", str(folder), "--photos", str(photos), "--seed", "0", "1",
+               "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    pooled = json.loads((out / "seeds.json").read_text())
+    per_seed = [json.loads((out / f"seed{s}" / "quality.json").read_text()) for s in (0, 1)]
+    assert pooled["seeds"] == [0, 1] and pooled["videos"] == 12  # 6 camera motions x 2 seeds
+    assert pooled["colour_drift_max"] == max(q["summary"]["colour_drift_max"] for q in per_seed)
+    assert per_seed[0]["rows"] != per_seed[1]["rows"]  # the seeds really differ
+    assert "| all |" in capsys.readouterr().out
