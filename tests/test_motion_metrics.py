@@ -252,4 +252,4 @@ def test_seeds_pool_every_camera_motion_video_for_the_drift_bar():
     assert pooled["per_seed"][7]["within_bar"] == n - 1 and math.isclose(pooled["psnr_frame0"], 35.0)
     assert math.isclose(pooled["knob_gain_db"], 0.1)
     table = seeds_table(pooled)
-    assert "| 7 | 3.50 /" in table and f"{2 * n - 1}/{2 * n} (bar met at seeds [3])" in table
+    assert "| 7 | 3.50 /" in table and f"{2 * n - 1}/{2 * n} (bar met at seeds: 3)" in table

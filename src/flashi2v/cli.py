@@ -198,7 +198,9 @@ def cmd_eval_motion(args) -> None:
     import tempfile
 
     from .data.synthetic import evaluation_photos
-    from .eval.quality import evaluate_motion_model, seeds_table, summarise_seeds
+    from tqdm.auto import tqdm
+
+    from .eval.quality import VIDEOS_PER_PHOTO, evaluate_motion_model, seeds_table, summarise_seeds
     from .pipeline import FlashI2VPipeline
 
     pipe = FlashI2VPipeline.from_pretrained(args.model, device=resolve_device(args.device))
@@ -208,11 +210,16 @@ def cmd_eval_motion(args) -> None:
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         photos = evaluation_photos(args.photos, tmp)
-        for seed in seeds:
-            folder = out if len(seeds) == 1 else out / f"seed{seed}"
-            folder.mkdir(parents=True, exist_ok=True)
-            reports[seed] = evaluate_motion_model(pipe, photos, folder, seed=seed, progress=False)
-            print(f"seed {seed}:\n{reports[seed].table()}", flush=True)
+        with tqdm(total=len(seeds) * len(photos) * VIDEOS_PER_PHOTO, desc="eval motion", unit="video") as bar:
+            def advance(row: dict) -> None:
+                bar.set_postfix(seed=seed, video=f"{Path(row['photo']).stem} {row['motion']}", refresh=False)
+                bar.update()
+
+            for seed in seeds:
+                folder = out if len(seeds) == 1 else out / f"seed{seed}"
+                folder.mkdir(parents=True, exist_ok=True)
+                reports[seed] = evaluate_motion_model(pipe, photos, folder, seed=seed, on_video=advance)
+                bar.write(f"seed {seed}:\n{reports[seed].table()}")
     if len(seeds) > 1:
         pooled = summarise_seeds(reports)
         (out / "seeds.json").write_text(json.dumps(pooled, indent=1))
