@@ -157,6 +157,7 @@ def summarise(rows: list[dict], thresholds: list, tolerance: float) -> list[dict
             "block_speedup": steps * blocks / block_runs, "skipped": skipped,
             "skip_pct": 100 * skipped / steps, "motion_px": motion, "motion_ratio": motion_ratio,
             "worst_video_motion_ratio": float(max(per_video_motion, key=lambda x: abs(x - 1))),
+            "video_motion_ratio_min": float(min(per_video_motion)), "video_motion_ratio_max": float(max(per_video_motion)),
             "psnr_db": quality, "psnr_ratio": psnr_ratio, "motion_ok": motion_ok, "psnr_ok": psnr_ok,
             "pass": bool(motion_ok and psnr_ok),
         })
@@ -213,7 +214,8 @@ def main(argv=None) -> None:
                                         "summary": summary, "recommended_threshold": best, "rows": rows})
     print(f"\nstep cache on {model} ({device}); JSON: {out / 'step_cache.json'}")
     cols = ["threshold", "step_ms", "speedup", "block_speedup", "skipped", "skip_pct", "motion_px", "motion_ratio",
-            "worst_video_motion_ratio", "psnr_db", "psnr_ratio", "motion_ok", "psnr_ok", "pass"]
+            "worst_video_motion_ratio", "video_motion_ratio_min", "video_motion_ratio_max", "psnr_db", "psnr_ratio",
+            "motion_ok", "psnr_ok", "pass"]
     print(table(summary, cols))
     if best is None:
         print(f"recommended threshold: none (no threshold kept motion and frame-0 PSNR within "

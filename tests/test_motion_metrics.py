@@ -221,10 +221,9 @@ def _row(motion, cutoff, knob, psnr_db, drift=1.0, correct=True):
 def test_summary_keeps_knob_videos_apart_when_the_default_cutoff_is_a_knob_value():
     from flashi2v.eval.quality import DIRECTIONAL, summarise
 
-    row = _row
-    main = [row(m, 0.6, False, 30.0, drift=2.0 if m == "zoom_out" else 1.0) for m in DIRECTIONAL]
-    main.append({**row("static", 0.6, False, 30.0), "motion_magnitude": 0.1})
-    rows = main + [row("pan_left", 0.05, True, 31.0), row("pan_left", 0.6, True, 29.0)]  # default cutoff = rho_high
+    main = [_row(m, 0.6, False, 30.0, drift=2.0 if m == "zoom_out" else 1.0) for m in DIRECTIONAL]
+    main.append({**_row("static", 0.6, False, 30.0), "motion_magnitude": 0.1})
+    rows = main + [_row("pan_left", 0.05, True, 31.0), _row("pan_left", 0.6, True, 29.0)]  # default cutoff = rho_high
     s = summarise(rows, ["a.png"], 0.05, 0.6)
     assert s["directional"] == len(DIRECTIONAL) and s["colour_drift_max"] == 2.0
     assert s["psnr_frame0"] == 30.0  # the knob videos do not count as the model's own videos
@@ -251,5 +250,6 @@ def test_seeds_pool_every_camera_motion_video_for_the_drift_bar():
     assert math.isclose(pooled["direction_accuracy"], (2 * n - 1) / (2 * n))
     assert pooled["per_seed"][7]["within_bar"] == n - 1 and math.isclose(pooled["psnr_frame0"], 35.0)
     assert math.isclose(pooled["knob_gain_db"], 0.1)
+    assert math.isclose(pooled["still_motion"], 0.1) and math.isclose(pooled["pan_motion"], 1.0)
     table = seeds_table(pooled)
     assert "| 7 | 3.50 /" in table and f"{2 * n - 1}/{2 * n} (bar met at seeds: 3)" in table

@@ -133,7 +133,8 @@ def evaluate_motion_model(pipe, photos: list[Path], out_dir: Path | None = None,
 def summarise_seeds(reports: dict[int, QualityReport]) -> dict:
     """Pool the camera-motion videos of several seeds' reports: the drift bar asks every one of them to stay
     within ``DRIFT_BAR`` %, so one seed's maximum says little; also the mean drift, how many videos and seeds
-    meet the bar, prompt following, frame-0 PSNR and the knob's gain (rho low minus rho high), per seed and pooled."""
+    meet the bar, prompt following, frame-0 PSNR, still / pan motion and the knob's gain (rho low minus rho high),
+    per seed and pooled (the per-seed numbers averaged)."""
     per_seed, videos = {}, []
     for seed, report in reports.items():
         directional = [r for r in report.rows if not r.get("knob") and r["motion"] in DIRECTIONAL]
@@ -143,7 +144,8 @@ def summarise_seeds(reports: dict[int, QualityReport]) -> dict:
                           "colour_drift_mean": float(np.mean([r["colour_drift"] for r in directional])),
                           "within_bar": sum(r["colour_drift"] <= DRIFT_BAR for r in directional),
                           "videos": len(directional), "direction_accuracy": s["direction_accuracy"],
-                          "psnr_frame0": s["psnr_frame0"], "knob_gain_db": s["psnr_rho_low"] - s["psnr_rho_high"]}
+                          "psnr_frame0": s["psnr_frame0"], "knob_gain_db": s["psnr_rho_low"] - s["psnr_rho_high"],
+                          "still_motion": s["still_motion"], "pan_motion": s["pan_motion"]}
     drifts = [r["colour_drift"] for r in videos]
     return {"seeds": list(reports), "per_seed": per_seed, "videos": len(videos),
             "colour_drift_mean": float(np.mean(drifts)), "colour_drift_max": max(drifts),
@@ -151,7 +153,8 @@ def summarise_seeds(reports: dict[int, QualityReport]) -> dict:
             "seeds_bar_met": [seed for seed, s in per_seed.items() if s["colour_drift_max"] <= DRIFT_BAR],
             "direction_accuracy": sum(r["correct"] for r in videos) / len(videos),
             "psnr_frame0": float(np.mean([s["psnr_frame0"] for s in per_seed.values()])),
-            "knob_gain_db": float(np.mean([s["knob_gain_db"] for s in per_seed.values()]))}
+            **{key: float(np.mean([s[key] for s in per_seed.values()]))
+               for key in ("knob_gain_db", "still_motion", "pan_motion")}}
 
 
 def seeds_table(pooled: dict) -> str:
