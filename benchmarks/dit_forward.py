@@ -20,6 +20,8 @@ Variants:
                               measured slower in the forward, not in the library)
   ours-fast+fa4+quack-others  every other block matmul (q/k/v/o, FFN down) by quack's Hopper GEMM
   ours-fast+fa4+quack         both
+  ours-fast+fa3       apply_fast_path(attention="fa3"): FlashAttention-3 kernels (needs flash_attn_3, build_fa3.sh)
+  ours-fast+fa3+graphs + apply_cuda_graphs
 Ours is timed on its real FlashI2V input (the Fourier features branch included, ~0.1 % more FLOPs).
 
 Variants are timed in rounds (``--rounds``, the order reversed every other round), so that a GPU clock
@@ -43,7 +45,7 @@ from common import (bench, reset_memory, device_info, diffusers_wan, dit_flops, 
                     out_dir, param_bytes, randomize_, rel_err, save_json, table)
 
 from flashi2v import FlashI2VTransformer, preset
-from flashi2v.model.attention import fa4_available, set_fa4_wave_split
+from flashi2v.model.attention import fa3_available, fa4_available, set_fa4_wave_split
 from flashi2v.optimize import apply_cuda_graphs, apply_fast_path, fuse_ffn_gelu, set_attention_backend
 from quack_gemm import use_quack_gemm
 
@@ -113,6 +115,8 @@ LADDER = [
     ("ours-fast+fa4+quack-up", "fa4", lambda m: use_quack_gemm(apply_fast_path(m, attention="fa4"), others=False)),
     ("ours-fast+fa4+quack-others", "fa4", lambda m: use_quack_gemm(apply_fast_path(m, attention="fa4"), ffn_up=False)),
     ("ours-fast+fa4+quack", "fa4", lambda m: use_quack_gemm(apply_fast_path(m, attention="fa4"))),
+    ("ours-fast+fa3", "fa3", lambda m: apply_fast_path(m, attention="fa3")),
+    ("ours-fast+fa3+graphs", "fa3", lambda m: apply_fast_path(m, attention="fa3", cuda_graphs=True)),
     ("ours-fast+fa4+quack-others+graphs", "fa4",
      lambda m: apply_cuda_graphs(use_quack_gemm(apply_fast_path(m, attention="fa4"), ffn_up=False))),
 ]
@@ -153,6 +157,9 @@ def main() -> None:
     if not (cuda and fa4_available()):
         print("ours-fast+fa4 skipped: needs a CUDA GPU and flash-attn-4", flush=True)
         ladder = [v for v in ladder if v[1] != "fa4"]
+    if not (cuda and fa3_available()):
+        print("ours-fast+fa3 skipped: needs a CUDA GPU and flash_attn_3 (benchmarks/build_fa3.sh)", flush=True)
+        ladder = [v for v in ladder if v[1] != "fa3"]
     run_diffusers = args.only is None or any(n.startswith("diffusers") for n in args.only)
 
     ceiling = matmul_ceiling(device, n=512 if args.tiny else 8192)

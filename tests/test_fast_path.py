@@ -9,7 +9,7 @@ import torch
 
 from flashi2v import FlashI2VTransformer
 from flashi2v.errors import FlashI2VError
-from flashi2v.model.attention import ATTENTION_BACKENDS, attention, fa4_available, get_attention_backend
+from flashi2v.model.attention import ATTENTION_BACKENDS, attention, fa3_available, fa4_available, get_attention_backend
 from flashi2v.kernels import triton_available
 from flashi2v.optimize import (LinearGELU, apply_fast_path, attention_backend, fuse_ffn_gelu, fuse_norms,
                                fuse_qkv, set_attention_backend, stream_from_cpu)
@@ -122,8 +122,8 @@ def test_attention_backends_agree_and_bad_name_is_an_error():
             assert rel(attention(q, k, v), ref) < 1e-5
     assert get_attention_backend() == "auto"
     with pytest.raises(ValueError, match="unknown attention backend"):
-        set_attention_backend("fa3")
-    assert set(ATTENTION_BACKENDS) >= {"auto", "cudnn", "flash", "fa4"}
+        set_attention_backend("fa2")
+    assert set(ATTENTION_BACKENDS) >= {"auto", "cudnn", "flash", "fa3", "fa4"}
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs a CUDA GPU and triton")
@@ -215,6 +215,30 @@ def test_fa4_backend_without_flash_attn_4_says_how_to_get_it_and_changes_nothing
     with pytest.raises(FlashI2VError, match="pip install flash-attn-4"):
         set_attention_backend("fa4")
     assert get_attention_backend() == "auto"
+
+
+def test_fa3_backend_without_flash_attn_3_says_how_to_build_it_and_changes_nothing():
+    if fa3_available():
+        pytest.skip("flash_attn_3 is installed here")
+    with pytest.raises(FlashI2VError, match="build_fa3.sh"):
+        set_attention_backend("fa3")
+    assert get_attention_backend() == "auto"
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and fa3_available()), reason="needs a GPU with flash_attn_3")
+@torch.no_grad()
+def test_fa3_backend_runs_flash_attention_3_on_long_keys_and_sdpa_otherwise():
+    from flashi2v.model.attention import fa3_attention
+
+    q, k, v = torch.randn(3, 1, 20280, 12, 128, device="cuda", dtype=torch.bfloat16).unbind(0)
+    ref = torch.nn.functional.scaled_dot_product_attention(*(t.float().transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+    with attention_backend("fa3"):
+        out = attention(q, k, v)
+        text = attention(q[:, :64], k[:, :512], v[:, :512])  # the text cross-attention's shape: SDPA
+    with attention_backend("cudnn"):
+        sdpa = attention(q[:, :64], k[:, :512], v[:, :512])
+    assert torch.equal(out, fa3_attention(q, k, v)) and rel(out, ref) < 1e-2
+    assert torch.equal(text, sdpa)
 
 
 def test_text_encoder_offload_same_embeddings_and_video():

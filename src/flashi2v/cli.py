@@ -103,7 +103,7 @@ def cmd_generate(args) -> None:
     else:
         device = resolve_device(args.device)
     dtype = _dtype(args.dtype) if args.dtype else None
-    if args.attention:  # before loading anything: a missing flash-attn-4 is reported at once
+    if args.attention:  # before loading anything: a missing flash-attn-4 / -3 is reported at once
         from .model.attention import set_attention_backend
 
         set_attention_backend(args.attention)
@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-fast", action="store_true", help="on a GPU, skip the fast path (compiled blocks, cuDNN "
                    "attention; compiling costs ~10-30 s per video size)")
     g.add_argument("--attention", default=None, choices=sorted(ATTENTION_BACKENDS),
-                   help="attention kernels (default: the fastest available; 'fa4' needs pip install flash-attn-4)")
+                   help="attention kernels (default: the fastest available; 'fa4' needs pip install flash-attn-4, 'fa3' "
+                   "a flash_attn_3 build: benchmarks/build_fa3.sh)")
     g.add_argument("--offload-text-encoder", action="store_true", help="on a GPU, keep the text encoder in CPU "
                    "memory and stream it layer by layer (umT5-XXL: ~11 GB less GPU memory)")
     g.add_argument("--offload-transformer", action="store_true", help="on a GPU, move the transformer to CPU memory "

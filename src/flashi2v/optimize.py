@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import FlashI2VError
-from .model.attention import attention_backend, fa4_available, get_attention_backend, set_attention_backend
+from .model.attention import attention_backend, fa3_available, fa4_available, get_attention_backend, set_attention_backend
 
 __all__ = [
     "LinearGELU",
@@ -51,8 +51,9 @@ def best_attention_backend(device: torch.device | str | None = None) -> str:
     """The fastest attention kernels for head dim 128 on ``device`` (benchmarks/kernels.py).
 
     Hopper / Blackwell (sm_90, sm_100) with flash-attn-4 installed: "fa4" (1.12x cuDNN on self-attention
-    at 20k tokens on an H100); sm_90+ with cuDNN: "cudnn" (~1.7x torch's flash kernel); other CUDA GPUs:
-    "flash"; anything else: "auto" (torch's own choice).
+    at 20k tokens on an H100); Hopper with flash_attn_3 built: "fa3" (1.2x cuDNN on an H200, a little
+    behind FA4, benchmarks/attention_kernels.py); sm_90+ with cuDNN: "cudnn" (~1.7x torch's flash kernel);
+    other CUDA GPUs: "flash"; anything else: "auto" (torch's own choice).
     """
     device = torch.device(device) if device is not None else None
     if device is None or device.type != "cuda" or not torch.cuda.is_available():
@@ -60,6 +61,8 @@ def best_attention_backend(device: torch.device | str | None = None) -> str:
     capability = torch.cuda.get_device_capability(device)
     if capability[0] in (9, 10) and fa4_available():
         return "fa4"
+    if capability[0] == 9 and fa3_available():
+        return "fa3"
     if capability >= (9, 0) and torch.backends.cudnn.is_available():
         return "cudnn"
     return "flash"

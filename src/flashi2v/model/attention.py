@@ -26,7 +26,9 @@ ATTENTION_BACKENDS: dict[str, list[SDPBackend] | None] = {
     "auto": None,
     "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
     "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
-    # FlashAttention-4 (package flash-attn-4) where it applies (see ``attention``), else these.
+    # FlashAttention-3 (package flash_attn_3, sm_90) / -4 (package flash-attn-4) where they apply (see
+    # ``attention``), else these.
+    "fa3": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
     "fa4": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
     "efficient": [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
     "math": [SDPBackend.MATH],
@@ -38,6 +40,12 @@ _backends: list[SDPBackend] | None = None
 def fa4_available() -> bool:
     """True when FlashAttention-4 (package flash-attn-4: CuTe DSL kernels for sm_90 / sm_100) is importable."""
     return importlib.util.find_spec("flash_attn") is not None and importlib.util.find_spec("flash_attn.cute") is not None
+
+
+def fa3_available() -> bool:
+    """True when FlashAttention-3 (package flash_attn_3: the Hopper kernels of flash-attention, built from source,
+    e.g. by benchmarks/build_fa3.sh) is importable."""
+    return importlib.util.find_spec("flash_attn_interface") is not None
 
 
 # FA4 picks 128 x 128 tiles with a register-sourced PV product for head dim 128 on sm_90; 192 x 128 tiles with
@@ -137,19 +145,40 @@ def _(q, k, v):
     return q.new_empty(*q.shape[:-1], v.shape[-1])
 
 
+@torch.library.custom_op("flashi2v::fa3_attention", mutates_args=())
+def fa3_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention by FlashAttention-3, forward only. q: B x Lq x H x D, k/v: B x Lk x H x D (our layout).
+
+    Opaque to torch.compile like ``fa4_attention``, so both backends trace the same way.
+    """
+    from flash_attn_interface import flash_attn_func
+
+    out = flash_attn_func(q, k, v)
+    return out[0] if isinstance(out, tuple) else out  # older releases return (out, lse)
+
+
+@fa3_attention.register_fake
+def _(q, k, v):
+    return q.new_empty(*q.shape[:-1], v.shape[-1])
+
+
 def set_attention_backend(name: str = "auto") -> None:
     """Pick the SDPA kernel family for every ``attention`` call in this process: one of ATTENTION_BACKENDS.
 
     The numerics are those of softmax attention whichever kernel runs (to bf16 rounding). Compiled
     blocks read the setting when they are traced: changing it later triggers a recompile. "fa4" runs
-    FlashAttention-4 on sm_90 / sm_100 GPUs for calls without gradients (inference); anything else
-    (CPU tensors, other GPUs, autograd) goes through SDPA with cuDNN first.
+    FlashAttention-4 on sm_90 / sm_100 GPUs, "fa3" FlashAttention-3 on sm_90, for long-key calls without
+    gradients (inference); anything else (CPU tensors, other GPUs, autograd, the text cross-attention) goes
+    through SDPA with cuDNN first.
     """
     global _backend_name, _backends
     if name not in ATTENTION_BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}: choose one of {sorted(ATTENTION_BACKENDS)}")
     if name == "fa4" and not fa4_available():
         raise FlashI2VError("attention backend 'fa4' needs FlashAttention-4: pip install flash-attn-4 (or choose 'cudnn')")
+    if name == "fa3" and not fa3_available():
+        raise FlashI2VError("attention backend 'fa3' needs FlashAttention-3 (module flash_attn_interface): build it with "
+                            "benchmarks/build_fa3.sh from a flash-attention checkout (or choose 'cudnn')")
     _backend_name, _backends = name, ATTENTION_BACKENDS[name]
 
 
@@ -168,23 +197,30 @@ def attention_backend(name: str):
         set_attention_backend(previous)
 
 
-# FA4 only for long key sequences: on an H100 it beats cuDNN by 1.12x on self-attention at 20,280
+# FA3 / FA4 only for long key sequences: on an H100 FA4 beats cuDNN by 1.12x on self-attention at 20,280
 # tokens, but loses on the 512-token text cross-attention (0.30 vs 0.19 ms, benchmarks/kernels.py).
 FA4_MIN_KEYS = 2048
+# backend -> (kernel, GPU major versions it runs on, dtypes, head dims (None: any))
+_FLASH_KERNELS = {
+    "fa3": (fa3_attention, (9,), (torch.bfloat16,), (128,)),  # what build_fa3.sh builds
+    "fa4": (fa4_attention, (9, 10), (torch.float16, torch.bfloat16), None),
+}
 
 
-def _fa4_applies(*tensors: torch.Tensor) -> bool:
+def _flash_applies(majors, dtypes, head_dims, *tensors: torch.Tensor) -> bool:
     q, k = tensors[0], tensors[1]
-    return (k.shape[1] >= FA4_MIN_KEYS and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
-            and torch.cuda.get_device_capability(q.device)[0] in (9, 10)
+    return (k.shape[1] >= FA4_MIN_KEYS and q.is_cuda and q.dtype in dtypes
+            and (head_dims is None or q.shape[-1] in head_dims)
+            and torch.cuda.get_device_capability(q.device)[0] in majors
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Unmasked softmax attention: FlashAttention-4 where the "fa4" backend applies, else torch SDPA.
-    q: B x Lq x H x D, k/v: B x Lk x H x D."""
-    if _backend_name == "fa4" and _fa4_applies(q, k, v):
-        return fa4_attention(q, k, v)
+    """Unmasked softmax attention: FlashAttention-3 / -4 where the "fa3" / "fa4" backend applies, else torch
+    SDPA. q: B x Lq x H x D, k/v: B x Lk x H x D."""
+    flash = _FLASH_KERNELS.get(_backend_name)
+    if flash is not None and _flash_applies(*flash[1:], q, k, v):
+        return flash[0](q, k, v)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if _backends is None:
         out = F.scaled_dot_product_attention(q, k, v)
