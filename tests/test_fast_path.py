@@ -209,19 +209,13 @@ def test_fa4_wave_split_matches_one_call_on_the_gpu():
     assert rel(split, one) < 5e-3 and rel(split, ref) < 1e-2
 
 
-def test_fa4_backend_without_flash_attn_4_says_how_to_get_it_and_changes_nothing():
-    if fa4_available():
-        pytest.skip("flash-attn-4 is installed here")
-    with pytest.raises(FlashI2VError, match="pip install flash-attn-4"):
-        set_attention_backend("fa4")
-    assert get_attention_backend() == "auto"
-
-
-def test_fa3_backend_without_flash_attn_3_says_how_to_build_it_and_changes_nothing():
-    if fa3_available():
-        pytest.skip("flash_attn_3 is installed here")
-    with pytest.raises(FlashI2VError, match="build_fa3.sh"):
-        set_attention_backend("fa3")
+@pytest.mark.parametrize("name, available, how", [("fa4", fa4_available, "pip install flash-attn-4"),
+                                                 ("fa3", fa3_available, "build_fa3.sh")])
+def test_flash_backend_without_its_package_says_how_to_get_it_and_changes_nothing(name, available, how):
+    if available():
+        pytest.skip(f"the package of {name} is installed here")
+    with pytest.raises(FlashI2VError, match=how):
+        set_attention_backend(name)
     assert get_attention_backend() == "auto"
 
 
