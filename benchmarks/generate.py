@@ -14,7 +14,8 @@ reported apart. Every configuration uses the same seed: the script reports how f
 A configuration is a base, "plain" (eager) or "fast" (apply_fast_path with cuDNN attention), with
 "+"-joined options:
 "bf16-decode" (pipe.enable_bf16_vae_decode()), "dit-offload" (pipe.enable_transformer_offload(): the
-transformer in CPU memory during the VAE decode), "fa4" (FlashAttention-4 attention, needs flash-attn-4), "graphs" (apply_cuda_graphs; irreversible, so last).
+transformer in CPU memory during the VAE decode), "fa4" (FlashAttention-4 attention, needs flash-attn-4), "fa3" (FlashAttention-3, needs flash_attn_3:
+build_fa3.sh), "graphs" (apply_cuda_graphs; irreversible, so last).
 
     python benchmarks/generate.py                 # fast, fast+bf16-decode (the CLI's default), +dit-offload
     python benchmarks/generate.py --configs plain fast fast+graphs --vae-probe
@@ -189,15 +190,16 @@ def main() -> None:
     rows, runs, fast_applied, result, reference = [], {}, False, None, None
     for config in args.configs:
         base, *options = config.split("+")
-        unknown = set(options) - {"bf16-decode", "dit-offload", "graphs", "fa4"}
+        unknown = set(options) - {"bf16-decode", "dit-offload", "graphs", "fa3", "fa4"}
         if base not in ("plain", "fast") or unknown:
             raise SystemExit(f"unknown configuration {config!r}")
         t0 = time.perf_counter()
         if base == "fast" and not fast_applied:
             apply_fast_path(pipe.transformer, qkv=not args.no_qkv)
             fast_applied = True
-        if base == "fast":  # cuDNN unless "+fa4": the comparison must not depend on what is installed
-            set_attention_backend("fa4" if "fa4" in options else "cudnn" if cuda else "auto")
+        if base == "fast":  # cuDNN unless "+fa3" / "+fa4": the comparison must not depend on what is installed
+            flash = [o for o in options if o in ("fa3", "fa4")]
+            set_attention_backend(flash[0] if flash else "cudnn" if cuda else "auto")
         if "graphs" in options:
             if not cuda:
                 continue
