@@ -5,7 +5,7 @@ import torch
 
 from flashi2v import FlashI2VError, FlashI2VPipeline
 from flashi2v.cli import main
-from flashi2v.model.attention import fa4_available
+from flashi2v.model.attention import fa3_available, fa4_available
 from flashi2v.tiny import random_tiny_pipeline
 from flashi2v.video import read_video_frames
 
@@ -96,12 +96,13 @@ def test_cli_batch_mode_numbers_outputs(saved, tmp_path):
     (["--image", EXAMPLE, "--device", "cuda:7"], "not available"),
     (["--image", EXAMPLE, "--cutoff", "2"], "cutoff"),
     (["--image", EXAMPLE, "--attention", "fa4"], "pip install flash-attn-4"),
+    (["--image", EXAMPLE, "--attention", "fa3"], "build_fa3.sh"),
 ])
 def test_cli_bad_input_is_one_line_error(extra, match, capsys, tmp_path):
     if "--device" in extra and torch.cuda.device_count() > 7:
         pytest.skip("machine has 8 GPUs")
-    if "fa4" in extra and fa4_available():
-        pytest.skip("flash-attn-4 is installed here")
+    if ("fa4" in extra and fa4_available()) or ("fa3" in extra and fa3_available()):
+        pytest.skip("that attention package is installed here")
     rc = main(["generate", "--prompt", "x", "--out", str(tmp_path / "o.mp4"), *extra])
     err = capsys.readouterr().err.strip()
     assert rc == 2
