@@ -2,10 +2,13 @@
 # Build FlashAttention-3 (the Hopper kernels of Dao-AILab/flash-attention, package flash_attn_3) as a wheel with
 # only what flashi2v's self-attention uses: forward, head dim 128, bf16, sm_90. Everything else is switched
 # off through the package's own FLASH_ATTENTION_DISABLE_* flags, which takes the build from hours to minutes.
-#   bash benchmarks/build_fa3.sh FLASH_ATTENTION_CHECKOUT [WHEEL_DIR]
-# The checkout needs its csrc/cutlass submodule (git clone --recursive). Needs nvcc >= 12.3 (CUDA 13 works),
-# torch, ninja, setuptools and wheel; no network. Then: pip install WHEEL_DIR/flash_attn_3-*.whl and
-# pipe.enable_fast_path() picks it (flashi2v.model.attention.fa3_available()).
+#   git clone --recursive https://github.com/Dao-AILab/flash-attention
+#   bash benchmarks/build_fa3.sh flash-attention [WHEEL_DIR]        # about 2 minutes on 16 cores
+# The checkout needs its csrc/cutlass submodule (hence --recursive); measured with flash-attention 0251105.
+# Needs nvcc >= 12.3, torch, ninja, setuptools and wheel. With CUDA 13 (measured) or 12.8 it builds offline;
+# with other 12.x releases the package's setup.py downloads NVIDIA's nvcc 12.6 / ptxas 12.8 first.
+# Then: pip install WHEEL_DIR/flash_attn_3-*.whl, and pipe.enable_fast_path() picks it when flash-attn-4 is
+# not installed (flashi2v.optimize.best_attention_backend).
 set -euo pipefail
 SRC=$(realpath "$1"); WHEELS=$(realpath -m "${2:-dist}"); mkdir -p "$WHEELS"
 [ -f "$SRC/hopper/setup.py" ] && [ -f "$SRC/README.md" ] || { echo "error: $SRC is not a flash-attention checkout (no hopper/setup.py)"; exit 2; }
