@@ -154,12 +154,11 @@ def main() -> None:
     ladder = [v for v in LADDER if args.only is None or v[0] in args.only]
     if not cuda:
         ladder = [v for v in ladder if "graphs" not in v[0]]
-    if not (cuda and fa4_available()):
-        print("ours-fast+fa4 skipped: needs a CUDA GPU and flash-attn-4", flush=True)
-        ladder = [v for v in ladder if v[1] != "fa4"]
-    if not (cuda and fa3_available()):
-        print("ours-fast+fa3 skipped: needs a CUDA GPU and flash_attn_3 (benchmarks/build_fa3.sh)", flush=True)
-        ladder = [v for v in ladder if v[1] != "fa3"]
+    for flash, available, package in (("fa4", fa4_available, "flash-attn-4"),
+                                      ("fa3", fa3_available, "flash_attn_3 (benchmarks/build_fa3.sh)")):
+        if not (cuda and available()):
+            print(f"ours-fast+{flash} skipped: needs a CUDA GPU and {package}", flush=True)
+            ladder = [v for v in ladder if v[1] != flash]
     run_diffusers = args.only is None or any(n.startswith("diffusers") for n in args.only)
 
     ceiling = matmul_ceiling(device, n=512 if args.tiny else 8192)

@@ -14,8 +14,8 @@ reported apart. Every configuration uses the same seed: the script reports how f
 A configuration is a base, "plain" (eager) or "fast" (apply_fast_path with cuDNN attention), with
 "+"-joined options:
 "bf16-decode" (pipe.enable_bf16_vae_decode()), "dit-offload" (pipe.enable_transformer_offload(): the
-transformer in CPU memory during the VAE decode), "fa4" (FlashAttention-4 attention, needs flash-attn-4), "fa3" (FlashAttention-3, needs flash_attn_3:
-build_fa3.sh), "graphs" (apply_cuda_graphs; irreversible, so last).
+transformer in CPU memory during the VAE decode), "fa4" (FlashAttention-4 attention, needs flash-attn-4),
+"fa3" (FlashAttention-3, needs flash_attn_3: build_fa3.sh), "graphs" (apply_cuda_graphs; irreversible, so last).
 
     python benchmarks/generate.py                 # fast, fast+bf16-decode (the CLI's default), +dit-offload
     python benchmarks/generate.py --configs plain fast fast+graphs --vae-probe

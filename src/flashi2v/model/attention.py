@@ -145,6 +145,14 @@ def _(q, k, v):
     return q.new_empty(*q.shape[:-1], v.shape[-1])
 
 
+# backend -> (is its package importable, how to get it)
+_FLASH_PACKAGES = {
+    "fa3": (fa3_available, "FlashAttention-3 (module flash_attn_interface): build it with benchmarks/build_fa3.sh "
+                           "from a flash-attention checkout"),
+    "fa4": (fa4_available, "FlashAttention-4: pip install flash-attn-4"),
+}
+
+
 @torch.library.custom_op("flashi2v::fa3_attention", mutates_args=())
 def fa3_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention by FlashAttention-3, forward only. q: B x Lq x H x D, k/v: B x Lk x H x D (our layout).
@@ -174,11 +182,9 @@ def set_attention_backend(name: str = "auto") -> None:
     global _backend_name, _backends
     if name not in ATTENTION_BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}: choose one of {sorted(ATTENTION_BACKENDS)}")
-    if name == "fa4" and not fa4_available():
-        raise FlashI2VError("attention backend 'fa4' needs FlashAttention-4: pip install flash-attn-4 (or choose 'cudnn')")
-    if name == "fa3" and not fa3_available():
-        raise FlashI2VError("attention backend 'fa3' needs FlashAttention-3 (module flash_attn_interface): build it with "
-                            "benchmarks/build_fa3.sh from a flash-attention checkout (or choose 'cudnn')")
+    available, how = _FLASH_PACKAGES.get(name, (None, ""))
+    if available is not None and not available():
+        raise FlashI2VError(f"attention backend {name!r} needs {how} (or choose 'cudnn')")
     _backend_name, _backends = name, ATTENTION_BACKENDS[name]
 
 
