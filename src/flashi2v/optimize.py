@@ -51,7 +51,7 @@ def best_attention_backend(device: torch.device | str | None = None) -> str:
     """The fastest attention kernels for head dim 128 on ``device`` (benchmarks/kernels.py).
 
     Hopper / Blackwell (sm_90, sm_100) with flash-attn-4 installed: "fa4" (1.12x cuDNN on self-attention
-    at 20k tokens on an H100); Hopper with flash_attn_3 built: "fa3" (1.2x cuDNN on an H200, a little
+    at 20k tokens on an H100); Hopper with flash_attn_3 built: "fa3" (1.16-1.20x cuDNN on an H200, a little
     behind FA4, benchmarks/attention_kernels.py); sm_90+ with cuDNN: "cudnn" (~1.7x torch's flash kernel);
     other CUDA GPUs: "flash"; anything else: "auto" (torch's own choice).
     """
