@@ -1,0 +1,74 @@
+"""Where the built-in model's velocity error sits, per latent frame and noise level, and how much of frame 0's
+the Fourier features s_high remove: the training signal that would teach the detail knob.
+
+For camera-motion clips of the held-out photos (ground truth, rendered like the training data): the flow loss
+|| v - (eps - x) ||^2 of latent frame 0 and of the later frames at each sigma, with s_high at two cutoffs and
+with s_high zeroed. If zeroing s_high barely changes frame 0's error, the model does not read frame 0 from it.
+
+    python scripts/builtin/frame_loss.py [--model builtin] [--sigmas 0.05 0.15 0.3 0.5 0.8] [--rho 0.05 0.6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import numpy as np
+import torch
+
+from flashi2v import FlashI2VPipeline, flow, fourier
+from flashi2v.data.synthetic import (clip_video, evaluation_photos, load_photo, motion_caption, motion_speed,
+                                     render_camera_clip)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="builtin")
+    ap.add_argument("--photos", default="held-out")
+    ap.add_argument("--motions", nargs="+", default=["pan_left", "tilt_up", "zoom_in", "zoom_out"])
+    ap.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.15, 0.3, 0.5, 0.8])
+    ap.add_argument("--rho", type=float, nargs="+", default=[0.05, 0.6])
+    ap.add_argument("--draws", type=int, default=2, help="noise draws per clip and sigma")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    pipe = FlashI2VPipeline.from_pretrained(args.model)
+    d = pipe.defaults
+    rng = np.random.default_rng(args.seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        photos = [load_photo(p) for p in evaluation_photos(args.photos, scratch)]
+    clips, captions = [], []
+    for photo in photos:
+        for motion in args.motions:
+            frames = render_camera_clip(photo, motion, motion_speed(motion, "normal"), d["num_frames"], d["height"],
+                                        d["width"], rng)
+            clips.append(clip_video(frames))
+            captions.append(motion_caption(motion))
+    pixels = torch.stack(clips)
+    with torch.no_grad():
+        x = pipe.vae.encode(pixels).float()
+        s = pipe.vae.encode(pixels[:, :, :1]).float()
+        context = pipe.encode_prompt(captions)
+        frames = x.shape[2]
+        phi_s = pipe.transformer.learnable_proj(s, frames)
+        g = torch.Generator().manual_seed(args.seed)
+        variants = {f"rho {r}": fourier.fourier_features(s, r, frames, signed=pipe.signed_fourier) for r in args.rho}
+        variants["s_high = 0"] = torch.zeros_like(next(iter(variants.values())))
+        print(f"| sigma | {' | '.join(f'{k}: frame 0 / later' for k in variants)} |")
+        print("|---|" + "---|" * len(variants))
+        for sigma in args.sigmas:
+            errs = {k: [[], []] for k in variants}
+            for _ in range(args.draws):
+                eps = torch.randn(x.shape, generator=g)
+                sig = torch.full((x.shape[0],), sigma)
+                z = flow.shifted_interpolation(x, eps, phi_s, sig)
+                for k, s_high in variants.items():
+                    v = pipe.transformer(z, 1000.0 * sig, context, s_high).float()
+                    e = (v - (eps - x)) ** 2
+                    errs[k][0].append(e[:, :, 0].mean().item())
+                    errs[k][1].append(e[:, :, 1:].mean().item())
+            cells = " | ".join(f"{np.mean(a):.4f} / {np.mean(b):.4f}" for a, b in errs.values())
+            print(f"| {sigma} | {cells} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
