@@ -57,6 +57,19 @@ def test_save_and_load_pipeline(pipe, saved):
     assert loaded.defaults == pipe.defaults
 
 
+def test_given_text_encoder_keeps_the_folders_settings(pipe, tmp_path):
+    """A folder loaded with another text encoder (as the GPU tuning step does) still samples with its own
+    pipeline.json: a model trained on signed Fourier features must not be measured with the modulus."""
+    signed = FlashI2VPipeline(pipe.transformer, pipe.vae, pipe.text_encoder, signed_fourier=True,
+                              defaults={**pipe.defaults, "steps": 2})
+    signed.save_pretrained(tmp_path)
+    loaded = FlashI2VPipeline.from_pretrained(tmp_path, text_encoder=pipe.text_encoder)
+    assert loaded.signed_fourier and loaded.text_encoder is pipe.text_encoder and loaded.defaults == signed.defaults
+    a = signed(EXAMPLE, "a bird flies", seed=3, progress=False, output_type="latent", **SMALL)
+    b = loaded(EXAMPLE, "a bird flies", seed=3, progress=False, output_type="latent", **SMALL)
+    torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_frames=10), "4k\\+1"),
     (dict(height=65), "multiples of 16"),

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from flashi2v.encoders import load_text_encoder, load_vae
-from flashi2v.model import FlashI2VTransformer
+from flashi2v.encoders import load_text_encoder
 from flashi2v.eval.quality import evaluate_motion_model, seeds_table, summarise_seeds
 from flashi2v.pipeline import FlashI2VPipeline
 from flashi2v.sampling import GUIDANCE_MODES
@@ -48,14 +47,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    if args.text_encoder:  # e.g. on a GPU machine without the MiniLM package: the pipeline built by hand
-        folder = Path(args.model)
-        pipe = FlashI2VPipeline(FlashI2VTransformer.from_pretrained(folder / "transformer", args.device, torch.float32),
-                                load_vae(folder / "vae", args.device),
-                                load_text_encoder(args.text_encoder, args.text_encoder, device=args.device),
-                                defaults=json.loads((folder / "pipeline.json").read_text())["defaults"])
-    else:
-        pipe = FlashI2VPipeline.from_pretrained(args.model, device=args.device)
+    # e.g. on a GPU machine without the MiniLM package: the kit's copy of the text encoder. The folder's
+    # pipeline.json (signed or modulus Fourier features, defaults) applies either way.
+    text_encoder = (load_text_encoder(args.text_encoder, args.text_encoder, device=args.device)
+                    if args.text_encoder else None)
+    pipe = FlashI2VPipeline.from_pretrained(args.model, device=args.device, dtype=torch.float32, text_encoder=text_encoder)
     photos = photos_in(args.photos)
     base = dict(pipe.defaults)
     rows = []

@@ -184,9 +184,12 @@ class FlashI2VPipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None, vae_tiling: bool = False) -> "FlashI2VPipeline":
+                        dtype: torch.dtype | None = None, vae_tiling: bool = False,
+                        text_encoder=None) -> "FlashI2VPipeline":
         """Load a pipeline folder ("builtin": the small model shipped in the package). ``dtype`` is the transformer's and text encoder's compute dtype
-        (the VAE's weights stay float32; it decodes in float32 unless ``enable_bf16_vae_decode()``)."""
+        (the VAE's weights stay float32; it decodes in float32 unless ``enable_bf16_vae_decode()``). ``text_encoder``:
+        a loaded encoder to use instead of the folder's (e.g. where the folder's package is not installed); the
+        folder's pipeline.json settings apply either way."""
         if str(folder) == "builtin":
             from .builtin import builtin_path
 
@@ -196,15 +199,16 @@ class FlashI2VPipeline:
         folder = Path(folder)
         if not folder.is_dir():
             raise FlashI2VError(f"model folder '{folder}' does not exist: pass a folder with transformer/, vae/, text_encoder/, tokenizer/")
-        for sub in ("transformer", "vae", "text_encoder"):
+        for sub in ("transformer", "vae") + (("text_encoder",) if text_encoder is None else ()):
             if not (folder / sub).is_dir():
                 raise FlashI2VError(f"model folder '{folder}' has no {sub}/ subfolder: see the README section on model folders")
         # The EMA weights, when a checkpoint carries both, are the ones to sample from (as the authors do).
         weights = folder / "transformer_ema" if (folder / "transformer_ema").is_dir() else folder / "transformer"
         transformer = FlashI2VTransformer.from_pretrained(weights, device=device, dtype=dtype)
         vae = load_vae(folder / "vae", device=device, tiling=vae_tiling)
-        text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer", device=device,
-                                         dtype=dtype or torch.float32)
+        if text_encoder is None:
+            text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer", device=device,
+                                             dtype=dtype or torch.float32)
         settings = json.loads((folder / PIPELINE_CONFIG).read_text()) if (folder / PIPELINE_CONFIG).is_file() else {}
         return cls(transformer, vae, text_encoder, signed_fourier=settings.get("signed_fourier", False),
                    defaults=settings.get("defaults"))
