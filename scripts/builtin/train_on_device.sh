@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Train the built-in model on one GPU, assemble the shipped folder and pick its sampling defaults.
 # Run from the repo root on the GPU machine with the kit (.kit, from prepare_kit.py) beside the code and
-# PYTHONPATH holding src/ (and diffusers); results go to $OUT:
-#   builtin_model/   the pipeline folder to copy to src/flashi2v/builtin_model (float16, shards < 16 MB)
-#   results.tar.gz   train/ (metrics.jsonl, loss_curve.png, config.json, train.log) and tune/ (the grid,
-#                    best.json, frame strips of the best setting)
+# PYTHONPATH holding src/ (and diffusers); results go to $OUT as archives cut into parts of at most 15 MB (the
+# device returns few files, none over 16 MB; join with `cat NAME.part* | tar xzf -`):
+#   builtin_model.tgz.part*  the pipeline folder to copy to src/flashi2v/builtin_model (float16, shards < 16 MB)
+#   train.tgz.part*          train/ (metrics.jsonl, loss_curve.png, config.json, train.log)
+#   tune.tgz.part*           tune/ (the grid, best.json, frame strips of the best setting)
 # Usage: [KIT=.kit] [FILL=1] bash scripts/builtin/train_on_device.sh MINUTES [key=value training overrides ...]
 # FILL=1 first times PROBE_STEPS (default 60) steps with the same overrides, then sets recipe.steps to what fits in
 # MINUTES at that pace, so that a decaying learning rate (optim.decay=linear) reaches its end inside the time limit.
@@ -41,4 +42,6 @@ signed = json.load(open('$run/config.json'))['model']['signed_fourier']
 assemble('$run/ema_transformer', '$kit/components', '$OUT/builtin_model', signed_fourier=signed)"
 python3 scripts/builtin/tune_sampling.py --model "$OUT/builtin_model" --photos "$kit/held_out" \
     --text-encoder "$kit/components/text_encoder" --out "$OUT/tune" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune/tune.log"
-tar -C "$OUT" -czf "$OUT/results.tar.gz" train tune && rm -rf "$OUT/train" "$OUT/tune"
+for folder in builtin_model train tune; do
+    tar -C "$OUT" -czf - "$folder" | split -b 15M - "$OUT/$folder.tgz.part" && rm -rf "${OUT:?}/$folder"
+done
