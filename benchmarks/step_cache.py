@@ -154,9 +154,8 @@ def summarise(rows: list[dict], thresholds: list, tolerance: float) -> list[dict
         motion = float(np.mean([r["motion_magnitude"] for r in rs]))
         quality = float(np.mean([r["psnr_frame0"] for r in rs]))
         step = float(np.median([r["step_s"] for r in rs]))  # median over videos: robust to a busy machine
-        per_video_motion = [r["motion_magnitude"] / max(base_by_key[(r["photo"], r["motion"], r["seed"])]["motion_magnitude"], 1e-9)
-                            for r in rs]
-        per_video_psnr = [r["psnr_frame0"] / base_by_key[(r["photo"], r["motion"], r["seed"])]["psnr_frame0"] for r in rs]
+        per_video_motion = [r["motion_magnitude"] / max(b["motion_magnitude"], 1e-9) for r, b in zip(rs, base)]
+        per_video_psnr = [r["psnr_frame0"] / b["psnr_frame0"] for r, b in zip(rs, base)]
         within = [abs(m - 1) <= tolerance and abs(p - 1) <= tolerance for m, p in zip(per_video_motion, per_video_psnr)]
         motion_ratio, psnr_ratio = motion / max(base_motion, 1e-9), quality / base_psnr
         motion_ok, psnr_ok = abs(motion_ratio - 1) <= tolerance, abs(psnr_ratio - 1) <= tolerance
