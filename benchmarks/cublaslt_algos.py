@@ -1,8 +1,8 @@
 """Every cuBLASLt algorithm its heuristic offers for the 1.3B DiT's matmuls at 49 x 480 x 832 (20,280
 tokens; 40,560 with CFG in one batch), timed against torch's own call (F.linear / _addmm_activation, which
 runs the heuristic's first choice) in the same run; then the fastest candidate of that scan against
-torch's call again, in alternation. Says whether choosing the algorithm by timing pays (seventh session:
-it does not, docs/performance.md; so flashi2v does not ship it, and the cuBLASLt calls live here).
+torch's call again, in alternation. Says whether choosing the algorithm by timing pays (it does
+not: docs/performance.md, "Where the missed target stands"; so flashi2v does not ship it, and the cuBLASLt calls live here).
 Table printed last.
 
 cuBLASLt through ctypes: row-major y (M x N) = x (M x K) @ W.T, W (N x K) row-major, is column-major

@@ -4,7 +4,7 @@ the forward.
 
 Why: alone, cuBLASLt's bias + GELU(tanh) epilogue ran the FFN up-projection at ~640 TFLOP/s on an H100 against
 ~740 for the plain matmul; quack's persistent warp-specialised kernels hide their epilogue behind the next
-tile's main loop. Result (docs/performance.md, ninth session): alone, 10 calls replayed back to back, quack was
+tile's main loop. Result (docs/performance.md, "Where the missed target stands"): alone, 10 calls replayed back to back, quack was
 up to 0.79x cuBLAS at batch 1, but in the forward its kernels took as long as cuBLAS's and the forward got
 1.2-3.9 ms slower (runs of at least 12 forwards per variant), so the library does not use it; this script keeps the probe.
 

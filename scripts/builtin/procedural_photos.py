@@ -1,7 +1,7 @@
 """Procedural "photos" for the built-in model's training set: random colour fields, gradients and shapes.
 
 The twelve real photos give the model a colour prior: later frames drift towards what a camera move reveals
-in them (a tilt up brightens, as skies do; docs/builtin.md). Pictures drawn from random palettes, with a
+in them (a tilt up brightens, as skies do). Pictures drawn from random palettes, with a
 brightness gradient in a random direction and random shapes over 1/f noise, reveal brighter or darker,
 warmer or colder content with equal odds, so that the only colour a clip can keep is its first frame's.
 They are written as PNG files beside the real photos (``CameraMotionClips`` samples every photo of the

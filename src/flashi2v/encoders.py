@@ -54,8 +54,8 @@ class WanVAE(torch.nn.Module):
     Decoding computes in ``decode_dtype``: float32 by default; ``torch.bfloat16`` (``enable_bf16_decode``)
     decodes with bf16 copies of the decoder's weights made for that call (the stored weights are untouched)
     and bf16 activations, through the leaner forwards of ``fuse_wan_decoder`` (``fuse_decoder``; a float32
-    decode is exactly diffusers'): 2x faster with half the activation memory at 480p on an H100, pixels
-    2.3e-2 from the float32 decode with random weights (docs/performance.md, "Generation"). No gradient
+    decode is exactly diffusers'): faster, with about half the activation memory, pixels slightly different
+    from the float32 decode (docs/performance.md, "Use it"). No gradient
     because FlashI2V never trains the VAE. ``cudnn_benchmark`` lets cuDNN time its convolution
     algorithms for each new shape during the decode (process-wide flag restored afterwards).
     """

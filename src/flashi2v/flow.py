@@ -1,4 +1,4 @@
-"""Flow matching with latent shifting (METHOD.md sections 3 and 7), as short functions.
+"""Flow matching with latent shifting (docs/method.md sections 3 and 7), as short functions.
 
 Conventions, stated once for the whole project:
 - ``sigma`` in [0, 1] is flow time; sigma = 1 is pure noise, sigma = 0 is data.

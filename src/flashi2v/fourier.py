@@ -1,4 +1,4 @@
-"""Fourier guidance (METHOD.md section 5): the high-frequency magnitude of the condition latent.
+"""Fourier guidance (docs/method.md section 5): the high-frequency magnitude of the condition latent.
 
 rho, the "low-frequency energy ratio", decides per sample how much of the spectrum (by cumulative
 magnitude, from the centre outwards) counts as low frequency and is removed. Lower rho keeps more of

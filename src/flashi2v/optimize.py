@@ -50,10 +50,9 @@ __all__ = [
 def best_attention_backend(device: torch.device | str | None = None) -> str:
     """The fastest attention kernels for head dim 128 on ``device`` (benchmarks/kernels.py).
 
-    Hopper / Blackwell (sm_90, sm_100) with flash-attn-4 installed: "fa4" (1.12x cuDNN on self-attention
-    at 20k tokens on an H100); Hopper with flash_attn_3 built: "fa3" (1.16-1.20x cuDNN on an H200, a little
-    behind FA4, benchmarks/attention_kernels.py); sm_90+ with cuDNN: "cudnn" (~1.7x torch's flash kernel);
-    other CUDA GPUs: "flash"; anything else: "auto" (torch's own choice).
+    Hopper / Blackwell (sm_90, sm_100) with flash-attn-4 installed: "fa4"; Hopper with flash_attn_3 built:
+    "fa3" (a little behind FA4); sm_90+ with cuDNN: "cudnn"; other CUDA GPUs: "flash"; anything else: "auto"
+    (torch's own choice). The kernels' speeds: docs/performance.md, "Attention kernels".
     """
     device = torch.device(device) if device is not None else None
     if device is None or device.type != "cuda" or not torch.cuda.is_available():
@@ -321,15 +320,15 @@ def release_cuda_graphs(model: nn.Module) -> None:
 def apply_fast_path(model: nn.Module, compile: bool = True, attention: str | None = None,
                     fuse_gelu: bool = True, norms: bool | None = None, qkv: bool = True,
                     cuda_graphs: bool = False, compile_options: dict | None = None) -> nn.Module:
-    """Everything that measured faster on an H100 (docs/performance.md), in one call.
+    """Everything that measured faster on an H100 (docs/performance.md, "Use it"), in one call.
 
     attention: an ATTENTION_BACKENDS name; default ``best_attention_backend`` of the model's device
     (process-wide, see ``set_attention_backend``). Then the FFN GELU in the matmul epilogue, the norm
     kernels (``norms``; default: on a CUDA device when triton is importable), fused QKV (``qkv``: the
     q/k/v parameters become views of one buffer, see ``fuse_qkv``) and compiled blocks
-    (``compile_options``: Inductor options, passed through). ``cuda_graphs`` is off by default: 0-1 %
-    faster on the H100, and it keeps ~3.6 GiB reserved at 480p, batch 2. Call after moving the model to
-    its device and dtype.
+    (``compile_options``: Inductor options, passed through). ``cuda_graphs`` is off by default: no
+    measurable gain, and it keeps GPU memory reserved per input shape (docs/performance.md). Call after
+    moving the model to its device and dtype.
     """
     device = next(model.parameters()).device
     set_attention_backend(attention or best_attention_backend(device))
@@ -476,8 +475,8 @@ def offload_to_cpu(module: nn.Module, non_blocking: bool = False, force: bool = 
     """Move ``module``'s parameters and buffers into one flat pinned CPU buffer, freeing their GPU memory.
 
     The Parameter objects stay the same (only their ``.data`` changes) and views stay views of one storage
-    (fused QKV). The pinned buffer is kept on the module and reused by the next offload: pinning is slow
-    (about 2 s per GB on a VM), one copy over PCIe is not (~0.05 s per GB on an H100 machine).
+    (fused QKV). The pinned buffer is kept on the module and reused by the next offload: pinning is slow,
+    one copy over PCIe is not (docs/performance.md, "Use it").
     ``load_to_device`` brings the weights back as one GPU allocation with the same layout, so the next
     offload is again one copy. ``non_blocking``: the copies are queued on the current CUDA stream; their
     GPU memory is reusable by later work on that stream at once, but read the weights on the CPU only

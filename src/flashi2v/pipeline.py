@@ -31,7 +31,7 @@ WAN_NEGATIVE_PROMPT = (
 )
 FPS = 16
 PIPELINE_CONFIG = "pipeline.json"
-# FlashI2V-1.3B's inference settings (METHOD.md section 7), the defaults of __call__.
+# FlashI2V-1.3B's inference settings (docs/method.md section 7), the defaults of __call__.
 REFERENCE_SETTINGS = dict(num_frames=49, height=480, width=832, steps=50, guidance=5.0, shift=7.0, cutoff=0.1)
 
 
@@ -98,9 +98,9 @@ class FlashI2VPipeline:
 
     def enable_fast_path(self, **kwargs) -> "FlashI2VPipeline":
         """Speed up the transformer in place with ``flashi2v.optimize.apply_fast_path`` (FA4 or cuDNN
-        attention, GELU in the matmul epilogue, Triton norm kernels, fused QKV, compiled blocks: 1.9x the
-        plain model on an H100, same function to bf16 rounding). The first call at each video size
-        compiles (~10-30 s). ``kwargs`` go through."""
+        attention, GELU in the matmul epilogue, Triton norm kernels, fused QKV, compiled blocks; same function to bf16
+        rounding; speed in docs/performance.md). The first call at each video size compiles.
+        ``kwargs`` go through."""
         from .optimize import apply_fast_path
 
         apply_fast_path(self.transformer, **kwargs)
@@ -128,8 +128,8 @@ class FlashI2VPipeline:
         """Keep the text encoder's weights in CPU memory; stream them layer by layer to the transformer's
         device while a prompt is encoded (``flashi2v.optimize.stream_from_cpu``).
 
-        umT5-XXL is 11 GB in bf16, four times the 1.3B transformer: offloaded, a 480p generation fits
-        in about 9 GB of GPU memory at the cost of one pass of the weights over PCIe per generation.
+        umT5-XXL is 11 GB in bf16, four times the 1.3B transformer: offloaded, a 480p generation needs far
+        less GPU memory (docs/performance.md, "Generation") for one pass of the weights over PCIe per generation.
         Same embeddings as without offload. Call after moving the pipeline to its device.
         """
         from .optimize import stream_from_cpu
@@ -140,10 +140,9 @@ class FlashI2VPipeline:
         return self
 
     def enable_bf16_vae_decode(self, enabled: bool = True) -> "FlashI2VPipeline":
-        """Decode the video with the Wan VAE in bfloat16 (``WanVAE.enable_bf16_decode``). On an H100, 49 x 480
-        x 832: 1.00 s instead of 1.97 s, 4.4 GiB of decode activations instead of 8.6; pixels 2.3e-2 from
-        the float32 decode (relative L2, random weights: 0.7 uint8 levels on average, at most 6;
-        docs/performance.md). No effect on a VAE without that option (the built-in codec is exact)."""
+        """Decode the video with the Wan VAE in bfloat16 (``WanVAE.enable_bf16_decode``): faster, with about
+        half the decode memory, pixels slightly different from the float32 decode (time, memory and difference:
+        docs/performance.md, "Use it"). No effect on a VAE without that option (the built-in codec is exact)."""
         if hasattr(self.vae, "enable_bf16_decode"):
             self.vae.enable_bf16_decode(enabled)
         return self

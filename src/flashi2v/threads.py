@@ -12,7 +12,7 @@ def single_torch_thread():
     """Run the block with one intra-op thread, restoring the setting afterwards.
 
     On small tensors torch's thread pool costs more than it saves (rendering clips and the motion
-    searches ran 10-40x slower with 2 threads on a busy machine).
+    searches ran many times slower with 2 threads on a busy machine).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -4,17 +4,17 @@
 float32 and rounded once at the end (the eager pair also rounds in between; torch.compile's fusion does
 not, and neither do we), and it reads each row of x once and writes it once. ``rms_norm_rope_qk`` does q
 and k in one launch.
-torch.compile fuses the same ops into two kernels that reread the row (on an H100 at 20k tokens:
-265 + 69 us per block for q and k against a bandwidth floor near 90 us, docs/performance.md).
+torch.compile fuses the same ops into two kernels that reread the row (times against the bandwidth floor:
+docs/performance.md, "Attention kernels").
 
 Each program takes a few whole token rows: the mean square over the whole width (all heads, as Wan's
 qk-norm), the norm weight, then adjacent pairs rotated, pair i of a row by the token's angle for pair
 i mod (head_dim / 2). A row is one block of next_power_of_2(dim) (1,536 -> 2,048, the rest masked): as two
-power-of-two pieces (1,024 + 512) it measured no faster (docs/performance.md, seventh session).
+power-of-two pieces (1,024 + 512) it measured no faster (benchmarks/norm_kernel_configs.py).
 
 The ops are opaque custom ops, not ``triton_op``s: inside torch.compile Inductor launched a triton_op's
-kernel ~20 % slower than the same kernel launched by Triton itself (116.6 vs 96.1 us for q and k on an H100,
-``benchmarks/norm_kernel_configs.py``), so the compiled blocks call these as they are.
+kernel slower than the same kernel launched by Triton itself (``benchmarks/norm_kernel_configs.py``;
+docs/performance.md, "Where the missed target stands"), so the compiled blocks call these as they are.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 float32: x + gate * y (written out in x's dtype: it is the residual stream), LayerNorm of it (before that
 rounding, as torch.compile's fusion of the eager ops also does), with the norm's affine weights when
 given, then AdaLN, norm * (1 + scale) + shift, when given; the result rounded once to x's dtype. torch.compile's fusion of the same ops runs a
-looped reduction that reads x and y twice (on an H100 at 20k tokens: 155-167 us against a bandwidth
-floor near 90 us, docs/performance.md); each program here keeps a few whole rows in registers.
+looped reduction that reads x and y twice (docs/performance.md, "Attention kernels", gives the times against
+the bandwidth floor); each program here keeps a few whole rows in registers.
 Opaque custom ops, as in ``flashi2v.kernels.qk_norm_rope`` (which says why).
 """
 

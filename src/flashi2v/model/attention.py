@@ -19,8 +19,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..errors import FlashI2VError
 
 # Which SDPA kernels ``attention`` may use, in priority order. "auto" leaves the choice to torch.
-# On Hopper with head dim 128, cuDNN's kernel is the fastest torch ships (about 1.8x the flash
-# backend at 20k tokens, see docs/performance.md); the later entries are fallbacks for shapes,
+# On Hopper with head dim 128, cuDNN's kernel is the fastest torch ships (docs/performance.md,
+# "Attention kernels"); the later entries are fallbacks for shapes,
 # dtypes or devices it does not support (the CPU always ends on "math").
 ATTENTION_BACKENDS: dict[str, list[SDPBackend] | None] = {
     "auto": None,
@@ -49,8 +49,8 @@ def fa3_available() -> bool:
 
 
 # FA4 picks 128 x 128 tiles with a register-sourced PV product for head dim 128 on sm_90; 192 x 128 tiles with
-# both products from shared memory were never slower and up to 3 % faster on an H100 at 20,280 tokens, batch 1
-# and 2 (two sessions of benchmarks/fa4_tiles.py, docs/performance.md), with the same output. The public
+# both products from shared memory measured never slower at 20,280 tokens, batch 1 and 2 (benchmarks/fa4_tiles.py,
+# docs/performance.md "Attention kernels"), with the same output. The public
 # function takes no tile, so this goes through FA4's internal entry point when it has these arguments.
 FA4_SM90_TILE = {"tile_mn": (192, 128), "mma_pv_is_rs": False, "intra_wg_overlap": True}
 
@@ -203,8 +203,8 @@ def attention_backend(name: str):
         set_attention_backend(previous)
 
 
-# FA3 / FA4 only for long key sequences: on an H100 FA4 beats cuDNN by 1.12x on self-attention at 20,280
-# tokens, but loses on the 512-token text cross-attention (0.30 vs 0.19 ms, benchmarks/kernels.py).
+# FA3 / FA4 only for long key sequences: FA4 beats cuDNN on self-attention at 20,280 tokens but loses on the
+# 512-token text cross-attention (benchmarks/kernels.py; docs/performance.md, "Attention kernels").
 FA4_MIN_KEYS = 2048
 # backend -> (kernel, GPU major versions it runs on, dtypes, head dims (None: any))
 _FLASH_KERNELS = {

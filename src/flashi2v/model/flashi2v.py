@@ -1,4 +1,4 @@
-"""FlashI2VTransformer: the Wan2.1 DiT plus FlashI2V's two additions (METHOD.md sections 4-6).
+"""FlashI2VTransformer: the Wan2.1 DiT plus FlashI2V's two additions (docs/method.md sections 4-6).
 
 - ``learnable_proj`` (phi): maps the condition latent s to the shift phi(s) applied to both ends of
   the flow. Applied from outside the DiT forward (the flow code subtracts it), once per generation.

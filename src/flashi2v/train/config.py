@@ -1,7 +1,7 @@
 """Training configuration: dataclasses loaded from YAML, with ``section.key=value`` overrides.
 
 Presets ship inside the package (``flashi2v/configs/*.yaml``): ``tiny`` (CPU-friendly, random tiny
-components) and ``flashi2v-1.3b`` (the reference recipe, METHOD.md section 7).
+components) and ``flashi2v-1.3b`` (the reference recipe, docs/method.md section 7).
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from ..model import FlashI2VTransformer
 
 
 class FlashI2VObjective(nn.Module):
-    """loss = || DiT(sigma eps + (1 - sigma) x - phi(s), 1000 sigma, c, s_high) - (eps - x) ||^2 (METHOD.md 3, 5)."""
+    """loss = || DiT(sigma eps + (1 - sigma) x - phi(s), 1000 sigma, c, s_high) - (eps - x) ||^2.
+
+    docs/method.md sections 3 and 5."""
 
     def __init__(self, transformer: FlashI2VTransformer, signed_fourier: bool = False, mean_loss_weight: float = 0.0):
         super().__init__()

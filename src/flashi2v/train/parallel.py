@@ -67,8 +67,7 @@ def all_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
 # "attention": the SDPA kernels' outputs (incl. logsumexp), ~59 % of a block's forward FLOPs at 20k
 # tokens for about 2 token-sized tensors per block. "selective": also every matmul output, so backward
 # only re-runs the elementwise work (norms, AdaLN, RoPE, GELU; fused by Inductor when compiled).
-# 1.3B, 49x480x832, compiled, one H100: full 1.12 s/step 23 GiB, attention 0.99 s 23 GiB, selective
-# 0.91 s 45 GiB, none 0.89 s 70 GiB (benchmarks/train_step.py, docs/performance.md).
+# Time and memory of each mode for the 1.3B: benchmarks/train_step.py, docs/performance.md "Training step".
 _ATTENTION_OPS = {getattr(torch.ops.aten, name).default for name in (
     "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention",
     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu",

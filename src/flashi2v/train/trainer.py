@@ -208,7 +208,7 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
     if cfg.recipe.compile:
         from ..optimize import apply_compile
 
-        apply_compile(transformer)  # per block, keys unchanged; 0.74x diffusers' step time on an H100
+        apply_compile(transformer)  # per block, keys unchanged (step time: docs/performance.md, "Training step")
     cp_degree = cfg.recipe.context_parallel
     dp_rank, dp_size = apply_context_parallel_groups(transformer, info, cp_degree)
     if info.distributed:

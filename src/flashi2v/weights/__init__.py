@@ -1,6 +1,6 @@
 """Checkpoints: read every published FlashI2V / Wan2.1 layout, convert to our format, inspect.
 
-See docs/weights.md for the files to download and the commands.
+See docs/usage.md ("The released weights") for the files to download and the commands.
 """
 
 from .convert import (
