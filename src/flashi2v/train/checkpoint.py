@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import shutil
+import typing
 import warnings
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
     (through torch's own by-name lookup) and the path type of ``storage_meta.checkpoint_id``."""
     import pathlib
 
-    allowed: dict[tuple[str, str], object] = {}
+    allowed: typing.ClassVar[dict[tuple[str, str], object]] = {}
     for cls in (dcp_metadata.Metadata, dcp_metadata.TensorStorageMetadata, dcp_metadata.BytesStorageMetadata,
                 dcp_metadata.ChunkStorageMetadata, dcp_metadata.TensorProperties, dcp_metadata.StorageMeta,
                 dcp_metadata.MetadataIndex, dcp_metadata._MEM_FORMAT_ENCODING, _StorageInfo):
@@ -81,7 +82,7 @@ class UnsafePickle(pickle.UnpicklingError):
 
 
 class _MetadataUnpickler(pickle.Unpickler):
-    allowed: dict[tuple[str, str], object] = {}
+    allowed: typing.ClassVar[dict[tuple[str, str], object]] = {}
 
     def find_class(self, module: str, name: str):
         try:
@@ -164,11 +165,17 @@ def read_train_state(folder: Path) -> dict:
         raise DamagedCheckpoint(f"'{path}' is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DamagedCheckpoint(f"'{path}' is not valid JSON ({e})") from None
-    ok = (isinstance(state, dict) and type(state.get("step")) is int and state["step"] >= 0
-          and isinstance(state.get("scheduler"), dict) and isinstance(state.get("sampler"), dict)
-          and type(state.get("world_size", 1)) is int and state.get("world_size", 1) >= 1)
+    def whole(value, low: int = 0) -> bool:
+        return type(value) is int and value >= low
+
+    ok = (isinstance(state, dict) and whole(state.get("step")) and whole(state.get("world_size", 1), 1)
+          and isinstance(state.get("scheduler"), dict) and whole(state["scheduler"].get("last_epoch"), -1)
+          and isinstance(state["scheduler"].get("base_lrs"), list)
+          and isinstance(state.get("sampler"), dict)
+          and all(whole(state["sampler"].get(k)) for k in ("epoch", "offset", "seed", "dataset_len"))
+          and whole(state["sampler"].get("world_size"), 1) and isinstance(state["sampler"].get("shuffle"), bool))
     if not ok:
-        raise DamagedCheckpoint(f"'{path}' lacks step / scheduler / sampler")
+        raise DamagedCheckpoint(f"'{path}' lacks a valid step / scheduler / sampler state")
     match = STEP_DIR.match(folder.name)
     if match and int(match.group(1)) != state["step"]:
         raise DamagedCheckpoint(f"'{path}' says step {state['step']} in folder {folder.name}")
