@@ -124,6 +124,11 @@ class SafeReader(FileSystemReader):
         return metadata
 
 
+def _refused_global(error: Exception) -> str | None:
+    """The line of a weights_only refusal that names the global it would not load, if that is the cause."""
+    return next((line.strip() for line in str(error).splitlines() if "unsupported global" in line.lower()), None)
+
+
 class SafeLoadPlanner(DefaultLoadPlanner):
     """DefaultLoadPlanner that reads non-tensor values (optimizer hyper-parameters) with weights_only=True;
     the default would unpickle them with weights_only=False."""
@@ -133,7 +138,7 @@ class SafeLoadPlanner(DefaultLoadPlanner):
             obj = torch.load(value, weights_only=True)
         except pickle.UnpicklingError as e:
             raise FlashI2VError(f"checkpoint value {read_item.dest_index.fqn!r} is not plain data "
-                                f"({str(e).splitlines()[0]}): refusing to resume from it") from None
+                                f"({_refused_global(e) or str(e).splitlines()[0]}): refusing to resume from it") from None
         if self.flatten_state_dict:
             set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
         else:
@@ -188,9 +193,9 @@ def _read_rng(path: Path) -> dict:
     except FileNotFoundError:
         raise DamagedCheckpoint(f"'{path}' is missing") from None
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):
-            raise FlashI2VError(f"'{path}' is not a plain RNG state (it refers to objects that could run code): "
-                                "refusing to resume from it; use a checkpoint you wrote yourself") from None
+        if _refused_global(e):
+            raise FlashI2VError(f"'{path}' is not a plain RNG state ({_refused_global(e)}): refusing to resume "
+                                "from it; use a checkpoint you wrote yourself") from None
         raise DamagedCheckpoint(f"'{path}' is unreadable ({str(e).splitlines()[0]})") from None
     except Exception as e:  # truncated zip, garbage
         raise DamagedCheckpoint(f"'{path}' is unreadable ({type(e).__name__}: {str(e).splitlines()[0]})") from None
@@ -315,6 +320,27 @@ def _check_shapes(folder: Path, metadata: dcp_metadata.Metadata, state: dict) ->
                                 "model.* settings it was trained with, or start a new run in another output.dir")
 
 
+def _load_dcp(state: dict, folder: Path) -> None:
+    """dcp.load through the safe reader and planner; its failures (wrapped per rank) as one FlashI2VError."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        try:
+            dcp.load(state, storage_reader=SafeReader(str(folder)), planner=SafeLoadPlanner())
+        except CheckpointException as e:  # a BaseException holding each failed rank's exception
+            error = next(iter(e.failures.values()))[0]
+        except Exception as e:  # noqa: BLE001 (any reader failure means this checkpoint cannot be used)
+            error = e
+        else:
+            return
+    if isinstance(error, FlashI2VError):
+        raise error from None
+    detail = (str(error).strip().splitlines() or [""])[0]
+    raise FlashI2VError(f"checkpoint '{folder}' could not be loaded ({type(error).__name__}: {detail}): resume "
+                        "from an older step folder")
+
+
 def load_checkpoint(folder: Path, info: DistInfo, *, model, ema, optimizer) -> dict:
     """Restore model, EMA, optimizer and this rank's RNG from ``folder``; return its train_state."""
     train_state, metadata = check_checkpoint(folder)
@@ -324,16 +350,7 @@ def load_checkpoint(folder: Path, info: DistInfo, *, model, ema, optimizer) -> d
         "optim": get_optimizer_state_dict(model, optimizer),
     }
     _check_shapes(folder, metadata, state)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        try:
-            dcp.load(state, storage_reader=SafeReader(str(folder)), planner=SafeLoadPlanner())
-        except FlashI2VError:
-            raise
-        except Exception as e:
-            raise FlashI2VError(f"checkpoint '{folder}' could not be loaded ({type(e).__name__}: "
-                                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}): resume from an "
-                                "older step folder") from None
+    _load_dcp(state, folder)
     set_model_state_dict(model, state["model"])
     set_model_state_dict(ema, state["ema"])
     set_optimizer_state_dict(model, optimizer, state["optim"])
