@@ -105,7 +105,7 @@ def read_dcp_metadata(path: Path) -> dcp_metadata.Metadata:
     except FileNotFoundError:
         raise DamagedCheckpoint(f"'{path}' is missing") from None
     except Exception as e:  # truncated or garbage bytes
-        raise DamagedCheckpoint(f"'{path}' is unreadable ({type(e).__name__}: {e})") from None
+        raise DamagedCheckpoint(f"'{path}' is unreadable ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") from None
     if not isinstance(metadata, dcp_metadata.Metadata) or not isinstance(metadata.storage_data, dict):
         raise DamagedCheckpoint(f"'{path}' does not hold DCP metadata")
     return metadata
@@ -212,8 +212,11 @@ def check_checkpoint(folder: Path) -> tuple[dict, dcp_metadata.Metadata]:
     state = read_train_state(folder)
     metadata = read_dcp_metadata(folder / METADATA_FILE)
     for info in metadata.storage_data.values():
-        if not isinstance(info, _StorageInfo) or Path(info.relative_path).name != info.relative_path:
+        if not isinstance(info, _StorageInfo) or not isinstance(info.relative_path, str) \
+                or Path(info.relative_path).name != info.relative_path:
             raise DamagedCheckpoint(f"'{folder / METADATA_FILE}' points outside its folder")
+        if info.transform_descriptors:  # save_checkpoint writes plain tensors; no decoder runs on a loaded file
+            raise DamagedCheckpoint(f"'{folder / METADATA_FILE}' asks for stream transforms {info.transform_descriptors}")
         data = folder / info.relative_path
         if not data.is_file():
             raise DamagedCheckpoint(f"'{data}' is missing")
@@ -295,7 +298,7 @@ def save_checkpoint(root: Path, step: int, info: DistInfo, *, model, ema, optimi
         tmp.rename(final)
         _fsync(root)
         shutil.rmtree(old, ignore_errors=True)
-        for stale in root.glob("step-*.tmp"):  # incomplete writes of crashed runs
+        for stale in [*root.glob("step-*.tmp"), *root.glob("step-*.old")]:  # left by crashed saves
             shutil.rmtree(stale, ignore_errors=True)
         for previous in step_folders(root)[:-keep]:
             shutil.rmtree(previous, ignore_errors=True)
