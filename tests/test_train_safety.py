@@ -169,8 +169,7 @@ def test_no_complete_checkpoint_is_one_error(straight, tmp_path):
     with pytest.raises(FlashI2VError, match=r"no complete checkpoint under .*damaged: step-00000004"):
         find_resumable(cut / "checkpoints")
     with pytest.raises(FlashI2VError, match="cannot resume from .*step-00000004.*not valid JSON"):
-        check_and_resume = config(straight[0], cut)
-        train(check_and_resume, resume=str(cut / "checkpoints" / "step-00000004"), device="cpu", progress=False)
+        train(config(straight[0], cut), resume=str(cut / "checkpoints" / "step-00000004"), device="cpu", progress=False)
 
 
 CRASH = """
@@ -222,9 +221,9 @@ def test_training_into_an_existing_run_needs_resume_or_overwrite(straight, tmp_p
     assert (cut / "notes.txt").read_text() == "mine"  # only the run's own outputs were replaced
 
 
-def test_an_empty_or_missing_output_folder_is_fine(straight, tmp_path):
-    from flashi2v.train.trainer import claim_output_dir, existing_run
+def test_an_empty_or_missing_output_folder_is_fine(tmp_path):
     from flashi2v.train.parallel import DistInfo
+    from flashi2v.train.trainer import claim_output_dir, existing_run
 
     (tmp_path / "empty").mkdir()
     assert existing_run(tmp_path / "empty") is None and existing_run(tmp_path / "missing") is None
