@@ -256,6 +256,8 @@ BAD_OVERRIDES = {
     "recpie.steps=3": "unknown config key\\(s\\) \\['recpie'\\]",
     "recipe.steps.x=3": "the key must be section.key",
     "optim.lr=[": "the value is not valid YAML",
+    "model.preset=nope": "model.preset 'nope': use one of builtin, ",
+    'output.dir=""': "output.dir is empty",
 }
 
 

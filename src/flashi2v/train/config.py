@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import PROJ_KERNELS
+from ..config import PRESETS, PROJ_KERNELS
 from ..errors import FlashI2VError
 
 
@@ -137,7 +137,7 @@ SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}
 # Allowed values beyond the type, one home for every key: (low, high) bounds (None: open), or a tuple of choices.
 # A key not listed only needs the right type.
 RANGES: dict[str, tuple] = {
-    "model.proj_kernel": PROJ_KERNELS,
+    "model.preset": tuple(sorted(PRESETS)), "model.proj_kernel": PROJ_KERNELS,
     "data.synthetic_clips": (1, None), "data.colour_jitter": (0, None), "data.num_frames": (1, None),
     "data.height": (16, None), "data.width": (16, None), "data.fps": (1e-3, None), "data.num_workers": (0, None),
     "optim.lr": (0, None, "> 0"), "optim.eps": (0, None, "> 0"), "optim.weight_decay": (0, None),
@@ -309,6 +309,8 @@ def validate(c: TrainConfig) -> None:
         raise FlashI2VError(f"data.num_frames {c.data.num_frames} is not of the form 4k+1: use e.g. 49")
     if c.data.height % 16 or c.data.width % 16:
         raise FlashI2VError(f"data.height/width {c.data.height}x{c.data.width} must be multiples of 16")
+    if not c.output.dir.strip():
+        raise FlashI2VError("output.dir is empty: give the run folder, e.g. output.dir=runs/my-run")
     if c.data.index is None and c.data.cache is None and c.data.photos is None:
         raise FlashI2VError("no training data: set data.index (clip index or video folder), data.cache or data.photos")
     if not all(0 <= b < 1 for b in c.optim.betas):
