@@ -303,3 +303,25 @@ def test_resume_with_other_model_settings_is_refused(straight, tmp_path):
     state_file.write_text(json.dumps({k: v for k, v in json.loads(state_file.read_text()).items() if k != "model"}))
     with pytest.raises(FlashI2VError, match="holds a different model \\(.*learnable_proj"):
         train(config(root, cut, "model.proj_kernel=3x3x3"), resume=True, device="cpu", progress=False)
+
+
+def test_pruning_keeps_the_new_checkpoint_when_a_damaged_newer_one_exists(tmp_path):
+    """keep=1 after resuming past a damaged step-3: saving step 2 prunes step 1, not step 2."""
+    from flashi2v.train.checkpoint import save_checkpoint
+    from flashi2v.train.parallel import DistInfo
+
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    root = tmp_path / "checkpoints"
+    state = {"scheduler": {"last_epoch": 0, "base_lrs": [1e-3]},
+             "sampler": {"epoch": 0, "offset": 0, "seed": 0, "dataset_len": 4, "world_size": 1, "shuffle": True}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_checkpoint(root, 1, DistInfo(), model=model, ema=ema, optimizer=optimizer, keep=1,
+                        train_state={"step": 1, **state})
+        (root / "step-00000003").mkdir()
+        (root / "step-00000003" / "train_state.json").write_text(json.dumps({"step": 3, **state}))  # data lost
+        save_checkpoint(root, 2, DistInfo(), model=model, ema=ema, optimizer=optimizer, keep=1,
+                        train_state={"step": 2, **state})
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000002", "step-00000003"]
+    assert check_checkpoint(root / "step-00000002")[0]["step"] == 2

@@ -300,7 +300,10 @@ def save_checkpoint(root: Path, step: int, info: DistInfo, *, model, ema, optimi
         shutil.rmtree(old, ignore_errors=True)
         for stale in [*root.glob("step-*.tmp"), *root.glob("step-*.old")]:  # left by crashed saves
             shutil.rmtree(stale, ignore_errors=True)
-        for previous in step_folders(root)[:-keep]:
+        # newer folders (a resumed run passed over them as damaged) are left to be replaced at their step:
+        # counting them could prune the checkpoint just written
+        done = [p for p in step_folders(root) if int(STEP_DIR.match(p.name).group(1)) <= step]
+        for previous in done[:-keep]:
             shutil.rmtree(previous, ignore_errors=True)
     barrier(info)
     return final
