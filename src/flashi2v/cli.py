@@ -161,7 +161,7 @@ def cmd_train(args) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.config, args.overrides)
     resume = True if args.resume == "latest" else args.resume
-    result = train(config, resume=resume, device=args.device)
+    result = train(config, resume=resume, device=args.device, overwrite=args.overwrite)
     if result.losses:
         print(f"trained to step {result.final_step}: last loss {result.losses[-1]:.4f}; outputs in {result.output_dir}")
     if result.skipped:
@@ -307,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML config file or preset name (tiny, flashi2v-1.3b)")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides (recipe.steps=100 data.index=...)")
     t.add_argument("--resume", nargs="?", const="latest", default=None,
-                   help="continue from the latest checkpoint of the run, or from the given step folder")
+                   help="continue from the newest complete checkpoint of the run, or from the given step folder")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start over in an output.dir that holds a run (removes its checkpoints, metrics and exports)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
     t.set_defaults(func=cmd_train)
 

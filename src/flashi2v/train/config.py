@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from ..config import PRESETS, PROJ_KERNELS
 from ..errors import FlashI2VError
 
 
@@ -22,7 +25,7 @@ class ModelSection:
     preset: str = "flashi2v-1.3b"
     proj_kernel: str = "1x3x3"
     init: str | None = None  # transformer weights to start from (our format, or any layout `flashi2v convert` reads)
-    components: str = "tiny-random"  # folder with vae/, text_encoder/, tokenizer/; "tiny-random" builds tiny ones
+    components: str | None = "tiny-random"  # folder with vae/, text_encoder/, tokenizer/; "tiny-random" builds tiny ones
     signed_fourier: bool = False
 
 
@@ -129,20 +132,97 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls, values: dict, where: str):
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}
+
+# Allowed values beyond the type, one home for every key: (low, high) bounds (None: open), or a tuple of choices.
+# A key not listed only needs the right type.
+RANGES: dict[str, tuple] = {
+    "model.preset": tuple(sorted(PRESETS)), "model.proj_kernel": PROJ_KERNELS,
+    "data.synthetic_clips": (1, None), "data.colour_jitter": (0, None), "data.num_frames": (1, None),
+    "data.height": (16, None), "data.width": (16, None), "data.fps": (1e-3, None), "data.num_workers": (0, None),
+    "optim.lr": (0, None, "> 0"), "optim.eps": (0, None, "> 0"), "optim.weight_decay": (0, None),
+    "optim.warmup_steps": (0, None), "optim.decay": LR_DECAYS, "optim.min_lr_ratio": (0, 1),
+    "optim.grad_clip": (0, None, "> 0"), "optim.ema_decay": (0, 1),
+    "recipe.steps": (1, None), "recipe.batch_size": (1, None), "recipe.grad_accum": (1, None),
+    "recipe.noise_draws": (1, None), "recipe.precision": ("bf16", "fp32"),
+    "recipe.activation_checkpointing": ("none", "full", "attention", "selective"),
+    "recipe.caption_dropout": (0, 1), "recipe.sigma_sampling": ("logit_normal", "uniform"),
+    "recipe.rho_range": (0, 1), "recipe.mean_loss_weight": (0, None), "recipe.channel_loss_power": (0, 4),
+    "recipe.seed": (0, None), "recipe.context_parallel": (1, None), "recipe.time_limit_min": (0, None, "> 0"),
+    "output.checkpoint_every": (1, None), "output.keep": (1, None), "output.log_every": (1, None),
+    "output.sample_every": (0, None), "output.sample_steps": (1, None),
+}
+
+
+def _number(value, kind: type, key: str):
+    """``value`` as an int or a finite float; YAML reads ``1e-5`` (no dot) as a string, so numeric strings count."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if kind is float else int(value.strip())
+        except ValueError:
+            raise FlashI2VError(f"{key}: {value!r} is not a{'n integer' if kind is int else ' number'}: "
+                                f"give e.g. {key}={'100' if kind is int else '1e-5'}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FlashI2VError(f"{key}: {value!r} is not a{'n integer' if kind is int else ' number'}: "
+                            f"give e.g. {key}={'100' if kind is int else '1e-5'}")
+    if kind is int and value != int(value):
+        raise FlashI2VError(f"{key} must be a whole number, got {value!r}")
+    if not math.isfinite(value):
+        raise FlashI2VError(f"{key} must be a finite number, got {value!r}")
+    return int(value) if kind is int else float(value)
+
+
+def _typed(value, annotation, key: str):
+    """``value`` checked (and coerced where lossless) against a field annotation of the config dataclasses."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _typed(value, options[0], key)
+        try:  # str | float (recipe.shift): a number if it reads as one, else a keyword that validate() checks
+            return _number(value, float, key)
+        except FlashI2VError:
+            if isinstance(value, str):
+                return value
+            raise
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise FlashI2VError(f"{key} must be a list of {len(args)} numbers, got {value!r}: give e.g. "
+                                f"{key}=[0.9,0.999]")
+        return tuple(_typed(v, a, key) for v, a in zip(value, args))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise FlashI2VError(f"{key}: {value!r} is not true/false: give {key}=true or {key}=false")
+        return value
+    if annotation in (int, float):
+        return _number(value, annotation, key)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise FlashI2VError(f"{key}: {value!r} is not a string: quote it, e.g. {key}='{value}'")
+        return value
+    return value
+
+
+def _build(cls, values, where: str):
+    if not isinstance(values, dict):
+        raise FlashI2VError(f"config section {where!r} must be a mapping of key: value, got {values!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise FlashI2VError(f"unknown config key(s) {unknown} in {where or 'top level'}: valid keys are {sorted(names)}")
+        raise FlashI2VError(f"unknown config key(s) {[f'{where}.{k}' if where else k for k in unknown]}: valid keys "
+                            f"{'in ' + where + ' ' if where else ''}are {sorted(names)}")
     kwargs = {}
     for key, value in values.items():
         sub = names[key].default_factory if names[key].default_factory is not dataclasses.MISSING else None
         if sub is not None and dataclasses.is_dataclass(sub):
             if not isinstance(value, dict):
-                raise FlashI2VError(f"config section {key!r} must be a mapping, got {value!r}")
+                raise FlashI2VError(f"config section {key!r} must be a mapping of key: value, got {value!r}")
             value = _build(sub, value, key)
-        elif isinstance(value, list):
-            value = tuple(value)
+        else:
+            value = _typed(value, hints[key], f"{where}.{key}" if where else key)
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -151,7 +231,19 @@ def _parse_override(text: str) -> tuple[list[str], object]:
     if "=" not in text:
         raise FlashI2VError(f"override {text!r} is not of the form section.key=value (e.g. recipe.steps=100)")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    keys = key.strip().split(".")
+    if len(keys) != 2 or not all(keys):
+        raise FlashI2VError(f"override {text!r}: the key must be section.key (e.g. recipe.steps=100)")
+    try:
+        return keys, yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise FlashI2VError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(e)}): quote it") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"line {mark.line + 1}: {problem}" if mark is not None else problem
 
 
 def preset_path(name: str) -> Path:
@@ -167,44 +259,59 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
             path = preset_path(str(source))
         if not path.is_file():
             raise FlashI2VError(f"config {source!r} not found: give a YAML file or a preset name (tiny, flashi2v-1.3b)")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise FlashI2VError(f"config '{path}' is not valid YAML ({_yaml_problem(e)}): fix the file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise FlashI2VError(f"config '{path}' could not be read ({e}): give a UTF-8 YAML file") from None
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise FlashI2VError(f"config '{path}' must be a mapping of sections (model:, data:, optim:, recipe:, "
+                                f"output:), got a {type(values).__name__}")
     for text in overrides or []:
-        keys, value = _parse_override(text)
-        node = values
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
+        (section, key), value = _parse_override(text)
+        node = values.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise FlashI2VError(f"config section {section!r} must be a mapping of key: value, got {node!r}")
+        node[key] = value
     config = _build(TrainConfig, values, "")
     validate(config)
     return config
 
 
+def _check_range(key: str, value, rule: tuple) -> None:
+    if value is None:
+        return  # optional and unset
+    if isinstance(rule[0], str):
+        if value not in rule:
+            raise FlashI2VError(f"{key} {value!r}: use one of {', '.join(rule)}")
+        return
+    low, high, *strict = rule
+    for v in value if isinstance(value, tuple) else (value,):
+        bad = (low is not None and (v <= low if strict else v < low)) or (high is not None and v > high)
+        if bad:
+            span = strict[0] if strict else (f"in [{low}, {high}]" if high is not None else f">= {low}")
+            raise FlashI2VError(f"{key} must be {span}, got {value!r}: fix it in the config or override {key}=...")
+
+
 def validate(c: TrainConfig) -> None:
-    if c.recipe.precision not in ("bf16", "fp32"):
-        raise FlashI2VError(f"recipe.precision {c.recipe.precision!r}: use bf16 or fp32")
-    if c.recipe.activation_checkpointing not in ("none", "full", "attention", "selective"):
-        raise FlashI2VError(f"recipe.activation_checkpointing {c.recipe.activation_checkpointing!r}: "
-                            "use none, full, attention or selective")
-    if c.recipe.sigma_sampling not in ("logit_normal", "uniform"):
-        raise FlashI2VError(f"recipe.sigma_sampling {c.recipe.sigma_sampling!r}: use logit_normal or uniform")
+    """Every key against RANGES, then the rules that tie keys together. Types were checked by _build."""
+    for key, rule in RANGES.items():
+        section, name = key.split(".")
+        _check_range(key, getattr(getattr(c, section), name), rule)
     if c.recipe.shift != "dynamic" and not (isinstance(c.recipe.shift, (int, float)) and c.recipe.shift > 0):
         raise FlashI2VError(f"recipe.shift {c.recipe.shift!r}: use 'dynamic' or a positive number")
+    if c.recipe.rho_range[0] > c.recipe.rho_range[1]:
+        raise FlashI2VError(f"recipe.rho_range {list(c.recipe.rho_range)}: give [low, high] with low <= high")
     if (c.data.num_frames - 1) % 4:
         raise FlashI2VError(f"data.num_frames {c.data.num_frames} is not of the form 4k+1: use e.g. 49")
     if c.data.height % 16 or c.data.width % 16:
         raise FlashI2VError(f"data.height/width {c.data.height}x{c.data.width} must be multiples of 16")
+    if not c.output.dir.strip():
+        raise FlashI2VError("output.dir is empty: give the run folder, e.g. output.dir=runs/my-run")
     if c.data.index is None and c.data.cache is None and c.data.photos is None:
         raise FlashI2VError("no training data: set data.index (clip index or video folder), data.cache or data.photos")
-    if min(c.recipe.steps, c.recipe.batch_size, c.recipe.grad_accum) < 1:
-        raise FlashI2VError("recipe.steps, batch_size and grad_accum must be >= 1")
-    if c.recipe.mean_loss_weight < 0:
-        raise FlashI2VError(f"recipe.mean_loss_weight must be >= 0, got {c.recipe.mean_loss_weight}")
-    if not 0 <= c.recipe.channel_loss_power <= 4:
-        raise FlashI2VError(f"recipe.channel_loss_power must be in [0, 4] (0: plain MSE, 2: MSE in pixels), "
-                            f"got {c.recipe.channel_loss_power}")
-    if c.recipe.noise_draws < 1:
-        raise FlashI2VError(f"recipe.noise_draws must be >= 1, got {c.recipe.noise_draws}")
-    if c.optim.decay not in LR_DECAYS:
-        raise FlashI2VError(f"optim.decay {c.optim.decay!r}: use one of {', '.join(LR_DECAYS)}")
-    if not 0.0 <= c.optim.min_lr_ratio <= 1.0:
-        raise FlashI2VError(f"optim.min_lr_ratio must be in 0..1, got {c.optim.min_lr_ratio}")
+    if not all(0 <= b < 1 for b in c.optim.betas):
+        raise FlashI2VError(f"optim.betas must both be in [0, 1), got {list(c.optim.betas)}")

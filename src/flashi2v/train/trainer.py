@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -17,7 +19,7 @@ from tqdm.auto import tqdm
 from .. import flow
 from ..errors import FlashI2VError
 from ..model import FlashI2VTransformer, load_state_dict_strict
-from .checkpoint import full_state_dict, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import full_state_dict, load_checkpoint, save_checkpoint
 from .config import TrainConfig, lr_multiplier
 from .ema import ema_decay, make_ema, update_ema
 from .objective import FlashI2VObjective, draw_noise
@@ -192,14 +194,101 @@ def plot_losses(metrics_file: Path, png: Path) -> None:
     plt.close(fig)
 
 
-def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "auto", progress: bool = True) -> TrainResult:
-    """Run (or continue) training. ``resume``: True for the latest checkpoint of the run, or a step folder."""
-    info = init_distributed(device)
-    out_dir = Path(cfg.output.dir)
-    ckpt_dir = out_dir / "checkpoints"
-    torch.manual_seed(cfg.recipe.seed)
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "loss_curve.png", "config.json", "ema_transformer", "samples",
+               "tensorboard")  # what a run writes into output.dir; --overwrite removes these and nothing else
 
-    # 1. Model, EMA, objective; parallelism applied from outside.
+
+@dataclass
+class Run:
+    """One training run's live objects: made by build(), advanced by train_step(), saved by checkpoint()."""
+    cfg: TrainConfig
+    info: DistInfo
+    transformer: FlashI2VTransformer
+    ema: torch.nn.Module
+    objective: FlashI2VObjective
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: object
+    loader: DataLoader
+    conditioner: Conditioner
+    vae: object
+    text_encoder: object
+    shape: tuple
+    shift: float
+    dp_rank: int
+    dp_size: int
+    out_dir: Path
+    step: int = 0
+    consumed: int = 0  # clips this rank drew from the loader since (re)start
+    samples_before: int = 0  # the sampler's position at (re)start, in clips of this rank
+    batches: Iterator | None = None
+    result: TrainResult = field(default_factory=TrainResult)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+
+def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "auto", progress: bool = True,
+          overwrite: bool = False) -> TrainResult:
+    """Run (or continue) training. ``resume``: True for the newest complete checkpoint of the run, or a step
+    folder. ``overwrite``: start over in an output.dir that holds a run (its outputs are removed)."""
+    info = init_distributed(device)
+    claim_output_dir(Path(cfg.output.dir), info, resume, overwrite)
+    torch.manual_seed(cfg.recipe.seed)
+    run = build(cfg, info)
+    if resume:
+        restore(run, resume)
+    logger = MetricsLogger(run, progress)
+    started, last_step = time.perf_counter(), cfg.recipe.steps
+    while run.step < last_step:
+        loss, grad_norm = train_step(run)
+        if cfg.recipe.time_limit_min and _agreed_timeout(started, cfg.recipe.time_limit_min, info):
+            last_step = run.step  # out of time: this step becomes the final one (checkpoint, sample, export)
+        logger.log(run, loss, grad_norm, final=run.step == last_step)
+        if run.step % cfg.output.checkpoint_every == 0 or run.step == last_step:
+            checkpoint(run)
+        if cfg.output.sample_every and cfg.output.sample_image and (
+                run.step % cfg.output.sample_every == 0 or run.step == last_step):
+            sample(run)
+    logger.close()
+    export_ema(run)
+    run.result.final_step = run.step
+    return run.result
+
+
+def existing_run(out_dir: Path) -> int | None:
+    """The newest checkpoint step of the run in ``out_dir`` (0: outputs but no checkpoint), None if it holds none."""
+    from .checkpoint import STEP_DIR, step_folders
+
+    folders = step_folders(out_dir / "checkpoints", complete_only=False)
+    if folders:
+        return int(STEP_DIR.match(folders[-1].name).group(1))
+    return 0 if any((out_dir / name).exists() for name in RUN_OUTPUTS) else None
+
+
+def claim_output_dir(out_dir: Path, info: DistInfo, resume, overwrite: bool) -> None:
+    """Refuse to train a new run over an existing one unless told to (--overwrite removes its outputs)."""
+    if resume and overwrite:
+        raise FlashI2VError("--resume and --overwrite exclude each other: pass one of them")
+    found = None if resume else existing_run(out_dir)
+    barrier(info)  # every rank looked before rank 0 removes anything
+    if found is None:
+        return
+    if not overwrite:
+        held = f"checkpoints up to step {found}" if found else "outputs, no checkpoint yet"
+        raise FlashI2VError(f"'{out_dir}' already holds a run ({held}): pass --resume to continue it, "
+                            "or --overwrite to start over")
+    if info.is_main:
+        log.warning("--overwrite: removing the earlier run's outputs in %s", out_dir)
+        for name in RUN_OUTPUTS:
+            path = out_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    barrier(info)
+
+
+def build(cfg: TrainConfig, info: DistInfo) -> Run:
+    """Model, EMA, objective (parallelism applied from outside), optimizer, schedule, data, frozen encoders."""
     transformer = build_transformer(cfg)
     ema = make_ema(transformer)
     objective = FlashI2VObjective(transformer, cfg.model.signed_fourier, cfg.recipe.mean_loss_weight)
@@ -209,8 +298,7 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
         from ..optimize import apply_compile
 
         apply_compile(transformer)  # per block, keys unchanged (step time: docs/performance.md, "Training step")
-    cp_degree = cfg.recipe.context_parallel
-    dp_rank, dp_size = apply_context_parallel_groups(transformer, info, cp_degree)
+    dp_rank, dp_size = apply_context_parallel_groups(transformer, info, cfg.recipe.context_parallel)
     if info.distributed:
         apply_fsdp(objective, transformer.blocks)
         apply_fsdp(ema, ema.blocks)
@@ -223,132 +311,168 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
         lr_multiplier, warmup=cfg.optim.warmup_steps, total=cfg.recipe.steps, decay=cfg.optim.decay,
         min_ratio=cfg.optim.min_lr_ratio))
 
-    # 2. Data and the frozen encoders.
     dataset, sampler, loader, cached = build_data(cfg, dp_rank, dp_size, info.device)
     need_encoders = not cached or cfg.output.sample_every or cfg.recipe.channel_loss_power
     vae, text_encoder = load_components(cfg.model.components, info.device) if need_encoders else (None, None)
-    if cached:
-        shape = tuple(dataset[0]["x"].shape)
-        conditioner = Conditioner(vae, text_encoder, transformer.config.text_len, dataset.null_context, info.device)
-    else:
-        shape = latent_shape(cfg, vae)
-        conditioner = Conditioner(vae, text_encoder, transformer.config.text_len, None, info.device)
-    shift = training_shift(cfg, shape, transformer.config.patch_size)
+    shape = tuple(dataset[0]["x"].shape) if cached else latent_shape(cfg, vae)
+    conditioner = Conditioner(vae, text_encoder, transformer.config.text_len, dataset.null_context if cached else None,
+                              info.device)
     if cfg.recipe.channel_loss_power:
         if not hasattr(vae, "pixel_scales"):
             raise FlashI2VError(f"recipe.channel_loss_power needs a linear codec that knows its channels' pixel scales "
                                 f"(the built-in BlockPCACodec); {type(vae).__name__} does not: set it to 0")
         objective.channel_weight = flow.channel_loss_weights(vae.pixel_scales(shape[1]),
                                                              cfg.recipe.channel_loss_power).to(info.device)
+    return Run(cfg, info, transformer, ema, objective, optimizer, scheduler, sampler, loader, conditioner, vae,
+               text_encoder, shape, training_shift(cfg, shape, transformer.config.patch_size), dp_rank, dp_size,
+               Path(cfg.output.dir), result=TrainResult(output_dir=Path(cfg.output.dir)))
 
-    # 3. Resume.
-    step = 0
-    if resume:
-        folder = latest_checkpoint(ckpt_dir) if resume is True else Path(resume)
-        if folder is None:
-            raise FlashI2VError(f"--resume: no complete checkpoint under '{ckpt_dir}': start without --resume")
-        state = load_checkpoint(folder, info, model=objective, ema=ema, optimizer=optimizer)
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        step = state["step"]
-        if info.is_main:
-            log.info("resumed from %s at step %d", folder, step)
 
-    # 4. The loop.
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    metrics_file = out_dir / "metrics.jsonl"
-    writer = _tensorboard(cfg, out_dir) if info.is_main else None
-    result = TrainResult(output_dir=out_dir)
-    batches, consumed = iter(loader), 0
-    world, rank = dp_size, dp_rank
-    samples_before = sampler.state_dict()["epoch"] * sampler.epoch_length + sampler.state_dict()["offset"]
+def model_settings(cfg: TrainConfig) -> dict:
+    """The settings a checkpoint's weights depend on; a resume must keep them."""
+    return {"preset": cfg.model.preset, "proj_kernel": cfg.model.proj_kernel, "signed_fourier": cfg.model.signed_fourier}
+
+
+def restore(run: Run, resume: str | bool) -> None:
+    """Weights, optimizer, RNG, schedule and data position from the newest complete checkpoint (damaged
+    newer ones are named and passed over) or from the given step folder."""
+    from .checkpoint import DamagedCheckpoint, check_checkpoint, find_resumable
+
+    if resume is True:
+        folder, state = find_resumable(run.ckpt_dir, announce=run.info.is_main)
+    else:
+        folder = Path(resume)
+        try:
+            state, _ = check_checkpoint(folder)
+        except DamagedCheckpoint as e:
+            raise FlashI2VError(f"cannot resume from '{folder}': {e}; pass another step folder, or --resume alone "
+                                "for the newest complete one") from None
+    saved, mine = state.get("model", model_settings(run.cfg)), model_settings(run.cfg)
+    differ = [f"model.{k}={saved.get(k)!r} there, {v!r} here" for k, v in mine.items() if saved.get(k) != v]
+    if differ:
+        raise FlashI2VError(f"checkpoint '{folder}' was trained with other model settings ({'; '.join(differ)}): "
+                            "resume with the same model.* settings, or start a new run in another output.dir")
+    state = load_checkpoint(folder, run.info, model=run.objective, ema=run.ema, optimizer=run.optimizer)
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.sampler.load_state_dict(state["sampler"])
+    run.step = state["step"]
+    if run.info.is_main:
+        log.info("resumed from %s at step %d", folder, run.step)
+
+
+def train_step(run: Run) -> tuple[float, float]:
+    """One optimizer step over grad_accum micro-batches; (global mean loss, gradient norm)."""
+    cfg, info = run.cfg, run.info
+    if run.batches is None:  # the loader and the noise positions continue from the (restored) sampler position
+        position = run.sampler.state_dict()
+        run.samples_before = position["epoch"] * run.sampler.epoch_length + position["offset"]
+        run.batches = iter(run.loader)
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=cfg.recipe.precision == "bf16")
-    bar = tqdm(total=cfg.recipe.steps, initial=step, desc="training", unit="step", disable=not (progress and info.is_main))
-    objective.train()
-    tokens_per_step = cfg.recipe.batch_size * cfg.recipe.grad_accum * dp_size * math.prod(shape[1:]) // 4
-    t_last = time.perf_counter()
-    started, last_step = time.perf_counter(), cfg.recipe.steps
-    while step < last_step:
-        total = torch.zeros((), device=info.device)
-        for a in range(cfg.recipe.grad_accum):
-            batch = next(batches)
-            result.skipped.update(dict(batch["skipped"]))
-            n = samples_before + consumed
-            k = cfg.recipe.noise_draws  # draw j of the clip at position p is drawn as position p * k + j
-            positions = [((n + i) * world + rank) * k + j for i in range(len(batch["caption"])) for j in range(k)]
-            consumed += len(batch["caption"])
-            noise = draw_noise(cfg.recipe.seed, positions, shape, caption_dropout=cfg.recipe.caption_dropout,
-                               sigma_sampling=cfg.recipe.sigma_sampling, shift=shift, rho_range=tuple(cfg.recipe.rho_range),
-                               device=info.device)
-            x, s, context = conditioner(batch, noise.drop_caption, repeats=k)
-            if info.distributed:
-                objective.set_requires_gradient_sync(a == cfg.recipe.grad_accum - 1)
-            with autocast:
-                loss = objective(x, s, context, noise.sigma.to(info.device), noise.eps, noise.rho.to(info.device))
-            # FSDP averages gradients over all ranks; each context-parallel peer holds only its tokens' share
-            (loss * cp_degree / cfg.recipe.grad_accum).backward()
-            total += loss.detach() / cfg.recipe.grad_accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        update_ema(ema, transformer, ema_decay(cfg.optim.ema_decay, step, cfg.optim.ema_warmup))
-        if cfg.recipe.time_limit_min and _agreed_timeout(started, cfg.recipe.time_limit_min, info):
-            last_step = step  # out of time: this step becomes the final one (checkpoint, sample, export)
+    run.objective.train()
+    total = torch.zeros((), device=info.device)
+    for a in range(cfg.recipe.grad_accum):
+        batch = next(run.batches)
+        run.result.skipped.update(dict(batch["skipped"]))
+        n, k = run.samples_before + run.consumed, cfg.recipe.noise_draws
+        # draw j of the clip at position p is drawn as position p * k + j
+        positions = [((n + i) * run.dp_size + run.dp_rank) * k + j for i in range(len(batch["caption"])) for j in range(k)]
+        run.consumed += len(batch["caption"])
+        noise = draw_noise(cfg.recipe.seed, positions, run.shape, caption_dropout=cfg.recipe.caption_dropout,
+                           sigma_sampling=cfg.recipe.sigma_sampling, shift=run.shift,
+                           rho_range=tuple(cfg.recipe.rho_range), device=info.device)
+        x, s, context = run.conditioner(batch, noise.drop_caption, repeats=k)
+        if info.distributed:
+            run.objective.set_requires_gradient_sync(a == cfg.recipe.grad_accum - 1)
+        with autocast:
+            loss = run.objective(x, s, context, noise.sigma.to(info.device), noise.eps, noise.rho.to(info.device))
+        # FSDP averages gradients over all ranks; each context-parallel peer holds only its tokens' share
+        (loss * cfg.recipe.context_parallel / cfg.recipe.grad_accum).backward()
+        total += loss.detach() / cfg.recipe.grad_accum
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.objective.parameters(), cfg.optim.grad_clip)
+    if hasattr(grad_norm, "full_tensor"):
+        grad_norm = grad_norm.full_tensor()
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    update_ema(run.ema, run.transformer, ema_decay(cfg.optim.ema_decay, run.step, cfg.optim.ema_warmup))
+    loss_value = all_mean(total, info).item()
+    run.result.losses.append(loss_value)
+    return loss_value, float(grad_norm)
 
-        loss_value = all_mean(total, info).item()
-        result.losses.append(loss_value)
-        if info.is_main:
-            now = time.perf_counter()
-            row = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                   "sec_per_step": now - t_last, "tokens_per_sec": tokens_per_step / max(now - t_last, 1e-9),
-                   "skipped": len(result.skipped)}
-            t_last = now
-            with metrics_file.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            if writer is not None:
-                for k in ("loss", "lr", "grad_norm", "sec_per_step", "tokens_per_sec"):
-                    writer.add_scalar(f"train/{k}", row[k], step)
-            bar.update(1)
-            if step % cfg.output.log_every == 0 or step == last_step:
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{row['lr']:.2e}", gnorm=f"{row['grad_norm']:.3f}",
-                                skipped=len(result.skipped))
 
-        if step % cfg.output.checkpoint_every == 0 or step == last_step:
-            sampler_state = sampler.state_dict(consumed=consumed)
-            save_checkpoint(ckpt_dir, step, info, model=objective, ema=ema, optimizer=optimizer, keep=cfg.output.keep,
-                            train_state={"step": step, "scheduler": scheduler.state_dict(), "sampler": sampler_state})
-            if info.is_main:
-                plot_losses(metrics_file, out_dir / "loss_curve.png")
-        if cfg.output.sample_every and cfg.output.sample_image and (step % cfg.output.sample_every == 0 or step == last_step):
-            state = {k.removeprefix("transformer."): v for k, v in full_state_dict(objective).items()}
-            if info.is_main:
-                save_sample(cfg, step, state, transformer.config, vae, text_encoder, out_dir)
-            barrier(info)
-    bar.close()
+class MetricsLogger:
+    """metrics.jsonl (one row per step), TensorBoard scalars and the progress bar; rank 0 only."""
 
-    # 5. Export the EMA weights in our pretrained format.
-    ema_state = full_state_dict(ema)
-    if info.is_main:
+    def __init__(self, run: Run, progress: bool):
+        self.main = run.info.is_main
+        if self.main:
+            run.out_dir.mkdir(parents=True, exist_ok=True)
+            (run.out_dir / "config.json").write_text(json.dumps(run.cfg.to_dict(), indent=2))
+        self.file = run.out_dir / "metrics.jsonl"
+        self.writer = _tensorboard(run.cfg, run.out_dir) if self.main else None
+        self.bar = tqdm(total=run.cfg.recipe.steps, initial=run.step, desc="training", unit="step",
+                        disable=not (progress and self.main))
+        self.tokens_per_step = (run.cfg.recipe.batch_size * run.cfg.recipe.grad_accum * run.dp_size
+                                * math.prod(run.shape[1:]) // 4)
+        self.t_last = time.perf_counter()
+
+    def log(self, run: Run, loss: float, grad_norm: float, final: bool) -> None:
+        if not self.main:
+            return
+        now = time.perf_counter()
+        row = {"step": run.step, "loss": loss, "lr": run.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+               "sec_per_step": now - self.t_last, "tokens_per_sec": self.tokens_per_step / max(now - self.t_last, 1e-9),
+               "skipped": len(run.result.skipped)}
+        self.t_last = now
+        with self.file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for k in ("loss", "lr", "grad_norm", "sec_per_step", "tokens_per_sec"):
+                self.writer.add_scalar(f"train/{k}", row[k], run.step)
+        self.bar.update(1)
+        if run.step % run.cfg.output.log_every == 0 or final:
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{row['lr']:.2e}", gnorm=f"{grad_norm:.3f}",
+                                 skipped=len(run.result.skipped))
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def checkpoint(run: Run) -> None:
+    """Save step run.step (collective) with the data position of what was trained on; refresh the loss plot."""
+    train_state = {"step": run.step, "scheduler": run.scheduler.state_dict(),
+                   "sampler": run.sampler.state_dict(consumed=run.consumed), "model": model_settings(run.cfg)}
+    save_checkpoint(run.ckpt_dir, run.step, run.info, model=run.objective, ema=run.ema, optimizer=run.optimizer,
+                    keep=run.cfg.output.keep, train_state=train_state)
+    if run.info.is_main:
+        plot_losses(run.out_dir / "metrics.jsonl", run.out_dir / "loss_curve.png")
+
+
+def sample(run: Run) -> None:
+    """The fixed validation video with the current weights (gathered on every rank, generated on rank 0)."""
+    state = {k.removeprefix("transformer."): v for k, v in full_state_dict(run.objective).items()}
+    if run.info.is_main:
+        save_sample(run.cfg, run.step, state, run.transformer.config, run.vae, run.text_encoder, run.out_dir)
+    barrier(run.info)
+
+
+def export_ema(run: Run) -> None:
+    """The EMA weights in our pretrained format (ema_transformer/), and the bad clips' summary."""
+    ema_state = full_state_dict(run.ema)
+    if run.info.is_main:
         with torch.device("meta"):
-            exported = FlashI2VTransformer.from_config(transformer.config)
+            exported = FlashI2VTransformer.from_config(run.transformer.config)
         load_state_dict_strict(exported, ema_state, source="EMA")
-        exported.save_pretrained(out_dir / "ema_transformer")
-        if result.skipped:
+        exported.save_pretrained(run.out_dir / "ema_transformer")
+        if run.result.skipped:
             counts: dict[str, int] = {}
-            for reason in result.skipped.values():
+            for reason in run.result.skipped.values():
                 counts[reason] = counts.get(reason, 0) + 1
-            log.warning("skipped %d bad clip(s): %s", len(result.skipped), counts)
-        if writer is not None:
-            writer.close()
-    barrier(info)
-    result.final_step = step
-    return result
+            log.warning("skipped %d bad clip(s): %s", len(run.result.skipped), counts)
+    barrier(run.info)
 
 
 def _agreed_timeout(started: float, minutes: float, info: DistInfo) -> bool:
