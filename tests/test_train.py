@@ -156,7 +156,7 @@ def test_init_from_wan_t2v_checkpoint(clips, tmp_path):
         assert torch.equal(state[key], value), key
     assert state["learnable_proj.proj.2.weight"].abs().max() == 0 and state["fourier_embedding.1.weight"].abs().max() == 0
     result = train(cfg, device="cpu", progress=False)
-    assert len(result.losses) == 2 and all(l == l for l in result.losses)
+    assert len(result.losses) == 2 and all(x == x for x in result.losses)
 
 
 def test_ulysses_context_parallel_generation_matches_single_process(tmp_path):

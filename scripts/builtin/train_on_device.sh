@@ -22,7 +22,7 @@ train() {
 }
 if [ -n "${FILL:-}" ]; then
     probe=runs/builtin-probe
-    train output.dir="$probe" output.checkpoint_every=100000 recipe.steps="${PROBE_STEPS:-60}" "$@" 2>&1 \
+    train output.dir="$probe" --overwrite output.checkpoint_every=100000 recipe.steps="${PROBE_STEPS:-60}" "$@" 2>&1 \
         | tr '\r' '\n' > "$OUT/train/probe.log"
     steps=$(python3 -c "
 import json, statistics
