@@ -36,12 +36,10 @@ from flashi2v.weights import (
     export_state_dict,
     inspect_checkpoint,
     layouts,
-    load_transformer,
     load_transformer_state,
     load_transformer_weights,
-    save_state_sharded,
-    save_transformer,
 )
+from flashi2v.model.io import save_state_sharded, save_transformer
 from flashi2v.weights.components import (
     UMT5_MODULES,
     load_umt5_original,
@@ -252,8 +250,8 @@ def test_mindspeed_prefers_ema_and_convert_keeps_both(tmp_path):
     raw_model, _ = load_transformer_weights(path, **TINY_ARGS, ema=False)
     assert torch.equal(outputs(raw_model)[0], outputs(raw)[0])
     convert_checkpoint(path, tmp_path / "ours", **TINY_ARGS)
-    assert torch.equal(outputs(load_transformer(tmp_path / "ours" / "transformer"))[0], outputs(raw)[0])
-    assert torch.equal(outputs(load_transformer(tmp_path / "ours" / "transformer_ema"))[0], outputs(ema)[0])
+    assert torch.equal(outputs(FlashI2VTransformer.from_pretrained(tmp_path / "ours" / "transformer"))[0], outputs(raw)[0])
+    assert torch.equal(outputs(FlashI2VTransformer.from_pretrained(tmp_path / "ours" / "transformer_ema"))[0], outputs(ema)[0])
     assert not marker.exists()  # the pickled os.system call was never run
 
 
@@ -282,7 +280,7 @@ def test_our_format_sharded_round_trip(tmp_path):
     save_transformer(model, tmp_path / "t", max_shard_size=30_000)
     assert (tmp_path / "t" / "model.safetensors.index.json").is_file()
     assert len(list((tmp_path / "t").glob("model-*-of-*.safetensors"))) > 1
-    _assert_same_tensors(load_transformer(tmp_path / "t").state_dict(), model.state_dict())
+    _assert_same_tensors(FlashI2VTransformer.from_pretrained(tmp_path / "t").state_dict(), model.state_dict())
     again, report = load_transformer_weights(tmp_path / "t")
     assert report.layout == "flashi2v-gpu" and torch.equal(outputs(again)[0], outputs(model)[0])
     save_transformer(model, tmp_path / "t")  # re-save unsharded: stale shards must go
@@ -509,7 +507,7 @@ def test_cli_functions_convert_and_inspect(tmp_path, capsys):
                                        "--dtype", "bf16", "--layout", "mindspeed"])
     args.func(args)
     assert "wrote" in capsys.readouterr().out
-    assert load_transformer(tmp_path / "out" / "transformer").patch_embedding.weight.dtype == torch.bfloat16
+    assert FlashI2VTransformer.from_pretrained(tmp_path / "out" / "transformer").patch_embedding.weight.dtype == torch.bfloat16
 
 
 def _wired_main():
