@@ -57,7 +57,7 @@ def build(args, device):
     from diffusers import AutoencoderKLWan
 
     from flashi2v.encoders import UMT5TextEncoder, WanVAE
-    from flashi2v.tiny import make_tiny_tokenizer, random_tiny_pipeline
+    from flashi2v.random_components import make_tiny_tokenizer, random_tiny_pipeline
 
     if args.tiny:
         return random_tiny_pipeline()

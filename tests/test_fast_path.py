@@ -13,7 +13,7 @@ from flashi2v.model.attention import ATTENTION_BACKENDS, attention, fa3_availabl
 from flashi2v.kernels import triton_available
 from flashi2v.optimize import (LinearGELU, apply_fast_path, attention_backend, fuse_ffn_gelu, fuse_norms,
                                fuse_qkv, set_attention_backend, stream_from_cpu)
-from flashi2v.tiny import random_tiny_pipeline
+from flashi2v.random_components import random_tiny_pipeline
 
 
 def randomized_tiny(seed=0):

@@ -438,7 +438,7 @@ def test_umt5_original_converts(tmp_path):
 def test_convert_wan_download_folder_to_pipeline(tmp_path):
     """A Wan2.1-T2V-1.3B-like folder (DiT, Wan2.1_VAE.pth, umT5 .pth, google/umt5-xxl) -> a pipeline folder."""
     from flashi2v.pipeline import FlashI2VPipeline
-    from flashi2v.tiny import make_tiny_tokenizer
+    from flashi2v.random_components import make_tiny_tokenizer
 
     src = tmp_path / "Wan2.1-T2V-1.3B"
     dit = randomized_tiny(seed=5, t2v=True)
@@ -463,7 +463,7 @@ def test_convert_wan_download_folder_to_pipeline(tmp_path):
 
 
 def test_convert_diffusers_pipeline_folder_copies_components(tmp_path):
-    from flashi2v.tiny import random_tiny_pipeline
+    from flashi2v.random_components import random_tiny_pipeline
 
     pipe = random_tiny_pipeline(seed=0)
     src = tmp_path / "Wan2.1-T2V-1.3B-Diffusers"

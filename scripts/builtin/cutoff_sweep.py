@@ -15,9 +15,9 @@ import tempfile
 
 import numpy as np
 
-from flashi2v.data.synthetic import evaluation_photos
 from flashi2v.eval.motion import colour_drift, pair_motions, psnr
 from flashi2v.eval.quality import _prompt
+from flashi2v.photos import evaluation_photos
 from flashi2v.pipeline import FlashI2VPipeline
 from flashi2v.video import image_to_tensor, to_uint8
 

@@ -16,7 +16,7 @@ import argparse
 import tempfile
 
 from flashi2v import FlashI2VPipeline
-from flashi2v.data.synthetic import evaluation_photos
+from flashi2v.photos import evaluation_photos
 from flashi2v.eval.motion import as_frames, colour_drift, end_to_end_motion, pair_motions, warp_by_motion
 from flashi2v.eval.quality import _prompt
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import flashi2v.pipeline as pipeline_module
 from flashi2v import FlashI2VPipeline
-from flashi2v.data.synthetic import evaluation_photos
 from flashi2v.eval.motion import classify_motion, colour_drift, pair_motions
 from flashi2v.eval.quality import DIRECTIONAL, _prompt
+from flashi2v.photos import evaluation_photos
 
 _plain_velocity = pipeline_module.flashi2v_velocity
 

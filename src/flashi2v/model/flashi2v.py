@@ -19,9 +19,13 @@ import torch.nn.functional as F
 from ..config import TransformerConfig, preset
 from ..errors import FlashI2VError
 from .attention import RopeCache
-from .io import DEFAULT_SHARD_BYTES, load_state_dict_strict, read_pretrained, save_transformer
+from .io import (
+    DEFAULT_SHARD_BYTES,
+    load_state_dict_strict,
+    read_pretrained,
+    save_transformer,
+)
 from .wan import WanBlock, WanHead, patchify, sinusoidal_embedding, unpatchify
-
 
 
 def _xavier_2d_(weight: torch.Tensor) -> None:

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import torch
-
 import torch.nn as nn
 
 from ..config import TransformerConfig
