@@ -46,7 +46,10 @@ from common import (bench, reset_memory, device_info, diffusers_wan, dit_flops, 
 
 from flashi2v import FlashI2VTransformer, preset
 from flashi2v.model.attention import fa3_available, fa4_available, set_fa4_wave_split
-from flashi2v.optimize import apply_cuda_graphs, apply_fast_path, fuse_ffn_gelu, set_attention_backend
+from flashi2v.fast_path.compile import apply_cuda_graphs
+from flashi2v.fast_path.fusion import fuse_ffn_gelu
+from flashi2v.fast_path.recipe import apply_fast_path
+from flashi2v.model.attention import set_attention_backend
 from quack_gemm import use_quack_gemm
 
 

@@ -22,7 +22,7 @@ from flashi2v.kernels import triton_available
 from flashi2v.kernels.qk_norm_rope import rms_norm_rope
 from flashi2v.model.attention import RopeCache, fa4_attention, fa4_available
 from flashi2v.model.wan import WanBlock
-from flashi2v.optimize import fuse_norms
+from flashi2v.fast_path.fusion import fuse_norms
 
 BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}

@@ -31,7 +31,8 @@ from common import (device_info, diffusers_wan, dit_flops, load_into_diffusers, 
                     save_json, table)
 
 from flashi2v import FlashI2VTransformer
-from flashi2v.optimize import apply_compile, set_attention_backend
+from flashi2v.fast_path.compile import apply_compile
+from flashi2v.model.attention import set_attention_backend
 from flashi2v.train.objective import FlashI2VObjective
 from flashi2v.train.parallel import CHECKPOINT_MODES, apply_activation_checkpointing
 

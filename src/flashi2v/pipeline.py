@@ -101,7 +101,7 @@ class FlashI2VPipeline:
         attention, GELU in the matmul epilogue, Triton norm kernels, fused QKV, compiled blocks: 1.9x the
         plain model on an H100, same function to bf16 rounding). The first call at each video size
         compiles (~10-30 s). ``kwargs`` go through."""
-        from .optimize import apply_fast_path
+        from .fast_path.recipe import apply_fast_path
 
         apply_fast_path(self.transformer, **kwargs)
         return self
@@ -132,7 +132,7 @@ class FlashI2VPipeline:
         in about 9 GB of GPU memory at the cost of one pass of the weights over PCIe per generation.
         Same embeddings as without offload. Call after moving the pipeline to its device.
         """
-        from .optimize import stream_from_cpu
+        from .offload import stream_from_cpu
 
         if not self.text_encoder_offloaded:
             stream_from_cpu(self.text_encoder.model, self.device)
@@ -168,14 +168,14 @@ class FlashI2VPipeline:
         if (not self.transformer_offload or device.type != "cuda" or self._transformer_home is not None
                 or getattr(self.transformer, "_cuda_graphs", None) is not None):
             return
-        from .optimize import offload_to_cpu
+        from .offload import offload_to_cpu
 
         offload_to_cpu(self.transformer, non_blocking=True)  # queued before the decode: its memory is reused
         self._transformer_home = device
 
     def _transformer_to_device(self) -> None:
         if self._transformer_home is not None:
-            from .optimize import load_to_device
+            from .offload import load_to_device
 
             load_to_device(self.transformer, self._transformer_home, non_blocking=True)
             self._transformer_home = None

@@ -55,7 +55,8 @@ class QualityReport:
         return "\n".join(lines)
 
 
-def _prompt(motion: str) -> str:
+def evaluation_prompt(motion: str) -> str:
+    """The prompt a camera motion is evaluated with: its first caption at the normal pace (a training caption)."""
     return motion_caption(motion, "normal", 0)
 
 
@@ -100,7 +101,7 @@ def evaluate_motion_model(pipe, photos: list[Path], out_dir: Path | None = None,
     strips = []
 
     def run(photo: Path, motion: str, cutoff: float | None = None) -> dict:
-        out = pipe(str(photo), _prompt(motion), seed=seed, cutoff=cutoff, progress=progress)
+        out = pipe(str(photo), evaluation_prompt(motion), seed=seed, cutoff=cutoff, progress=progress)
         frames = out.frames.numpy()
         reference = to_uint8(image_to_tensor(str(photo), d["height"], d["width"]).permute(1, 2, 0)).numpy()
         motions = pair_motions(frames)  # the slow part of the metrics: once per video

@@ -195,7 +195,7 @@ class FlashI2VTransformer(nn.Module):
 
     def run_blocks(self, tokens, e0, context, rope) -> tuple[torch.Tensor, tuple | None]:
         """All blocks in order -> (tokens, pending update). With ``defer_residuals`` (set by
-        ``flashi2v.optimize.fuse_norms``, for inference) each block leaves its last residual update (y, gate)
+        ``flashi2v.fast_path.fusion.fuse_norms``, for inference) each block leaves its last residual update (y, gate)
         to the next block's first norm, which adds it in the same kernel, and the last one to the head's
         norm; without, pending is None."""
         if not self.defer_residuals:
