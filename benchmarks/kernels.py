@@ -1,7 +1,7 @@
 """The kernels one 1.3B DiT block is made of, timed alone at 480x832 (20,280 tokens): attention
 backends (FlashAttention-4 too where flash-attn-4 is installed) and layouts, and their error against
 a float32 reference, the block's matmuls (fused QKV, GELU epilogue), the Fourier 1x1x1 conv, a copy,
-the norms (compiled ops vs the Triton kernels of flashi2v.optimize.fuse_norms).
+the norms (compiled ops vs the Triton kernels of flashi2v.fast_path.fusion.fuse_norms).
 Explains where ours-fast's time goes (docs/performance.md). Table printed last.
 
     python benchmarks/kernels.py [--frames 49] [--tiny]

@@ -143,7 +143,7 @@ def use_quack_gemm(model: nn.Module, ffn_up: bool = True, others: bool = True) -
 
 
 def torch_linear(x, w, b, gelu):
-    """What the fast path runs: F.linear, or cuBLASLt's bias + GELU epilogue (flashi2v.optimize.LinearGELU)."""
+    """What the fast path runs: F.linear, or cuBLASLt's bias + GELU epilogue (flashi2v.fast_path.fusion.LinearGELU)."""
     return torch._addmm_activation(b, x, w.t(), use_gelu=True) if gelu else F.linear(x, w, b)
 
 
