@@ -3,7 +3,6 @@ folders give one FlashI2VError line naming the file and the fix, never a traceba
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -135,3 +136,26 @@ if __name__ == "__main__":
     found = cycles(graph)
     print("cycles:", found or "none")
     sys.exit(1 if found else 0)
+
+
+def test_the_transformer_constructor_is_its_config(tmp_path):
+    """One home for each of the transformer's hyperparameters: the constructor takes a TransformerConfig."""
+    import dataclasses
+    import inspect
+
+    from flashi2v import FlashI2VError, FlashI2VTransformer, TransformerConfig, preset
+
+    assert list(inspect.signature(FlashI2VTransformer.__init__).parameters) == ["self", "config"]
+    model = FlashI2VTransformer.from_config("tiny", proj_kernel="3x3x3")
+    assert model.config == dataclasses.replace(preset("tiny"), proj_kernel="3x3x3")
+    assert model.learnable_proj.proj[0].kernel_size == (3, 3, 3)
+    assert len(model.blocks) == model.config.num_layers
+    assert FlashI2VTransformer(model.config).state_dict().keys() == model.state_dict().keys()
+    with pytest.raises(TypeError, match="dim"):  # fields go through the config, not the constructor
+        FlashI2VTransformer(dim=64)  # type: ignore[call-arg]
+    with pytest.raises(FlashI2VError, match="TransformerConfig"):
+        FlashI2VTransformer("tiny")  # type: ignore[arg-type]
+    model.save_pretrained(tmp_path / "t")
+    saved = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert saved["_class_name"] == "FlashI2VTransformer" and TransformerConfig.from_dict(saved) == model.config
+    assert FlashI2VTransformer.from_pretrained(tmp_path / "t").config == model.config
