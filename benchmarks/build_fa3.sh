@@ -8,7 +8,7 @@
 # Needs nvcc >= 12.3, torch, ninja, setuptools and wheel. With CUDA 13 (measured) or 12.8 it builds offline;
 # with other 12.x releases the package's setup.py downloads NVIDIA's nvcc 12.6 / ptxas 12.8 first.
 # Then: pip install WHEEL_DIR/flash_attn_3-*.whl, and pipe.enable_fast_path() picks it when flash-attn-4 is
-# not installed (flashi2v.optimize.best_attention_backend).
+# not installed (flashi2v.fast_path.recipe.best_attention_backend).
 set -euo pipefail
 SRC=$(realpath "$1"); WHEELS=$(realpath -m "${2:-dist}"); mkdir -p "$WHEELS"
 [ -f "$SRC/hopper/setup.py" ] && [ -f "$SRC/README.md" ] || { echo "error: $SRC is not a flash-attention checkout (no hopper/setup.py)"; exit 2; }

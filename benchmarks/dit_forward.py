@@ -6,7 +6,7 @@ Variants:
   diffusers-best      + set_attention_backend("_native_cudnn") + compile_repeated_blocks(fullgraph=True)
   ours-plain          FlashI2VTransformer as shipped (eager, torch's default SDPA choice)
   ours+...            one speed-up added at a time (LADDER below), up to
-  ours-fast           flashi2v.optimize.apply_fast_path (cuDNN attention, GELU in the matmul epilogue,
+  ours-fast           flashi2v.fast_path.recipe.apply_fast_path (cuDNN attention, GELU in the matmul epilogue,
                       Triton norm kernels, fused QKV, compiled blocks)
   ours-fast+fa4       apply_fast_path(attention="fa4"): FlashAttention-4 kernels (needs flash-attn-4)
   ours-fast+fa4+plain-norms  the same without the Triton norm kernels (fuse_norms)
@@ -46,7 +46,10 @@ from common import (bench, reset_memory, device_info, diffusers_wan, dit_flops, 
 
 from flashi2v import FlashI2VTransformer, preset
 from flashi2v.model.attention import fa3_available, fa4_available, set_fa4_wave_split
-from flashi2v.optimize import apply_cuda_graphs, apply_fast_path, fuse_ffn_gelu, set_attention_backend
+from flashi2v.fast_path.compile import apply_cuda_graphs
+from flashi2v.fast_path.fusion import fuse_ffn_gelu
+from flashi2v.fast_path.recipe import apply_fast_path
+from flashi2v.model.attention import set_attention_backend
 from quack_gemm import use_quack_gemm
 
 
@@ -94,7 +97,7 @@ WAVE_SPLIT_OFF = {"ours-fast+fa4+no-wave-split"}
 
 
 # Ours: (name, attention backend, how to build it from a copy of the plain model). Up to "ours-fast" each
-# row adds one thing to the one before ("ours-fast" is exactly flashi2v.optimize.apply_fast_path); the
+# row adds one thing to the one before ("ours-fast" is exactly flashi2v.fast_path.recipe.apply_fast_path); the
 # "ours-fast+fa4+..." rows change one thing of "ours-fast+fa4".
 LADDER = [
     ("ours-plain", "auto", None),

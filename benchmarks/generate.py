@@ -34,7 +34,9 @@ from PIL import Image
 from common import device_info, median, out_dir, randomize_, reset_memory, save_json, table
 
 from flashi2v import FlashI2VPipeline, FlashI2VTransformer
-from flashi2v.optimize import apply_cuda_graphs, apply_fast_path, set_attention_backend
+from flashi2v.fast_path.compile import apply_cuda_graphs
+from flashi2v.fast_path.recipe import apply_fast_path
+from flashi2v.model.attention import set_attention_backend
 
 
 def umt5_xxl(device, dtype):
@@ -57,7 +59,7 @@ def build(args, device):
     from diffusers import AutoencoderKLWan
 
     from flashi2v.encoders import UMT5TextEncoder, WanVAE
-    from flashi2v.tiny import make_tiny_tokenizer, random_tiny_pipeline
+    from flashi2v.random_components import make_tiny_tokenizer, random_tiny_pipeline
 
     if args.tiny:
         return random_tiny_pipeline()

@@ -1,7 +1,7 @@
 """The kernels one 1.3B DiT block is made of, timed alone at 480x832 (20,280 tokens): attention
 backends (FlashAttention-4 too where flash-attn-4 is installed) and layouts, and their error against
 a float32 reference, the block's matmuls (fused QKV, GELU epilogue), the Fourier 1x1x1 conv, a copy,
-the norms (compiled ops vs the Triton kernels of flashi2v.optimize.fuse_norms).
+the norms (compiled ops vs the Triton kernels of flashi2v.fast_path.fusion.fuse_norms).
 Explains where ours-fast's time goes (docs/performance.md). Table printed last.
 
     python benchmarks/kernels.py [--frames 49] [--tiny]
@@ -22,7 +22,7 @@ from flashi2v.kernels import triton_available
 from flashi2v.kernels.qk_norm_rope import rms_norm_rope
 from flashi2v.model.attention import RopeCache, fa4_attention, fa4_available
 from flashi2v.model.wan import WanBlock
-from flashi2v.optimize import fuse_norms
+from flashi2v.fast_path.fusion import fuse_norms
 
 BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}

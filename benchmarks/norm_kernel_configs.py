@@ -18,7 +18,7 @@ from flashi2v.kernels.qk_norm_rope import _rms_norm_rope_kernel, rms_norm_rope_q
 from flashi2v.kernels.residual_layer_norm import _residual_layer_norm_kernel
 from flashi2v.model.attention import RopeCache
 from flashi2v.model.wan import WanBlock
-from flashi2v.optimize import fuse_norms
+from flashi2v.fast_path.fusion import fuse_norms
 
 CONFIGS = [(rows, warps) for rows in (1, 2, 4, 8) for warps in (4, 8, 16)]
 

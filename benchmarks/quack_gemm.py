@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from common import events_ms, graphed, matmul_ceiling, median, out_dir, rel_err, save_json, table
 
-from flashi2v.optimize import FusedQKVAttention, LinearGELU, fuse_ffn_gelu
+from flashi2v.fast_path.fusion import FusedQKVAttention, LinearGELU, fuse_ffn_gelu
 
 # (tile_m, tile_n, pingpong, cluster_m, cluster_n): quack's SM90 default first, then cooperative (two warp
 # groups on one 256-row tile) and ping-pong (one tile per warp group) shapes that fit N = 1,536 / 4,608 / 8,960
@@ -143,7 +143,7 @@ def use_quack_gemm(model: nn.Module, ffn_up: bool = True, others: bool = True) -
 
 
 def torch_linear(x, w, b, gelu):
-    """What the fast path runs: F.linear, or cuBLASLt's bias + GELU epilogue (flashi2v.optimize.LinearGELU)."""
+    """What the fast path runs: F.linear, or cuBLASLt's bias + GELU epilogue (flashi2v.fast_path.fusion.LinearGELU)."""
     return torch._addmm_activation(b, x, w.t(), use_gelu=True) if gelu else F.linear(x, w, b)
 
 

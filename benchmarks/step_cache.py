@@ -40,7 +40,8 @@ import torch
 from common import device_info, out_dir, randomize_, save_json, table
 
 from flashi2v import FlashI2VError, FlashI2VPipeline
-from flashi2v.data.synthetic import evaluation_photos, motion_caption
+from flashi2v.captions import motion_caption
+from flashi2v.photos import evaluation_photos
 from flashi2v.eval.motion import motion_magnitude, psnr
 from flashi2v.step_cache import FirstBlockCache, apply_step_cache, remove_step_cache
 from flashi2v.video import image_to_tensor, to_uint8, write_mp4
@@ -77,7 +78,7 @@ def parse_args(argv=None):
 
 def build(args, device) -> FlashI2VPipeline:
     if args.tiny:
-        from flashi2v.tiny import random_tiny_pipeline
+        from flashi2v.random_components import random_tiny_pipeline
 
         pipe = random_tiny_pipeline(seed=0)
         randomize_(pipe.transformer)  # Wan's zero head would make the output independent of the blocks

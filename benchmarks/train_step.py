@@ -7,8 +7,8 @@ tokens), batch 1, float32 master weights, bf16 autocast, fused AdamW, flow-match
                       FlashI2VObjective (phi(s), s_high, shifted interpolation, DiT, loss) with
                       flashi2v.train.parallel.apply_activation_checkpointing(transformer, MODE, FRACTION)
                       (MODE: full (default), attention, selective, none; FRACTION of the blocks, default 1),
-                      "cudnn": cuDNN attention (flashi2v.optimize.set_attention_backend), "compile":
-                      torch.compile of every block (flashi2v.optimize.apply_compile), as recipe.compile.
+                      "cudnn": cuDNN attention (flashi2v.model.attention.set_attention_backend), "compile":
+                      torch.compile of every block (flashi2v.fast_path.compile.apply_compile), as recipe.compile.
 Reports seconds per step, tokens/s, MFU (3 x forward FLOPs per step, against a bf16 matmul ceiling
 measured in the same run), peak memory and the first step's loss (the ours-* rows compute the same
 function: their losses agree to bf16 rounding); the table is printed last, the JSON is rewritten after
@@ -31,7 +31,8 @@ from common import (device_info, diffusers_wan, dit_flops, load_into_diffusers, 
                     save_json, table)
 
 from flashi2v import FlashI2VTransformer
-from flashi2v.optimize import apply_compile, set_attention_backend
+from flashi2v.fast_path.compile import apply_compile
+from flashi2v.model.attention import set_attention_backend
 from flashi2v.train.objective import FlashI2VObjective
 from flashi2v.train.parallel import CHECKPOINT_MODES, apply_activation_checkpointing
 

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 
 from flashi2v.context_parallel import apply_context_parallel
-from flashi2v.tiny import random_tiny_pipeline
+from flashi2v.random_components import random_tiny_pipeline
 
 dist.init_process_group("gloo")
 image = sys.argv[2]

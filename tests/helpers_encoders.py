@@ -1,10 +1,10 @@
-"""Tiny encoder builders for tests: the library's own (flashi2v.tiny), plus an on-disk round trip."""
+"""Tiny encoder builders for tests: the library's own (flashi2v.random_components), plus an on-disk round trip."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flashi2v.tiny import TINY_TEXT_DIM, TINY_Z_DIM, make_tiny_text_encoder, make_tiny_tokenizer, make_tiny_vae
+from flashi2v.random_components import TINY_TEXT_DIM, TINY_Z_DIM, make_tiny_text_encoder, make_tiny_tokenizer, make_tiny_vae
 
 __all__ = ["TINY_TEXT_DIM", "TINY_Z_DIM", "make_tiny_text_encoder_and_tokenizer", "make_tiny_tokenizer", "make_tiny_vae"]
 

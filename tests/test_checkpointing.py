@@ -67,7 +67,7 @@ def check_recomputation(mode: str, backend: str | None) -> None:
     """Same gradients as without checkpointing, and backward recomputes what the mode says: "full"
     attention and matmuls, "attention" the matmuls only, "selective" neither. With ``backend`` the
     blocks are compiled: this checks that the policy reaches the compiled graph."""
-    from flashi2v.optimize import apply_compile
+    from flashi2v.fast_path.compile import apply_compile
 
     plain = CountRecomputed()
     reference = loss_and_grads(make_model(), plain)
@@ -117,7 +117,7 @@ def test_checkpointing_can_be_switched_off_and_rejects_unknown_modes():
 def test_inductor_compiled_blocks_with_selective_checkpointing_give_the_same_gradients():
     """The training recipe's path (selective policy inside Inductor-compiled blocks): gradients equal to
     eager without checkpointing, to float32 rounding of the fused kernels."""
-    from flashi2v.optimize import apply_compile
+    from flashi2v.fast_path.compile import apply_compile
 
     torch._dynamo.reset()
     reference = loss_and_grads(make_model())

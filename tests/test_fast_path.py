@@ -1,4 +1,4 @@
-"""flashi2v.optimize: the fast path computes the same function as the plain model, keeps the state-dict
+"""flashi2v.fast_path: the fast path computes the same function as the plain model, keeps the state-dict
 layout, and the text-encoder offload gives the same embeddings. CPU, tiny config."""
 
 import copy
@@ -11,9 +11,11 @@ from flashi2v import FlashI2VTransformer
 from flashi2v.errors import FlashI2VError
 from flashi2v.model.attention import ATTENTION_BACKENDS, attention, fa3_available, fa4_available, get_attention_backend
 from flashi2v.kernels import triton_available
-from flashi2v.optimize import (LinearGELU, apply_fast_path, attention_backend, fuse_ffn_gelu, fuse_norms,
-                               fuse_qkv, set_attention_backend, stream_from_cpu)
-from flashi2v.tiny import random_tiny_pipeline
+from flashi2v.fast_path.fusion import LinearGELU, fuse_ffn_gelu, fuse_norms, fuse_qkv
+from flashi2v.fast_path.recipe import apply_fast_path
+from flashi2v.model.attention import attention_backend, set_attention_backend
+from flashi2v.offload import stream_from_cpu
+from flashi2v.random_components import random_tiny_pipeline
 
 
 def randomized_tiny(seed=0):
@@ -259,7 +261,7 @@ def test_stream_from_cpu_moves_outputs_back():
 
 @torch.no_grad()
 def test_offload_to_cpu_and_back_keeps_views_values_and_compiled_graph():
-    from flashi2v.optimize import load_to_device, offload_to_cpu
+    from flashi2v.offload import load_to_device, offload_to_cpu
 
     fast = apply_fast_path(randomized_tiny(seed=5), qkv=True)  # fused QKV: q/k/v are views of one buffer
     x, t, c, s = inputs(seed=6)
@@ -282,7 +284,8 @@ def test_offload_to_cpu_and_back_keeps_views_values_and_compiled_graph():
 
 def test_transformer_offload_same_video_and_not_with_cuda_graphs():
     from flashi2v import FlashI2VError
-    from flashi2v.optimize import apply_cuda_graphs, offload_to_cpu
+    from flashi2v.fast_path.compile import apply_cuda_graphs
+    from flashi2v.offload import offload_to_cpu
 
     pipe = random_tiny_pipeline()
     settings = dict(num_frames=5, height=32, width=32, steps=2, seed=0, progress=False)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from flashi2v.data.synthetic import bundled_photo_files, load_photo, motion_speed, render_camera_clip, render_window
+from flashi2v.captions import motion_speed
+from flashi2v.data.synthetic.render import render_camera_clip, render_window
+from flashi2v.photos import bundled_photo_files, load_photo
 from flashi2v.errors import FlashI2VError
 from flashi2v.eval import (
     LABELS,
@@ -131,7 +133,7 @@ def test_colour_drift_compares_the_content_both_frames_show(photos):
 def codec_round_trip(frames: np.ndarray) -> np.ndarray:
     """The clip as the built-in model's codec reproduces it: 4 x 4 x 4 blocks, blurred in space and time."""
     from flashi2v.builtin import builtin_path
-    from flashi2v.data.synthetic import clip_video
+    from flashi2v.data.synthetic.camera_clips import clip_video
     from flashi2v.encoders import BlockPCACodec
     from flashi2v.video import to_uint8
 

@@ -6,7 +6,7 @@ import torch
 from flashi2v import FlashI2VError, FlashI2VPipeline
 from flashi2v.cli import main
 from flashi2v.model.attention import fa3_available, fa4_available
-from flashi2v.tiny import random_tiny_pipeline
+from flashi2v.random_components import random_tiny_pipeline
 from flashi2v.video import read_video_frames
 
 EXAMPLE = "assets/examples/astronaut.jpg"

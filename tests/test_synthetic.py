@@ -9,31 +9,28 @@ import numpy as np
 import pytest
 import torch
 
-from flashi2v.data import decode_clip, frames_needed, load_clip_index
-from flashi2v.data.synthetic import (
+from flashi2v.captions import (
     CAPTION_TEMPLATES,
-    HELD_OUT,
     MOTIONS,
     PACES,
-    REAL_CAPTIONS,
-    CameraMotionClips,
     all_captions,
-    collect_photos,
-    load_photo,
     motion_caption,
     motion_speed,
-    plan_camera_path,
+)
+from flashi2v.data import decode_clip, frames_needed, load_clip_index
+from flashi2v.data.synthetic.camera_clips import CameraMotionClips
+from flashi2v.data.synthetic.camera_path import plan_camera_path, window_corners
+from flashi2v.data.synthetic.real_clips import (
+    REAL_CAPTIONS,
     real_video_clips,
     real_video_files,
-    render_camera_clip,
-    render_window,
     shot_bounds,
-    split_photos,
-    window_corners,
-    write_synthetic_set,
 )
+from flashi2v.data.synthetic.render import render_camera_clip, render_window
+from flashi2v.data.synthetic.write_set import write_synthetic_set
 from flashi2v.errors import FlashI2VError
 from flashi2v.eval.motion import global_scale, global_translation, pair_motions, psnr
+from flashi2v.photos import HELD_OUT, collect_photos, load_photo, split_photos
 
 pytest.importorskip("skimage", reason="the photos come from PyPI scikit-image")
 

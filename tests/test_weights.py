@@ -36,12 +36,10 @@ from flashi2v.weights import (
     export_state_dict,
     inspect_checkpoint,
     layouts,
-    load_transformer,
     load_transformer_state,
     load_transformer_weights,
-    save_state_sharded,
-    save_transformer,
 )
+from flashi2v.model.io import save_state_sharded, save_transformer
 from flashi2v.weights.components import (
     UMT5_MODULES,
     load_umt5_original,
@@ -252,8 +250,8 @@ def test_mindspeed_prefers_ema_and_convert_keeps_both(tmp_path):
     raw_model, _ = load_transformer_weights(path, **TINY_ARGS, ema=False)
     assert torch.equal(outputs(raw_model)[0], outputs(raw)[0])
     convert_checkpoint(path, tmp_path / "ours", **TINY_ARGS)
-    assert torch.equal(outputs(load_transformer(tmp_path / "ours" / "transformer"))[0], outputs(raw)[0])
-    assert torch.equal(outputs(load_transformer(tmp_path / "ours" / "transformer_ema"))[0], outputs(ema)[0])
+    assert torch.equal(outputs(FlashI2VTransformer.from_pretrained(tmp_path / "ours" / "transformer"))[0], outputs(raw)[0])
+    assert torch.equal(outputs(FlashI2VTransformer.from_pretrained(tmp_path / "ours" / "transformer_ema"))[0], outputs(ema)[0])
     assert not marker.exists()  # the pickled os.system call was never run
 
 
@@ -282,7 +280,7 @@ def test_our_format_sharded_round_trip(tmp_path):
     save_transformer(model, tmp_path / "t", max_shard_size=30_000)
     assert (tmp_path / "t" / "model.safetensors.index.json").is_file()
     assert len(list((tmp_path / "t").glob("model-*-of-*.safetensors"))) > 1
-    _assert_same_tensors(load_transformer(tmp_path / "t").state_dict(), model.state_dict())
+    _assert_same_tensors(FlashI2VTransformer.from_pretrained(tmp_path / "t").state_dict(), model.state_dict())
     again, report = load_transformer_weights(tmp_path / "t")
     assert report.layout == "flashi2v-gpu" and torch.equal(outputs(again)[0], outputs(model)[0])
     save_transformer(model, tmp_path / "t")  # re-save unsharded: stale shards must go
@@ -440,7 +438,7 @@ def test_umt5_original_converts(tmp_path):
 def test_convert_wan_download_folder_to_pipeline(tmp_path):
     """A Wan2.1-T2V-1.3B-like folder (DiT, Wan2.1_VAE.pth, umT5 .pth, google/umt5-xxl) -> a pipeline folder."""
     from flashi2v.pipeline import FlashI2VPipeline
-    from flashi2v.tiny import make_tiny_tokenizer
+    from flashi2v.random_components import make_tiny_tokenizer
 
     src = tmp_path / "Wan2.1-T2V-1.3B"
     dit = randomized_tiny(seed=5, t2v=True)
@@ -465,7 +463,7 @@ def test_convert_wan_download_folder_to_pipeline(tmp_path):
 
 
 def test_convert_diffusers_pipeline_folder_copies_components(tmp_path):
-    from flashi2v.tiny import random_tiny_pipeline
+    from flashi2v.random_components import random_tiny_pipeline
 
     pipe = random_tiny_pipeline(seed=0)
     src = tmp_path / "Wan2.1-T2V-1.3B-Diffusers"
@@ -509,7 +507,7 @@ def test_cli_functions_convert_and_inspect(tmp_path, capsys):
                                        "--dtype", "bf16", "--layout", "mindspeed"])
     args.func(args)
     assert "wrote" in capsys.readouterr().out
-    assert load_transformer(tmp_path / "out" / "transformer").patch_embedding.weight.dtype == torch.bfloat16
+    assert FlashI2VTransformer.from_pretrained(tmp_path / "out" / "transformer").patch_embedding.weight.dtype == torch.bfloat16
 
 
 def _wired_main():

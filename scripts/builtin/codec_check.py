@@ -20,9 +20,10 @@ import tempfile
 import numpy as np
 import torch
 
-from flashi2v.data.synthetic import CameraMotionClips, clip_video, evaluation_photos
+from flashi2v.data.synthetic.camera_clips import CameraMotionClips, clip_video
 from flashi2v.encoders import BlockPCACodec
 from flashi2v.eval.motion import colour_drift, end_to_end_motion, pair_motions, psnr
+from flashi2v.photos import evaluation_photos
 from flashi2v.video import to_uint8
 
 

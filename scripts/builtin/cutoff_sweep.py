@@ -15,9 +15,9 @@ import tempfile
 
 import numpy as np
 
-from flashi2v.data.synthetic import evaluation_photos
 from flashi2v.eval.motion import colour_drift, pair_motions, psnr
-from flashi2v.eval.quality import _prompt
+from flashi2v.eval.quality import evaluation_prompt
+from flashi2v.photos import evaluation_photos
 from flashi2v.pipeline import FlashI2VPipeline
 from flashi2v.video import image_to_tensor, to_uint8
 
@@ -40,7 +40,7 @@ def main() -> None:
         for photo in photos:
             reference = to_uint8(image_to_tensor(str(photo), d["height"], d["width"]).permute(1, 2, 0)).numpy()
             for motion in args.motions:
-                frames = pipe(str(photo), _prompt(motion), seed=args.seed, cutoff=rho, progress=False).frames.numpy()
+                frames = pipe(str(photo), evaluation_prompt(motion), seed=args.seed, cutoff=rho, progress=False).frames.numpy()
                 rows.append(dict(rho=rho, photo=photo.name, motion=motion, psnr_frame0=float(psnr(frames[0], reference)),
                                  colour_drift=float(colour_drift(frames, motions=pair_motions(frames)))))
                 print(rows[-1], flush=True)

@@ -16,9 +16,9 @@ import argparse
 import tempfile
 
 from flashi2v import FlashI2VPipeline
-from flashi2v.data.synthetic import evaluation_photos
+from flashi2v.photos import evaluation_photos
 from flashi2v.eval.motion import as_frames, colour_drift, end_to_end_motion, pair_motions, warp_by_motion
-from flashi2v.eval.quality import _prompt
+from flashi2v.eval.quality import evaluation_prompt
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
         photos = {p.stem: p for p in evaluation_photos(args.photos, scratch)}
         for spec in args.videos:
             photo, motion, seed = spec.split(":")
-            out = pipe(str(photos[photo]), _prompt(motion), seed=int(seed), progress=False)
+            out = pipe(str(photos[photo]), evaluation_prompt(motion), seed=int(seed), progress=False)
             frames = as_frames(out.frames)
             motions = pair_motions(frames)
             drift = [colour_drift(frames[:t + 1], motions=motions[:t]) for t in range(1, len(frames))]

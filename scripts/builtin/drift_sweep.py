@@ -20,9 +20,9 @@ from pathlib import Path
 
 import flashi2v.pipeline as pipeline_module
 from flashi2v import FlashI2VPipeline
-from flashi2v.data.synthetic import evaluation_photos
 from flashi2v.eval.motion import classify_motion, colour_drift, pair_motions
-from flashi2v.eval.quality import DIRECTIONAL, _prompt
+from flashi2v.eval.quality import DIRECTIONAL, evaluation_prompt
+from flashi2v.photos import evaluation_photos
 
 _plain_velocity = pipeline_module.flashi2v_velocity
 
@@ -69,7 +69,7 @@ def main() -> None:
             drifts, correct = [], 0
             for photo in photos:
                 for motion in DIRECTIONAL:
-                    frames = pipe(str(photo), _prompt(motion), seed=args.seed, progress=False).frames.numpy()
+                    frames = pipe(str(photo), evaluation_prompt(motion), seed=args.seed, progress=False).frames.numpy()
                     motions = pair_motions(frames)
                     ok = classify_motion(frames, motions=motions)[0] == motion
                     drifts.append(colour_drift(frames, motions=motions))

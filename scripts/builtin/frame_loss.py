@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from flashi2v import FlashI2VPipeline, flow, fourier
-from flashi2v.data.synthetic import (clip_video, evaluation_photos, load_photo, motion_caption, motion_speed,
-                                     render_camera_clip)
+from flashi2v.captions import motion_caption, motion_speed
+from flashi2v.data.synthetic.camera_clips import clip_video
+from flashi2v.data.synthetic.render import render_camera_clip
+from flashi2v.photos import evaluation_photos, load_photo
 
 
 def main() -> None:

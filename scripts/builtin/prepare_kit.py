@@ -25,7 +25,10 @@ from PIL import Image
 
 from flashi2v.builtin import TEXT_SOURCE, write_components
 from flashi2v.config import PRESETS
-from flashi2v.data.synthetic import CameraMotionClips, all_captions, collect_photos, real_video_clips, split_photos
+from flashi2v.captions import all_captions
+from flashi2v.data.synthetic.camera_clips import CameraMotionClips
+from flashi2v.data.synthetic.real_clips import real_video_clips
+from flashi2v.photos import collect_photos, split_photos
 from flashi2v.encoders import BlockPCACodec, PrecomputedTextEncoder, SentenceTextEncoder
 from flashi2v.video import to_uint8
 

@@ -16,7 +16,7 @@ import tempfile
 import torch
 
 from flashi2v import FlashI2VPipeline, fourier
-from flashi2v.data.synthetic import evaluation_photos
+from flashi2v.photos import evaluation_photos
 
 
 def main() -> None:

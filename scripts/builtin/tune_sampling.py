@@ -24,7 +24,7 @@ from flashi2v.encoders import load_text_encoder
 from flashi2v.eval.quality import evaluate_motion_model, seeds_table, summarise_seeds
 from flashi2v.pipeline import FlashI2VPipeline
 from flashi2v.sampling import GUIDANCE_MODES
-from flashi2v.data.synthetic import photos_in
+from flashi2v.photos import photos_in
 
 
 def main() -> None:

@@ -116,7 +116,7 @@ def cmd_generate(args) -> None:
             print("using the built-in model (small, 128x128, 17 frames; pass --model DIR for FlashI2V-1.3B)",
                   file=sys.stderr)
     else:
-        from .tiny import random_tiny_pipeline
+        from .random_components import random_tiny_pipeline
 
         print("note: no --model given: using a RANDOMLY INITIALISED tiny FlashI2V (it has learned nothing, the "
               "video will be noise-like). Pass --model DIR for real weights.", file=sys.stderr)
@@ -197,10 +197,10 @@ def cmd_eval_motion(args) -> None:
     import json
     import tempfile
 
-    from .data.synthetic import evaluation_photos
     from tqdm.auto import tqdm
 
     from .eval.quality import VIDEOS_PER_PHOTO, evaluate_motion_model, seeds_table, summarise_seeds
+    from .photos import evaluation_photos
     from .pipeline import FlashI2VPipeline
 
     pipe = FlashI2VPipeline.from_pretrained(args.model, device=resolve_device(args.device))
@@ -230,7 +230,7 @@ def cmd_eval_motion(args) -> None:
 
 
 def cmd_data_synth(args) -> None:
-    from .data.synthetic import write_synthetic_set
+    from .data.synthetic.write_set import write_synthetic_set
 
     index = write_synthetic_set(args.out, photos_dir=args.photos, num_clips=args.clips, num_frames=args.frames,
                                 height=args.height, width=args.width, seed=args.seed, workers=args.workers)

@@ -97,11 +97,11 @@ class FlashI2VPipeline:
         self._transformer_home: torch.device | None = None  # where the transformer runs while offloaded
 
     def enable_fast_path(self, **kwargs) -> "FlashI2VPipeline":
-        """Speed up the transformer in place with ``flashi2v.optimize.apply_fast_path`` (FA4 or cuDNN
+        """Speed up the transformer in place with ``flashi2v.fast_path.recipe.apply_fast_path`` (FA4 or cuDNN
         attention, GELU in the matmul epilogue, Triton norm kernels, fused QKV, compiled blocks; same function to bf16
         rounding; speed in docs/performance.md). The first call at each video size compiles.
         ``kwargs`` go through."""
-        from .optimize import apply_fast_path
+        from .fast_path.recipe import apply_fast_path
 
         apply_fast_path(self.transformer, **kwargs)
         return self
@@ -126,13 +126,13 @@ class FlashI2VPipeline:
 
     def enable_text_encoder_offload(self) -> "FlashI2VPipeline":
         """Keep the text encoder's weights in CPU memory; stream them layer by layer to the transformer's
-        device while a prompt is encoded (``flashi2v.optimize.stream_from_cpu``).
+        device while a prompt is encoded (``flashi2v.offload.stream_from_cpu``).
 
         umT5-XXL is 11 GB in bf16, four times the 1.3B transformer: offloaded, a 480p generation needs far
         less GPU memory (docs/performance.md, "Generation") for one pass of the weights over PCIe per generation.
         Same embeddings as without offload. Call after moving the pipeline to its device.
         """
-        from .optimize import stream_from_cpu
+        from .offload import stream_from_cpu
 
         if not self.text_encoder_offloaded:
             stream_from_cpu(self.text_encoder.model, self.device)
@@ -167,14 +167,14 @@ class FlashI2VPipeline:
         if (not self.transformer_offload or device.type != "cuda" or self._transformer_home is not None
                 or getattr(self.transformer, "_cuda_graphs", None) is not None):
             return
-        from .optimize import offload_to_cpu
+        from .offload import offload_to_cpu
 
         offload_to_cpu(self.transformer, non_blocking=True)  # queued before the decode: its memory is reused
         self._transformer_home = device
 
     def _transformer_to_device(self) -> None:
         if self._transformer_home is not None:
-            from .optimize import load_to_device
+            from .offload import load_to_device
 
             load_to_device(self.transformer, self._transformer_home, non_blocking=True)
             self._transformer_home = None

@@ -19,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..captions import motion_caption
+from ..errors import FlashI2VError
 from ..video import image_to_tensor, save_png_strip, to_uint8
 from .motion import classify_motion, colour_drift, motion_magnitude, pair_motions, psnr
 
@@ -53,9 +55,8 @@ class QualityReport:
         return "\n".join(lines)
 
 
-def _prompt(motion: str) -> str:
-    from ..data.synthetic import motion_caption
-
+def evaluation_prompt(motion: str) -> str:
+    """The prompt a camera motion is evaluated with: its first caption at the normal pace (a training caption)."""
     return motion_caption(motion, "normal", 0)
 
 
@@ -93,12 +94,14 @@ def evaluate_motion_model(pipe, photos: list[Path], out_dir: Path | None = None,
     """Generate and measure; ``pipe`` is a FlashI2VPipeline at its own default settings. ``progress`` shows each
     video's denoising bar; ``on_video`` is called with each video's row as it is measured (``VIDEOS_PER_PHOTO``
     per photo), e.g. to advance a bar over a long evaluation."""
+    if not photos:
+        raise FlashI2VError("no photos to evaluate on: pass at least one photo (a folder of PNG/JPEG, or 'held-out')")
     d = pipe.defaults
     report = QualityReport()
     strips = []
 
     def run(photo: Path, motion: str, cutoff: float | None = None) -> dict:
-        out = pipe(str(photo), _prompt(motion), seed=seed, cutoff=cutoff, progress=progress)
+        out = pipe(str(photo), evaluation_prompt(motion), seed=seed, cutoff=cutoff, progress=progress)
         frames = out.frames.numpy()
         reference = to_uint8(image_to_tensor(str(photo), d["height"], d["width"]).permute(1, 2, 0)).numpy()
         motions = pair_motions(frames)  # the slow part of the metrics: once per video

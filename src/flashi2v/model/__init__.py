@@ -1,3 +1,4 @@
-from .flashi2v import FlashI2VTransformer, LearnableProjection, load_state_dict_strict
+from .flashi2v import FlashI2VTransformer, LearnableProjection
+from .io import load_state_dict_strict
 
 __all__ = ["FlashI2VTransformer", "LearnableProjection", "load_state_dict_strict"]

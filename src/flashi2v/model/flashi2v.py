@@ -9,17 +9,23 @@ Both start at zero output, so a freshly initialised FlashI2V is exactly the T2V 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import PRESETS, TransformerConfig
+from ..config import TransformerConfig, preset
 from ..errors import FlashI2VError
 from .attention import RopeCache
+from .io import (
+    DEFAULT_SHARD_BYTES,
+    load_state_dict_strict,
+    read_pretrained,
+    save_transformer,
+)
 from .wan import WanBlock, WanHead, patchify, sinusoidal_embedding, unpatchify
-
 
 
 def _xavier_2d_(weight: torch.Tensor) -> None:
@@ -65,35 +71,24 @@ class LearnableProjection(nn.Module):
 class FlashI2VTransformer(nn.Module):
     """Velocity predictor v(z, t, c, s_high). State-dict keys use the Wan2.1 original layout."""
 
-    def __init__(
-        self,
-        dim: int = 1536,
-        ffn_dim: int = 8960,
-        num_heads: int = 12,
-        num_layers: int = 30,
-        in_dim: int = 16,
-        out_dim: int = 16,
-        text_dim: int = 4096,
-        freq_dim: int = 256,
-        text_len: int = 512,
-        patch_size: tuple[int, int, int] = (1, 2, 2),
-        cross_attn_norm: bool = True,
-        eps: float = 1e-6,
-        proj_kernel: str = "1x3x3",
-    ):
+    def __init__(self, config: TransformerConfig | None = None):
+        """``config`` holds every hyperparameter (default: the 1.3B); it is saved as config.json beside the weights."""
         super().__init__()
-        cfg = TransformerConfig(dim, ffn_dim, num_heads, num_layers, in_dim, out_dim, text_dim, freq_dim, text_len,
-                                tuple(patch_size), cross_attn_norm, eps, proj_kernel)
+        cfg = config if config is not None else TransformerConfig()
+        if not isinstance(cfg, TransformerConfig):
+            raise FlashI2VError(f"FlashI2VTransformer takes a TransformerConfig, not {type(cfg).__name__}: "
+                                "use FlashI2VTransformer.from_config for a preset name or a dict")
         self.config = cfg
-        p = cfg.patch_size
+        dim, in_dim, p = cfg.dim, cfg.in_dim, cfg.patch_size
         self.patch_embedding = nn.Conv3d(in_dim, dim, kernel_size=p, stride=p)
-        self.text_embedding = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
-        self.time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        self.blocks = nn.ModuleList(WanBlock(dim, ffn_dim, num_heads, cross_attn_norm, eps) for _ in range(num_layers))
-        self.head = WanHead(dim, out_dim, p, eps)
+        self.blocks = nn.ModuleList(WanBlock(dim, cfg.ffn_dim, cfg.num_heads, cfg.cross_attn_norm, cfg.eps)
+                                    for _ in range(cfg.num_layers))
+        self.head = WanHead(dim, cfg.out_dim, p, cfg.eps)
         self.fourier_embedding = nn.Sequential(nn.Conv3d(in_dim, dim, kernel_size=p, stride=p), nn.Conv3d(dim, dim, 1))
-        self.learnable_proj = LearnableProjection(in_dim, proj_kernel)
+        self.learnable_proj = LearnableProjection(in_dim, cfg.proj_kernel)
         self.rope = RopeCache(cfg.head_dim)
         self.context_parallel = None  # set by flashi2v.context_parallel.apply_context_parallel
         self.step_cache = None  # set by flashi2v.step_cache.apply_step_cache (sampling only)
@@ -105,13 +100,10 @@ class FlashI2VTransformer(nn.Module):
     def from_config(cls, config: TransformerConfig | str | dict, **overrides) -> "FlashI2VTransformer":
         """Build from a TransformerConfig, a preset name ('flashi2v-1.3b', 'flashi2v-14b', 'tiny') or a dict."""
         if isinstance(config, str):
-            if config not in PRESETS:
-                raise FlashI2VError(f"unknown preset {config!r}: choose one of {sorted(PRESETS)}")
-            config = PRESETS[config]
+            return cls(preset(config, **overrides))
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
-        kwargs = {**config.to_dict(), **overrides}
-        return cls(**kwargs)
+        return cls(dataclasses.replace(config, **overrides) if overrides else config)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -203,7 +195,7 @@ class FlashI2VTransformer(nn.Module):
 
     def run_blocks(self, tokens, e0, context, rope) -> tuple[torch.Tensor, tuple | None]:
         """All blocks in order -> (tokens, pending update). With ``defer_residuals`` (set by
-        ``flashi2v.optimize.fuse_norms``, for inference) each block leaves its last residual update (y, gate)
+        ``flashi2v.fast_path.fusion.fuse_norms``, for inference) each block leaves its last residual update (y, gate)
         to the next block's first norm, which adds it in the same kernel, and the last one to the head's
         norm; without, pending is None."""
         if not self.defer_residuals:
@@ -223,31 +215,20 @@ class FlashI2VTransformer(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------------
 
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_size="5GB") -> None:
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_size=DEFAULT_SHARD_BYTES) -> None:
         """Write config.json + model.safetensors (Wan original key names; sharded with an index when large)."""
-        from ..weights.ourformat import save_transformer
-
         save_transformer(self, folder, max_shard_size)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None) -> "FlashI2VTransformer":
-        """Load a folder written by ``save_pretrained``. Weights keep their stored dtype unless ``dtype`` is given.
+        """Load a folder written by ``save_pretrained``, strictly. Weights keep their stored dtype unless ``dtype`` is given.
 
         Other layouts (Wan2.1, diffusers, the authors' checkpoints): ``flashi2v.weights.load_transformer_weights``.
         """
-        from ..weights.ourformat import load_transformer
-
-        return load_transformer(folder, device=device, dtype=dtype)
-
-
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load ``state`` into ``model`` (assigning the tensors), failing loudly on any key or shape mismatch."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", mismatched)):
-        if keys:
-            raise FlashI2VError(f"{source}: {len(keys)} {what} keys (first: {', '.join(keys[:3])}): the weights do not match this config")
-    model.load_state_dict(state, strict=True, assign=True)
+        config, state = read_pretrained(folder)
+        with torch.device("meta"):
+            model = cls(config)
+        state = {k: v.to(device=device, dtype=dtype if dtype and v.is_floating_point() else v.dtype)
+                 for k, v in state.items()}
+        load_state_dict_strict(model, state, source=str(folder))
+        return model

@@ -89,7 +89,7 @@ def residual_update(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None)
 
 class ResidualNorm(nn.Module):
     """Base of the modules that start each layer with a residual update and a norm (the blocks, the head):
-    ``residual_norm`` is that step's one home (``flashi2v.optimize.fuse_norms`` runs it as one kernel)."""
+    ``residual_norm`` is that step's one home (``flashi2v.fast_path.fusion.fuse_norms`` runs it as one kernel)."""
 
     def residual_norm(self, x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, norm: nn.Module,
                       scale: torch.Tensor | None = None, shift: torch.Tensor | None = None):
@@ -122,7 +122,7 @@ class WanBlock(ResidualNorm):
 
         residual: the previous block's last update (y, gate), not yet added to x: the first norm adds it.
         defer: return (x, (y, gate)) and leave this block's last update to the next block. Same function;
-        with ``flashi2v.optimize.fuse_norms`` the update and the next norm are one pass over memory.
+        with ``flashi2v.fast_path.fusion.fuse_norms`` the update and the next norm are one pass over memory.
         """
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e).chunk(6, dim=1)
         y, gate = residual if residual is not None else (None, None)

@@ -45,7 +45,7 @@ def load_components(name: str | None, device):
         raise FlashI2VError("model.components is not set: give a folder with vae/, text_encoder/ and tokenizer/ "
                             "(e.g. Wan2.1-T2V-1.3B-Diffusers)")
     if name == "tiny-random":
-        from ..tiny import random_tiny_pipeline
+        from ..random_components import random_tiny_pipeline
 
         pipe = random_tiny_pipeline(seed=0)
         return pipe.vae.to(device), pipe.text_encoder.to(device)
@@ -85,7 +85,7 @@ def build_data(cfg: TrainConfig, dp_rank: int, dp_size: int, device: torch.devic
         from torch.utils.data import ConcatDataset
 
         from ..data import TensorClips
-        from ..data.synthetic import CameraMotionClips
+        from ..data.synthetic.camera_clips import CameraMotionClips
 
         photos = sorted(p for p in Path(d.photos).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         parts = [CameraMotionClips(photos, d.synthetic_clips, d.num_frames, d.height, d.width, seed=cfg.recipe.seed,
@@ -295,7 +295,7 @@ def build(cfg: TrainConfig, info: DistInfo) -> Run:
     if cfg.recipe.grad_checkpointing:  # the bool of older configs; the mode says which activations stay
         apply_activation_checkpointing(transformer, cfg.recipe.activation_checkpointing)
     if cfg.recipe.compile:
-        from ..optimize import apply_compile
+        from ..fast_path.compile import apply_compile
 
         apply_compile(transformer)  # per block, keys unchanged (step time: docs/performance.md, "Training step")
     dp_rank, dp_size = apply_context_parallel_groups(transformer, info, cfg.recipe.context_parallel)

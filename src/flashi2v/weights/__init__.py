@@ -12,7 +12,6 @@ from .convert import (
     transformer_candidates,
 )
 from .layouts import LAYOUTS, detect_layout
-from .ourformat import load_transformer, save_state_sharded, save_transformer
 from .readers import load_pickle, read_weight_file
 from .transformer import LoadReport, infer_config, load_transformer_state
 
@@ -26,11 +25,8 @@ __all__ = [
     "infer_config",
     "inspect_checkpoint",
     "load_pickle",
-    "load_transformer",
     "load_transformer_state",
     "load_transformer_weights",
     "read_weight_file",
-    "save_state_sharded",
-    "save_transformer",
     "transformer_candidates",
 ]

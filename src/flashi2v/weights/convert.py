@@ -18,14 +18,8 @@ import torch
 
 from ..errors import FlashI2VError
 from ..model import FlashI2VTransformer
+from ..model.io import DEFAULT_SHARD_BYTES, is_our_folder, save_state_sharded, save_transformer, weights_path
 from . import components, layouts
-from .ourformat import (
-    DEFAULT_SHARD_BYTES,
-    is_our_folder,
-    save_state_sharded,
-    save_transformer,
-    weights_path,
-)
 from .readers import PICKLE_SUFFIXES, WeightSet, as_meta, read_weight_file
 from .transformer import (
     LoadReport,

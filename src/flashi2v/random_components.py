@@ -1,8 +1,9 @@
-"""Tiny, randomly initialised versions of every component, built offline from the real classes.
+"""Random tiny components: a complete pipeline of the real classes with random weights, built offline.
 
-Used by the tests (every code path of the real pipeline in a few MB) and by ``flashi2v generate``
-when no model is given and no trained built-in model is available. A random model has learned
-nothing: its videos are noise-like, and the CLI says so.
+A feature for smoke runs: ``flashi2v generate`` when no model is given and no trained built-in model is
+available, and ``flashi2v train`` with ``components: tiny-random`` (the loop end to end in seconds, no
+downloads). A random model has learned nothing: its videos are noise-like, and the CLI says so. The tests
+use the same builders (every code path of the real pipeline in a few MB).
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKLWan
 from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+
+from .encoders import UMT5TextEncoder, WanVAE
+from .model import FlashI2VTransformer
+from .pipeline import FlashI2VPipeline
 
 TINY_Z_DIM = 16
 TINY_TEXT_DIM = 32
@@ -65,10 +70,6 @@ def make_tiny_text_encoder(vocab_size: int, seed: int = 0) -> UMT5EncoderModel:
 
 def random_tiny_pipeline(seed: int = 0, proj_kernel: str = "1x3x3"):
     """A complete FlashI2VPipeline of tiny random components (the 'tiny' transformer preset)."""
-    from .encoders import UMT5TextEncoder, WanVAE
-    from .model import FlashI2VTransformer
-    from .pipeline import FlashI2VPipeline
-
     torch.manual_seed(seed)
     transformer = FlashI2VTransformer.from_config("tiny", proj_kernel=proj_kernel).eval()
     tokenizer = make_tiny_tokenizer()

@@ -1,5 +1,8 @@
 """Our own transformer format: ``config.json`` + ``model.safetensors``, sharded when large.
 
+It lives beside the model (``FlashI2VTransformer.save_pretrained`` / ``from_pretrained``); ``flashi2v.weights``
+reads the foreign layouts (Wan2.1, diffusers, the authors' checkpoints) and may import this, never the reverse.
+
 Shards follow the Hugging Face convention (``model-00001-of-00003.safetensors`` +
 ``model.safetensors.index.json`` with a ``weight_map``) so the usual tools can read them; a 14B
 transformer in bf16 is ~28 GB, too large for one file on many filesystems and hubs.
@@ -12,16 +15,16 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from ..config import TransformerConfig
 from ..errors import FlashI2VError
-from ..model import FlashI2VTransformer
-from .readers import load_safetensors_set
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_SHARD_BYTES = 5 * 2**30
+CLASS_NAME = "FlashI2VTransformer"  # config.json's "_class_name", as diffusers writes it
 
 
 def parse_size(size) -> int:
@@ -82,11 +85,11 @@ def save_state_sharded(state: dict[str, torch.Tensor], folder: str | Path, max_s
     return [folder / n for n in names]
 
 
-def save_transformer(model: FlashI2VTransformer, folder: str | Path, max_shard_size=DEFAULT_SHARD_BYTES) -> Path:
+def save_transformer(model: nn.Module, folder: str | Path, max_shard_size=DEFAULT_SHARD_BYTES) -> Path:
     """config.json + model.safetensors (or shards + index), Wan original key names, dtype as held."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"_class_name": type(model).__name__, **model.config.to_dict()}
+    meta = {"_class_name": CLASS_NAME, **model.config.to_dict()}
     (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     save_state_sharded(model.state_dict(), folder, max_shard_size)
     return folder
@@ -104,25 +107,66 @@ def is_our_folder(folder: Path) -> bool:
     if not (folder / CONFIG_NAME).is_file() or weights_path(folder) is None:
         return False
     try:
-        return json.loads((folder / CONFIG_NAME).read_text()).get("_class_name") == FlashI2VTransformer.__name__
+        return json.loads((folder / CONFIG_NAME).read_text()).get("_class_name") == CLASS_NAME
     except ValueError:
         return False
 
 
-def load_transformer(folder: str | Path, device="cpu", dtype: torch.dtype | None = None) -> FlashI2VTransformer:
-    """Load a folder written by ``save_transformer`` (single file or sharded), strictly."""
-    from ..model import load_state_dict_strict
+def _corrupt(path: Path, err: Exception) -> FlashI2VError:
+    return FlashI2VError(f"weights file '{path}' is truncated or corrupt ({str(err).splitlines()[0][:120]}): "
+                         "save or download it again")
 
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of ``model.safetensors``, or of each shard an index lists (our own saves only)."""
+    from safetensors import safe_open
+
+    files = [path]
+    if path.name.endswith(".index.json"):
+        try:
+            weight_map = json.loads(path.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FlashI2VError(f"'{path}' is not a valid shard index ({err}): save the model again") from err
+        files = [path.parent / name for name in dict.fromkeys(weight_map.values())]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise FlashI2VError(f"'{path.parent}' lacks {len(missing)} shard(s) (first: {missing[0]}): "
+                                "copy every shard next to the index")
+    state = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for key in f.keys():  # noqa: SIM118 - a safe_open handle is not a dict
+                    state[key] = f.get_tensor(key)
+        except Exception as err:  # safetensors raises its own SafetensorError / OSError types
+            raise _corrupt(file, err) from err
+    return state
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load ``state`` into ``model`` (assigning the tensors), failing loudly on any key or shape mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", mismatched)):
+        if keys:
+            raise FlashI2VError(f"{source}: {len(keys)} {what} keys (first: {', '.join(keys[:3])}): the weights do not match this config")
+    model.load_state_dict(state, strict=True, assign=True)
+
+
+def read_pretrained(folder: str | Path) -> tuple[TransformerConfig, dict[str, torch.Tensor]]:
+    """The config and the tensors of a folder written by ``save_transformer`` (single file or sharded)."""
     folder = Path(folder)
     path = weights_path(folder)
     if not (folder / CONFIG_NAME).is_file() or path is None:
         raise FlashI2VError(f"transformer folder '{folder}' has no config.json + model.safetensors: "
                             "pass a folder written by save_pretrained or `flashi2v convert`")
-    config = TransformerConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
-    with torch.device("meta"):
-        model = FlashI2VTransformer.from_config(config)
-    state = load_safetensors_set(path)
-    state = {k: v.to(device=device, dtype=dtype if dtype and v.is_floating_point() else v.dtype)
-             for k, v in state.items()}
-    load_state_dict_strict(model, state, source=str(folder))
-    return model
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, ValueError) as err:
+        raise FlashI2VError(f"'{folder / CONFIG_NAME}' is not valid JSON ({err}): save the model again") from err
+    if not isinstance(config, dict):
+        raise FlashI2VError(f"'{folder / CONFIG_NAME}' holds no JSON object: save the model again")
+    return TransformerConfig.from_dict(config), read_state(path)
