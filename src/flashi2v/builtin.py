@@ -45,6 +45,8 @@ def builtin_factors():
     when this install lacks it."""
     from .settings import LatentFactors
 
+    if not builtin_available():
+        return None
     try:
         vae = json.loads((BUILTIN_DIR / "vae" / "config.json").read_text())
         transformer = json.loads((BUILTIN_DIR / "transformer" / "config.json").read_text())

@@ -160,9 +160,10 @@ def check_output_paths(paths: list[Path], overwrite: bool) -> None:
 def cmd_generate(args) -> None:
     jobs = _jobs(args)
     # Fail on bad flags, outputs or images in milliseconds, before importing torch or loading any weights.
-    # The model-independent rules only: sizes are checked against the model's own factors once it is loaded.
+    # The sizes need the model's own factors: the built-in model's are in its config files; another model's
+    # sizes are checked by the pipeline once it is loaded (with the same rules, GenerationSettings.check).
     settings = GenerationSettings(**{name: getattr(args, name) for name in GenerationSettings.names()})
-    settings.check()
+    settings.check(builtin_factors() if args.model is None else None)
     if args.step_cache is not None and not args.step_cache >= 0:
         raise FlashI2VError(f"--step-cache {args.step_cache} must be >= 0 (0 never skips; try 0.05-0.2)")
     if args.seed is not None:

@@ -119,12 +119,12 @@ class LatentFactors:
         return (f // self.patch[0]) * (h // self.patch[1]) * (w // self.patch[2])
 
     def check(self, s: GenerationSettings) -> None:
-        mh, mw = self.size_multiple
-        if (s.height is not None and s.height % mh) or (s.width is not None and s.width % mw):
-            multiple = str(mh) if mh == mw else f"{mh} (height) and {mw} (width)"
-            near = f"{_nearest(s.height or mh, mh)}x{_nearest(s.width or mw, mw)}"
-            raise FlashI2VError(f"height {s.height} and width {s.width} must be positive multiples of {multiple} for "
-                                f"this model (VAE factor {self.spatial} x patch {self.patch[1]}): try {near}")
+        for name, value, patch in (("height", s.height, self.patch[1]), ("width", s.width, self.patch[2])):
+            multiple = self.spatial * patch
+            if value is not None and value % multiple:
+                below = max(multiple, value // multiple * multiple)
+                raise FlashI2VError(f"{name} {value} must be a multiple of {multiple} for this model (VAE factor "
+                                    f"{self.spatial} x patch {patch}): try {below} or {below + multiple}")
         if s.num_frames is not None:
             if (s.num_frames - 1) % self.temporal:
                 near = max(1, round((s.num_frames - 1) / self.temporal) * self.temporal + 1)
@@ -134,10 +134,6 @@ class LatentFactors:
             if latent_frames % self.patch[0]:
                 raise FlashI2VError(f"num_frames {s.num_frames} gives {latent_frames} latent frames, not a multiple "
                                     f"of the temporal patch size {self.patch[0]}: use more or fewer frames")
-
-
-def _nearest(value: int, multiple: int) -> int:
-    return max(multiple, round(value / multiple) * multiple)
 
 
 # FlashI2V-1.3B's inference settings (METHOD.md section 7): the fallback for a model without its own defaults.
