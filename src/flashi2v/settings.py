@@ -184,6 +184,8 @@ def far_from_trained(s: GenerationSettings, defaults: Mapping | None) -> str | N
     area = s.height * s.width / (defaults["height"] * defaults["width"])
     if frames <= TRAINED_SIZE_MARGIN and area <= TRAINED_SIZE_MARGIN:
         return None
-    return (f"{s.num_frames} frames of {s.height}x{s.width} is {frames:.1f}x the frames and {area:.1f}x the area this "
-            f"model was made for ({defaults['num_frames']} frames of {defaults['height']}x{defaults['width']}): "
-            "expect weaker motion and artifacts")
+    excess = " and ".join(f"{ratio:,.1f}x the {what}" for ratio, what in ((frames, "frames"), (area, "area"))
+                          if ratio > TRAINED_SIZE_MARGIN)
+    return (f"{s.num_frames} frames of {s.height}x{s.width} is {excess} this model was made for "
+            f"({defaults['num_frames']} frames of {defaults['height']}x{defaults['width']}): expect weaker motion "
+            "and artifacts")
