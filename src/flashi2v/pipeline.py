@@ -239,7 +239,7 @@ class FlashI2VPipeline:
 
     def check_memory(self, settings: GenerationSettings, batch: int = 1) -> None:
         """FlashI2VError before anything is allocated when a generation cannot fit in the device's memory
-        (``settings.estimate_bytes``, a lower bound)."""
+        (``flashi2v.settings.estimate_bytes``, a lower bound)."""
         config = self.transformer.config
         needed = estimate_bytes(settings, self.latent_factors, batch, config.in_dim, config.ffn_dim,
                                 self.dtype.itemsize)
@@ -298,8 +298,9 @@ class FlashI2VPipeline:
         """
         # 1. Fill unset settings from this model's defaults (FlashI2V-1.3B: 49 x 480 x 832, 50 steps,
         #    guidance 5, shift 7, cutoff 0.1), check them against this model, and check that they fit.
-        settings = self.resolve_settings(GenerationSettings(num_frames, height, width, steps, guidance, guidance_mode,
-                                                            solver, shift, cutoff))
+        settings = self.resolve_settings(GenerationSettings(
+            num_frames=num_frames, height=height, width=width, steps=steps, guidance=guidance,
+            guidance_mode=guidance_mode, solver=solver, shift=shift, cutoff=cutoff))
         num_frames, height, width, steps, guidance, guidance_mode, solver, shift, cutoff = dataclasses.astuple(settings)
         check_seed(seed)
         if negative_prompt is None:
