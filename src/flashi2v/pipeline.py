@@ -229,21 +229,22 @@ class FlashI2VPipeline:
 
     def resolve_settings(self, settings: GenerationSettings | None = None) -> GenerationSettings:
         """``settings`` with everything unset taken from this model's defaults, checked against this model
-        (FlashI2VError, one line), and a FlashI2VWarning if it is far from the size the model was made for."""
+        (FlashI2VError, one line)."""
         settings = (settings or GenerationSettings()).resolved(self.defaults)
         settings.check(self.latent_factors)
-        warning = far_from_trained(settings, self.defaults)
-        if warning:
-            warnings.warn(warning, FlashI2VWarning, stacklevel=2)
         return settings
 
-    def check_memory(self, settings: GenerationSettings, batch: int = 1) -> None:
+    def check_size(self, settings: GenerationSettings, batch: int = 1) -> None:
         """FlashI2VError before anything is allocated when a generation cannot fit in the device's memory
-        (``flashi2v.settings.estimate_bytes``, a lower bound)."""
+        (``flashi2v.settings.estimate_bytes``, a lower bound); a FlashI2VWarning when it fits but is far
+        from the size this model was made for."""
         config = self.transformer.config
         needed = estimate_bytes(settings, self.latent_factors, batch, config.in_dim, config.ffn_dim,
                                 self.dtype.itemsize)
         check_fits(needed, device_memory_bytes(self.device), settings, f"device {self.device}")
+        warning = far_from_trained(settings, self.defaults)
+        if warning:
+            warnings.warn(warning, FlashI2VWarning, stacklevel=4)  # check_size <- __call__ <- no_grad <- caller
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -311,7 +312,7 @@ class FlashI2VPipeline:
         images = image if isinstance(image, list) else [image] * batch
         if len(images) != batch:
             raise FlashI2VError(f"got {len(images)} images for {batch} prompts: pass one image, or one per prompt")
-        self.check_memory(settings, batch)
+        self.check_size(settings, batch)
 
         # 2. Encode the prompt and (for CFG) the negative prompt.
         #    Prompt and negative prompt go through the text encoder together: one pass of its weights.
