@@ -538,10 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # known even when parsing the rest fails
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
         debug = args.debug
         if not getattr(args, "func", None):
-            build_parser().print_help()
+            parser.print_help()
             return 1
         with warnings.catch_warnings():
             original = warnings.showwarning
