@@ -169,3 +169,20 @@ def test_parser_and_argument_errors_do_not_import_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"imported: {result.stdout.strip()}"
+
+
+def test_public_names_resolve():
+    import flashi2v
+
+    assert all(getattr(flashi2v, name) is not None for name in flashi2v.__all__)
+    with pytest.raises(AttributeError):
+        flashi2v.no_such_name
+
+
+def test_broken_pipeline_json_is_one_line(tmp_path):
+    from flashi2v.tiny import random_tiny_pipeline
+
+    random_tiny_pipeline(seed=0).save_pretrained(tmp_path)
+    (tmp_path / "pipeline.json").write_text('{"defaults": {"steps": 2,')
+    with pytest.raises(FlashI2VError, match="pipeline.json' is not valid JSON"):
+        FlashI2VPipeline.from_pretrained(tmp_path)

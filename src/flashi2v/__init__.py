@@ -18,7 +18,20 @@ _LAZY = {
     "resolve_device": ".device",
 }
 
-__all__ = sorted(["FlashI2VError", "FlashI2VFileError", "FlashI2VWarning", "GenerationSettings", *_LAZY])
+__all__ = [
+    "FlashI2VError",
+    "FlashI2VFileError",
+    "FlashI2VOutput",
+    "FlashI2VPipeline",
+    "FlashI2VTransformer",
+    "FlashI2VWarning",
+    "GenerationSettings",
+    "PRESETS",
+    "TransformerConfig",
+    "export_to_mp4",
+    "preset",
+    "resolve_device",
+]
 __version__ = "0.1.0"
 
 

@@ -182,6 +182,7 @@ class FlashI2VPipeline:
         for sub in ("transformer", "vae") + (("text_encoder",) if text_encoder is None else ()):
             if not (folder / sub).is_dir():
                 raise FlashI2VError(f"model folder '{folder}' has no {sub}/ subfolder: see the README section on model folders")
+        config = _read_pipeline_config(folder / PIPELINE_CONFIG)  # before the weights: a broken one fails fast
         # The EMA weights, when a checkpoint carries both, are the ones to sample from (as the authors do).
         weights = folder / "transformer_ema" if (folder / "transformer_ema").is_dir() else folder / "transformer"
         transformer = FlashI2VTransformer.from_pretrained(weights, device=device, dtype=dtype)
@@ -189,9 +190,8 @@ class FlashI2VPipeline:
         if text_encoder is None:
             text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer", device=device,
                                              dtype=dtype or torch.float32)
-        settings = _read_pipeline_config(folder / PIPELINE_CONFIG)
-        return cls(transformer, vae, text_encoder, signed_fourier=settings.get("signed_fourier", False),
-                   defaults=settings.get("defaults"))
+        return cls(transformer, vae, text_encoder, signed_fourier=config.get("signed_fourier", False),
+                   defaults=config.get("defaults"))
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         folder = Path(folder)
