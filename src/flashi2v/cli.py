@@ -26,6 +26,8 @@ from .errors import FlashI2VError, FlashI2VFileError, FlashI2VWarning
 from .settings import (ATTENTION_BACKEND_NAMES, GUIDANCE_MODES, REFERENCE, SEED_RANGE, SOLVER_NAMES,
                        GenerationSettings, check_seed)
 
+BUILTIN = GenerationSettings().resolved(BUILTIN_DEFAULTS)  # the built-in model's settings (help and messages)
+
 
 class UsageError(FlashI2VError):
     """A flag argparse rejects (unknown option, wrong type, missing value)."""
@@ -163,7 +165,7 @@ def cmd_generate(args) -> None:
     # The sizes need the model's own factors: the built-in model's are in its config files; another model's
     # sizes are checked by the pipeline once it is loaded (with the same rules, GenerationSettings.check).
     settings = GenerationSettings(**{name: getattr(args, name) for name in GenerationSettings.names()})
-    settings.check(builtin_factors() if args.model is None else None)
+    settings.check(builtin_factors() if args.model in (None, "builtin") else None)
     if args.step_cache is not None and not args.step_cache >= 0:
         raise FlashI2VError(f"--step-cache {args.step_cache} must be >= 0 (0 never skips; try 0.05-0.2)")
     if args.seed is not None:
@@ -200,8 +202,8 @@ def cmd_generate(args) -> None:
         model = args.model or "builtin"
         pipe = FlashI2VPipeline.from_pretrained(model, device=device, dtype=dtype, vae_tiling=args.vae_tiling)
         if model == "builtin":
-            print("using the built-in model (small, 128x128, 17 frames; pass --model DIR for FlashI2V-1.3B)",
-                  file=sys.stderr)
+            print(f"using the built-in model (small, made for {BUILTIN.num_frames} frames of {BUILTIN.height}x"
+                  f"{BUILTIN.width}; pass --model DIR for FlashI2V-1.3B)", file=sys.stderr)
     else:
         from .tiny import random_tiny_pipeline
 
@@ -322,9 +324,6 @@ def cmd_data_synth(args) -> None:
     index = write_synthetic_set(args.out, photos_dir=args.photos, num_clips=args.clips, num_frames=args.frames,
                                 height=args.height, width=args.width, seed=args.seed, workers=args.workers)
     print(f"wrote {args.clips} camera-motion clips (+ real footage) -> {index}")
-
-
-BUILTIN = GenerationSettings().resolved(BUILTIN_DEFAULTS)  # the built-in model's settings, for the help
 
 
 def _model_default(name: str) -> str:
