@@ -1,5 +1,7 @@
-"""Generation settings: one dataclass, resolved against the model's own defaults once and checked once,
-against the model's real latent factors, before anything is allocated.
+"""Generation settings: one dataclass, resolved against the model's own defaults and checked against the
+model's real latent factors (VAE compression x patch size) before anything is allocated. One set of rules:
+``GenerationSettings.check``; the CLI runs it before loading a model on the flags given (with the built-in
+model's factors, read from its config files), the pipeline on the resolved settings.
 
 No torch here: the CLI imports this module (choice lists, defaults for its help) while it only parses flags.
 """
@@ -22,7 +24,7 @@ ATTENTION_BACKEND_NAMES = ("auto", "cudnn", "flash", "fa3", "fa4", "efficient", 
 
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
-MAX_SHIFT = 100.0  # the reference uses 7; beyond ~100 every sigma of the grid is ~1 (no denoising left)
+MAX_SHIFT = 100.0  # the reference uses 7; at 100 half of the steps are spent above sigma 0.99
 TRAINED_SIZE_MARGIN = 2.0  # warn beyond this many times the frames or area a model was made for
 
 
