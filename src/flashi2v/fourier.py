@@ -3,6 +3,7 @@
 rho, the "low-frequency energy ratio", decides per sample how much of the spectrum (by cumulative
 magnitude, from the centre outwards) counts as low frequency and is removed. Lower rho keeps more of
 the spectrum, so the guidance carries more of the image's detail: it is the user's detail knob.
+Names: ``cutoff`` in the pipeline and the CLI is rho; the radius derived from it is ``cutoff_radius`` (r_c).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def centred_radius(height: int, width: int, device=None) -> torch.Tensor:
 
 
 def cutoff_radius(spectrum: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-    """r_c per sample from the centred spectrum F (B x C x H x W, complex) and rho (B,).
+    """The cutoff radius r_c per sample from the centred spectrum F (B x C x H x W, complex) and rho (B,).
 
     M = channel-mean |F|; positions sorted by radius; k = number of positions whose cumulative M is
     below rho * total (clamped to the valid range); r_c = the k-th sorted radius.

@@ -6,8 +6,10 @@ Folder layout (diffusers-like): ``transformer/`` (config.json + model.safetensor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +18,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import flow, fourier
+from .device import device_memory_bytes, resolve_device
 from .encoders import UMT5TextEncoder, WanVAE, load_text_encoder, load_vae
-from .errors import FlashI2VError
+from .errors import FlashI2VError, FlashI2VWarning
 from .model import FlashI2VTransformer
-from .sampling import GUIDANCE_MODES, SOLVERS, flashi2v_velocity, model_evaluations
+from .sampling import SOLVERS, flashi2v_velocity, model_evaluations
+from .settings import GenerationSettings, LatentFactors, check_fits, check_seed, estimate_bytes, far_from_trained
 from .step_cache import step_cache_scope
 from .video import image_to_tensor, to_uint8, write_mp4
 
@@ -31,8 +35,6 @@ WAN_NEGATIVE_PROMPT = (
 )
 FPS = 16
 PIPELINE_CONFIG = "pipeline.json"
-# FlashI2V-1.3B's inference settings (docs/method.md section 7), the defaults of __call__.
-REFERENCE_SETTINGS = dict(num_frames=49, height=480, width=832, steps=50, guidance=5.0, shift=7.0, cutoff=0.1)
 
 
 @dataclass
@@ -54,35 +56,12 @@ def export_to_mp4(frames: torch.Tensor, path: str | os.PathLike, fps: int = FPS)
     return Path(path)
 
 
-def check_generation_args(num_frames: int, height: int, width: int, steps: int, guidance: float,
-                          shift: float, cutoff: float, spatial: int = 8, temporal: int = 4, patch: int = 2,
-                          guidance_mode: str = "cfg", solver: str = "euler") -> None:
-    """Fail early, with one line naming the fix, on settings the model cannot honour."""
-    multiple = spatial * patch
-    if height % multiple or width % multiple or height <= 0 or width <= 0:
-        raise FlashI2VError(f"height {height} and width {width} must be positive multiples of {multiple}: try e.g. 480x832")
-    if num_frames < 1 or (num_frames - 1) % temporal:
-        near = max(1, round((num_frames - 1) / temporal) * temporal + 1)
-        raise FlashI2VError(f"num_frames {num_frames} is not of the form {temporal}k+1: use e.g. {near}")
-    if not 1 <= steps <= 1000:
-        raise FlashI2VError(f"steps {steps} is out of range: use 1..1000 (50 is the default)")
-    if not 0.0 <= guidance <= 50.0:
-        raise FlashI2VError(f"guidance {guidance} is out of range: use 0..50 (5.0 is the default; 1 disables CFG)")
-    if not shift > 0:
-        raise FlashI2VError(f"shift {shift} must be > 0 (7.0 is the default)")
-    if not 0.0 <= cutoff < 1.0:
-        raise FlashI2VError(f"cutoff {cutoff} is out of range: use 0 <= cutoff < 1 (0.1 is the default; lower keeps more detail)")
-    if guidance_mode not in GUIDANCE_MODES:
-        raise FlashI2VError(f"guidance_mode {guidance_mode!r} is not one of {', '.join(GUIDANCE_MODES)} ('cfg' is the default)")
-    if solver not in SOLVERS:
-        raise FlashI2VError(f"solver {solver!r} is not one of {', '.join(SOLVERS)} ('euler' is the default)")
-
-
 class FlashI2VPipeline:
     """Image + prompt -> video with a FlashI2V transformer, the Wan VAE and a umT5-style text encoder.
 
-    ``defaults`` holds the generation settings this model was made for (frames, size, steps, ...);
-    the CLI uses them for flags the user leaves out. Stored as pipeline.json beside the components.
+    ``defaults`` holds the generation settings this model was made for (frames, size, steps, ...; the
+    fields of ``GenerationSettings`` and ``negative_prompt``): settings a call leaves unset come from
+    there, then from FlashI2V-1.3B's. Stored as pipeline.json beside the components.
     """
 
     def __init__(self, transformer: FlashI2VTransformer, vae: WanVAE, text_encoder: UMT5TextEncoder,
@@ -193,6 +172,7 @@ class FlashI2VPipeline:
             from .builtin import builtin_path
 
             folder = builtin_path()
+        device = resolve_device(device)  # "auto", or a one-line error for a device this machine lacks
         if dtype is None and torch.device(device).type == "cpu":
             dtype = torch.float32  # half precision on a CPU is slow and imprecise
         folder = Path(folder)
@@ -201,6 +181,7 @@ class FlashI2VPipeline:
         for sub in ("transformer", "vae") + (("text_encoder",) if text_encoder is None else ()):
             if not (folder / sub).is_dir():
                 raise FlashI2VError(f"model folder '{folder}' has no {sub}/ subfolder: see the README section on model folders")
+        config = _read_pipeline_config(folder / PIPELINE_CONFIG)  # before the weights: a broken one fails fast
         # The EMA weights, when a checkpoint carries both, are the ones to sample from (as the authors do).
         weights = folder / "transformer_ema" if (folder / "transformer_ema").is_dir() else folder / "transformer"
         transformer = FlashI2VTransformer.from_pretrained(weights, device=device, dtype=dtype)
@@ -208,9 +189,8 @@ class FlashI2VPipeline:
         if text_encoder is None:
             text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer", device=device,
                                              dtype=dtype or torch.float32)
-        settings = json.loads((folder / PIPELINE_CONFIG).read_text()) if (folder / PIPELINE_CONFIG).is_file() else {}
-        return cls(transformer, vae, text_encoder, signed_fourier=settings.get("signed_fourier", False),
-                   defaults=settings.get("defaults"))
+        return cls(transformer, vae, text_encoder, signed_fourier=config.get("signed_fourier", False),
+                   defaults=config.get("defaults"))
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         folder = Path(folder)
@@ -222,6 +202,7 @@ class FlashI2VPipeline:
         self.text_encoder.save_pretrained(folder / "text_encoder", folder / "tokenizer")
 
     def to(self, device: str | torch.device) -> "FlashI2VPipeline":
+        device = resolve_device(device)
         for module in (self.transformer, self.vae, self.text_encoder):
             if module is self.text_encoder and self.text_encoder_offloaded:
                 self.text_encoder.model._flashi2v_streamed_to = torch.device(device)
@@ -239,6 +220,30 @@ class FlashI2VPipeline:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.transformer.parameters()).dtype
+
+    @property
+    def latent_factors(self) -> LatentFactors:
+        """How this model divides a video: its VAE's compression times its transformer's patch size."""
+        return LatentFactors(self.vae.temporal_factor, self.vae.spatial_factor, self.transformer.config.patch_size)
+
+    def resolve_settings(self, settings: GenerationSettings | None = None) -> GenerationSettings:
+        """``settings`` with everything unset taken from this model's defaults, checked against this model
+        (FlashI2VError, one line)."""
+        settings = (settings or GenerationSettings()).resolved(self.defaults)
+        settings.check(self.latent_factors)
+        return settings
+
+    def check_size(self, settings: GenerationSettings, batch: int = 1) -> None:
+        """FlashI2VError before anything is allocated when a generation cannot fit in the device's memory
+        (``flashi2v.settings.estimate_bytes``, a lower bound); a FlashI2VWarning when it fits but is far
+        from the size this model was made for."""
+        config = self.transformer.config
+        needed = estimate_bytes(settings, self.latent_factors, batch, config.in_dim, config.ffn_dim,
+                                self.dtype.itemsize)
+        check_fits(needed, device_memory_bytes(self.device), settings, f"device {self.device}")
+        warning = far_from_trained(settings, self.defaults)
+        if warning:
+            warnings.warn(warning, FlashI2VWarning, stacklevel=4)  # check_size <- __call__ <- no_grad <- caller
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -292,26 +297,21 @@ class FlashI2VPipeline:
         (second order, two model evaluations per step); see ``flashi2v.sampling``.
         """
         # 1. Fill unset settings from this model's defaults (FlashI2V-1.3B: 49 x 480 x 832, 50 steps,
-        #    guidance 5, shift 7, cutoff 0.1), then check them.
-        given = dict(num_frames=num_frames, height=height, width=width, steps=steps, guidance=guidance, shift=shift,
-                     cutoff=cutoff)
-        settings = {k: v if v is not None else self.defaults.get(k, REFERENCE_SETTINGS[k]) for k, v in given.items()}
-        num_frames, height, width, steps, guidance, shift, cutoff = settings.values()
+        #    guidance 5, shift 7, cutoff 0.1), check them against this model, and check that they fit.
+        settings = self.resolve_settings(GenerationSettings(
+            num_frames=num_frames, height=height, width=width, steps=steps, guidance=guidance,
+            guidance_mode=guidance_mode, solver=solver, shift=shift, cutoff=cutoff))
+        num_frames, height, width, steps, guidance, guidance_mode, solver, shift, cutoff = dataclasses.astuple(settings)
+        check_seed(seed)
         if negative_prompt is None:
             negative_prompt = self.defaults.get("negative_prompt", WAN_NEGATIVE_PROMPT)
-        if guidance_mode is None:
-            guidance_mode = self.defaults.get("guidance_mode", "cfg")
-        if solver is None:
-            solver = self.defaults.get("solver", "euler")
-        vae_s, vae_t = self.vae.spatial_factor, self.vae.temporal_factor
-        check_generation_args(num_frames, height, width, steps, guidance, shift, cutoff, vae_s, vae_t,
-                              self.transformer.config.patch_size[1], guidance_mode, solver)
         single = isinstance(prompt, str) or (prompt is None and prompt_embeds is not None and prompt_embeds.shape[0] == 1)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
         batch = len(prompts) if prompts else prompt_embeds.shape[0]
         images = image if isinstance(image, list) else [image] * batch
         if len(images) != batch:
             raise FlashI2VError(f"got {len(images)} images for {batch} prompts: pass one image, or one per prompt")
+        self.check_size(settings, batch)
 
         # 2. Encode the prompt and (for CFG) the negative prompt.
         #    Prompt and negative prompt go through the text encoder together: one pass of its weights.
@@ -330,14 +330,14 @@ class FlashI2VPipeline:
                                     else self.encode_prompt(negative))
 
         # 3. Encode the condition image; phi(s) and s_high once for the whole generation.
-        latent_frames = (num_frames - 1) // vae_t + 1
+        latent_frames, latent_height, latent_width = self.latent_factors.latent_shape(num_frames, height, width)
         s = self.encode_image(images, height, width)
         self._transformer_to_device()  # back from the CPU if the last decode offloaded it
         phi_s = self.transformer.learnable_proj(s, latent_frames)
         s_high = fourier.fourier_features(s, cutoff, latent_frames, signed=self.signed_fourier)
 
         # 4. Start from noise: z = eps at sigma = 1.
-        shape = (batch, self.transformer.config.in_dim, latent_frames, height // vae_s, width // vae_s)
+        shape = (batch, self.transformer.config.in_dim, latent_frames, latent_height, latent_width)
         z = self.prepare_noise(shape, seed, generator)
 
         # 5. Integrate the flow ODE from sigma = 1 to 0 on the static-shifted grid (Euler in the reference).
@@ -359,3 +359,16 @@ class FlashI2VPipeline:
         pixels = self.vae.decode(z.to(self.vae.device))  # B x 3 x F x H x W in [-1, 1]
         frames = to_uint8(pixels.permute(0, 2, 3, 4, 1)).cpu()  # B x F x H x W x 3
         return FlashI2VOutput(frames=frames[0] if single else frames, latents=z)
+
+
+def _read_pipeline_config(path: Path) -> dict:
+    """pipeline.json ({} when absent); a broken one is a one-line error naming the file."""
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FlashI2VError(f"'{path}' is not valid JSON ({err}): restore it from the model's download") from None
+    if not isinstance(settings, dict) or not isinstance(settings.get("defaults", {}) or {}, dict):
+        raise FlashI2VError(f"'{path}' must hold a JSON object with an optional \"defaults\" object: restore it")
+    return settings

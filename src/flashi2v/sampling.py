@@ -15,6 +15,9 @@ from typing import Callable
 
 import torch
 
+from .errors import FlashI2VError
+from .settings import GUIDANCE_MODES
+
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -84,7 +87,7 @@ def dpmpp_2m(velocity: Velocity, z: torch.Tensor, sigmas: torch.Tensor, callback
     return z
 
 
-SOLVERS = {"euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m}  # solver name -> sampler
+SOLVERS = {"euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m}  # solver name (settings.SOLVER_NAMES) -> sampler
 
 
 def model_evaluations(solver: str, steps: int) -> int:
@@ -113,8 +116,7 @@ def mean_free_cfg(v_cond: torch.Tensor, v_uncond: torch.Tensor, guidance: float)
     return v_cond + (guidance - 1.0) * (d - d.mean(dim=(-2, -1), keepdim=True))
 
 
-GUIDANCE = {"cfg": cfg, "mean_free": mean_free_cfg}  # guidance_mode -> how the two branches combine
-GUIDANCE_MODES = tuple(GUIDANCE)
+GUIDANCE = {"cfg": cfg, "mean_free": mean_free_cfg}  # guidance_mode (settings.GUIDANCE_MODES) -> how the branches combine
 
 
 def flashi2v_velocity(model, phi_s: torch.Tensor, s_high: torch.Tensor, context: torch.Tensor,
@@ -129,7 +131,7 @@ def flashi2v_velocity(model, phi_s: torch.Tensor, s_high: torch.Tensor, context:
     branches combine: "cfg" (``cfg``) or "mean_free" (``mean_free_cfg``).
     """
     if guidance_mode not in GUIDANCE:
-        raise ValueError(f"guidance_mode {guidance_mode!r} is not one of {GUIDANCE_MODES}")
+        raise FlashI2VError(f"guidance_mode {guidance_mode!r} is not one of {', '.join(GUIDANCE_MODES)}")
     combine = GUIDANCE[guidance_mode]
     dtype = dtype or next(model.parameters()).dtype
     use_cfg = negative_context is not None and guidance != 1.0

@@ -1,21 +1,34 @@
 """The ``convert`` and ``inspect`` subcommands: argument definitions and the calls they make.
 
-Kept next to the weights code so ``flashi2v/cli.py`` only registers them; the work happens in
-``convert.py`` and errors the user can fix arrive as FlashI2VError (one line, exit status 2).
+Kept next to the weights code; ``flashi2v/cli.py`` registers the two commands and adds these arguments
+only when one of them runs (importing this package imports torch). Errors the user can fix arrive as
+FlashI2VError (one line, exit status 2).
 """
 
 from __future__ import annotations
 
+import argparse
+import re
+
 from ..config import PROJ_KERNELS
 from .layouts import LAYOUTS
 
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]B)?\s*$", re.IGNORECASE)
 
-def add_convert_parser(sub) -> None:
-    p = sub.add_parser(
-        "convert", help="convert FlashI2V / Wan2.1 weights of any published layout to a flashi2v model folder",
-        description="Write a flashi2v model folder (transformer/, vae/, text_encoder/, tokenizer/) from the released "
-                    "FlashI2V-1.3B .pt, Wan2.1 (original or -Diffusers) downloads, or the authors' GPU-branch "
-                    "checkpoints. The layout is detected from the keys.")
+
+def shard_size(text: str) -> int | str:
+    """--max-shard-size: a whole number of bytes, or N followed by KB, MB or GB (e.g. 5GB, 500MB)."""
+    match = _SIZE.match(text)
+    if not match or int(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: use e.g. 5GB, 500MB or a number of bytes")
+    number, unit = match.groups()
+    return f"{int(number)}{unit.upper()}" if unit else int(number)
+
+
+def add_convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Write a flashi2v model folder (transformer/, vae/, text_encoder/, tokenizer/) from the released "
+                     "FlashI2V-1.3B .pt, Wan2.1 (original or -Diffusers) downloads, or the authors' GPU-branch "
+                     "checkpoints. The layout is detected from the keys.")
     p.add_argument("src", metavar="SRC", help="transformer weights: a file (.pt/.pth/.safetensors/shard index) or a "
                    "folder (Wan2.1 download, -Diffusers download, transformer/ folder, GPU-branch iter_* folder)")
     p.add_argument("dst", metavar="DST", help="output model folder")
@@ -32,8 +45,14 @@ def add_convert_parser(sub) -> None:
                         "A FlashI2V source always keeps its own")
     p.add_argument("--num-heads", type=int, default=None,
                    help="attention heads when neither a config.json nor a 128-wide head tells (real models need none)")
-    p.add_argument("--max-shard-size", default="5GB", help="split components larger than this (default %(default)s)")
+    p.add_argument("--max-shard-size", type=shard_size, default="5GB",
+                   help="split components larger than this: bytes, or N KB / MB / GB (default %(default)s)")
     p.set_defaults(func=run_convert)
+
+
+def add_convert_parser(sub) -> None:
+    """Register ``convert`` on an argparse subparsers object (for callers building their own parser)."""
+    add_convert_arguments(sub.add_parser("convert", help="convert weights to a flashi2v model folder"))
 
 
 def run_convert(args) -> None:
@@ -44,15 +63,18 @@ def run_convert(args) -> None:
                              num_heads=args.num_heads, proj_kernel=args.proj_kernel, max_shard_size=args.max_shard_size))
 
 
-def add_inspect_parser(sub) -> None:
-    p = sub.add_parser(
-        "inspect", help="show the layout, config, dtypes and key problems of a checkpoint",
-        description="Print the detected layout, the config read from the shapes, the projection variant, dtypes, "
-                    "parameters per module, and any missing / unexpected / shape-mismatched keys. Reads no weights.")
+def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Print the detected layout, the config read from the shapes, the projection variant, dtypes, "
+                     "parameters per module, and any missing / unexpected / shape-mismatched keys. Reads no weights.")
     p.add_argument("path", metavar="PATH", help="a weights file or folder, as for `flashi2v convert`")
     p.add_argument("--layout", choices=list(LAYOUTS), help="force the layout instead of detecting it")
     p.add_argument("--num-heads", type=int, default=None, help="attention heads, if no config.json tells")
     p.set_defaults(func=run_inspect)
+
+
+def add_inspect_parser(sub) -> None:
+    """Register ``inspect`` on an argparse subparsers object (for callers building their own parser)."""
+    add_inspect_arguments(sub.add_parser("inspect", help="show the layout, config, dtypes and key problems"))
 
 
 def run_inspect(args) -> None:
