@@ -1,0 +1,141 @@
+"""Bad inputs of the library: each class gives one FlashI2VError line and leaves the inputs untouched.
+
+Images, model folders and weights, convert's destination, clip indexes and `data filter`'s output. The
+end-to-end corpus over the CLI is scripts/bad_input_corpus.py; these are the fast in-process checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flashi2v.errors import FlashI2VError
+from flashi2v.video import MIN_IMAGE_SIDE, image_to_tensor, load_image
+
+
+def _png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height but holds almost no data: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) +
+                     chunk(b"IEND", b""))
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- images ----------------------------------------------------------------------------------------
+
+
+def test_sixteen_bit_png_keeps_its_brightness(tmp_path):
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    rgb = np.asarray(load_image(tmp_path / "grey16.png")).astype(int)
+    expected = np.round(ramp / 257.0).astype(int)
+    assert np.abs(rgb[..., 0] - expected).max() <= 1  # PIL's own convert clips at 255: a nearly white image
+    assert rgb.mean() == pytest.approx(127.5, abs=2)
+
+
+def test_sixteen_bit_rgba_png_is_not_washed_out(tmp_path):
+    rgba = np.zeros((32, 32, 4), np.uint16)
+    rgba[..., 0], rgba[..., 3] = 32768, 65535  # half-bright red, opaque
+    # PIL cannot write 16-bit RGBA; a raw 16-bit RGBA PNG is written by hand (big-endian samples).
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in rgba)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    (tmp_path / "rgba16.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 16, 6, 0, 0, 0))
+                                          + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    rgb = np.asarray(load_image(tmp_path / "rgba16.png")).astype(int)
+    assert abs(rgb[..., 0].mean() - 128) <= 1 and rgb[..., 1].max() == 0
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1", "LA"])
+def test_other_modes_become_rgb(tmp_path, mode):
+    image = Image.new("RGB", (24, 20), (200, 200, 200)).convert(mode)
+    image.save(tmp_path / ("x.tif" if mode == "CMYK" else "x.png"))
+    out = load_image(tmp_path / ("x.tif" if mode == "CMYK" else "x.png"))
+    assert out.mode == "RGB" and out.size == (24, 20)
+
+
+def test_transparent_pixels_are_composited_on_white(tmp_path):
+    rgba = np.zeros((20, 20, 4), np.uint8)  # fully transparent black
+    rgba[:10, :, :] = (255, 0, 0, 255)  # opaque red top half
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    rgb = np.asarray(load_image(tmp_path / "a.png"))
+    assert (rgb[:10] == (255, 0, 0)).all() and (rgb[10:] == 255).all()
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    array = np.zeros((20, 40, 3), np.uint8)
+    array[:, :20] = 255  # white left half of a landscape image
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    image.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    upright = np.asarray(load_image(tmp_path / "phone.jpg"))
+    assert upright.shape == (40, 20, 3)
+    assert upright[:15].mean() > 200 and upright[25:].mean() < 50  # white ends up on top
+
+
+def test_decompression_bomb_is_refused_from_the_header(tmp_path, monkeypatch):
+    _png_header_only(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(FlashI2VError, match=r"10,000,000,000 pixels, over the [0-9,]+-pixel limit") as err:
+        load_image(tmp_path / "bomb.png")
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # below PIL's own 2x hard limit: our check answers
+    _png_header_only(tmp_path / "big.png", 40, 40)
+    with pytest.raises(FlashI2VError, match="1,600 pixels, over the 1,000-pixel limit"):
+        load_image(tmp_path / "big.png")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "text"])
+def test_damaged_image_files(tmp_path, damage):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(good)
+    data = good.read_bytes()
+    bad = tmp_path / "bad.png"
+    bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": data[:40] + b"\x13" * 500, "empty": b"",
+                     "text": b"hello"}[damage])
+    before = _digest(bad)
+    with pytest.raises(FlashI2VError, match=r"cannot read image .*bad\.png") as err:
+        load_image(bad)
+    assert "\n" not in str(err.value) and _digest(bad) == before
+
+
+def test_missing_and_directory(tmp_path):
+    with pytest.raises(FlashI2VError, match="no such file"):
+        image_to_tensor(tmp_path / "nope.png", 16, 16)
+    with pytest.raises(FlashI2VError, match="directory"):
+        image_to_tensor(tmp_path, 16, 16)
+
+
+def test_tiny_image_is_refused_and_flat_image_stays_flat(tmp_path):
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(tmp_path / "dot.png")
+    with pytest.raises(FlashI2VError, match=f"1x1 pixels.*at least {MIN_IMAGE_SIDE}"):
+        image_to_tensor(tmp_path / "dot.png", 32, 32)
+    Image.new("RGB", (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE), (200, 30, 30)).save(tmp_path / "flat.png")
+    flat = image_to_tensor(tmp_path / "flat.png", 48, 80)
+    assert flat.std(dim=(1, 2)).max() < 1e-5  # resizing a flat image adds no pattern
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.full((3, 16, 16), 200.0), r"must lie in \[-1, 1\]"),
+    (torch.full((3, 16, 16), float("nan")), "NaN"),
+    (torch.zeros(3, 16, 16, dtype=torch.int64), "dtype"),
+    (torch.zeros(4, 16, 16), "3 x H x W"),
+])
+def test_bad_image_tensors(bad, match):
+    with pytest.raises(FlashI2VError, match=match):
+        image_to_tensor(bad, 16, 16)
