@@ -139,3 +139,104 @@ def test_tiny_image_is_refused_and_flat_image_stays_flat(tmp_path):
 def test_bad_image_tensors(bad, match):
     with pytest.raises(FlashI2VError, match=match):
         image_to_tensor(bad, 16, 16)
+
+
+# -- convert: the destination never destroys an input --------------------------------------------
+
+
+def _tree(folder) -> dict:
+    return {str(p.relative_to(folder)): _digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def tiny_source(tmp_path):
+    from flashi2v import FlashI2VTransformer, preset
+
+    torch.manual_seed(0)
+    src = tmp_path / "work" / "src"
+    FlashI2VTransformer.from_config(preset("tiny")).save_pretrained(src)
+    return src
+
+
+def test_convert_refuses_overlapping_destinations(tiny_source, tmp_path):
+    from flashi2v.weights import convert_checkpoint
+
+    before = _tree(tmp_path)
+    (tmp_path / "link").symlink_to(tiny_source)
+    for dst in (tiny_source, tiny_source / "out", tiny_source.parent, tmp_path / "link"):
+        with pytest.raises(FlashI2VError, match="overlaps the source checkpoint"):
+            convert_checkpoint(tiny_source, dst, overwrite=True)
+    with pytest.raises(FlashI2VError, match="overlaps the vae"):
+        convert_checkpoint(tiny_source, tmp_path / "out", vae=tmp_path / "out" / "vae")
+    (tmp_path / "link").unlink()
+    assert _tree(tmp_path) == before
+
+
+def test_convert_refuses_a_non_empty_destination_unless_overwrite(tiny_source, tmp_path):
+    from flashi2v.weights import convert_checkpoint, load_transformer
+
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "notes.txt").write_text("mine")
+    with pytest.raises(FlashI2VError, match="not empty.*--overwrite"):
+        convert_checkpoint(tiny_source, dst)
+    assert (dst / "notes.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FlashI2VError, match="existing file"):
+        convert_checkpoint(tiny_source, tmp_path / "file", overwrite=True)
+    convert_checkpoint(tiny_source, dst, overwrite=True)
+    assert not (dst / "notes.txt").exists() and load_transformer(dst / "transformer").config.dim == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dst", "file", "work"]  # no temp folders left
+
+
+def test_convert_failing_midway_leaves_no_half_folder(tiny_source, tmp_path):
+    from flashi2v.weights import convert_checkpoint
+
+    bad_vae = tmp_path / "Wan2.1_VAE.pth"
+    bad_vae.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(FlashI2VError, match="truncated or corrupt"):
+        convert_checkpoint(tiny_source, tmp_path / "new", vae=bad_vae)  # fails after the transformer is written
+    assert not (tmp_path / "new").exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "keep.txt").write_text("old model")
+    with pytest.raises(FlashI2VError):
+        convert_checkpoint(tiny_source, old, vae=bad_vae, overwrite=True)
+    assert (old / "keep.txt").read_text() == "old model"  # replaced only when the new folder is complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wan2.1_VAE.pth", "old", "work"]
+
+
+def test_export_never_overwrites_its_source(tiny_source, tmp_path):
+    from flashi2v.weights import export_transformer
+
+    before = _tree(tiny_source)
+    with pytest.raises(FlashI2VError, match="would overwrite the source file"):
+        export_transformer(tiny_source, tiny_source / "model.safetensors", "wan-original", num_heads=4)
+    assert _tree(tiny_source) == before
+    out = export_transformer(tiny_source, tmp_path / "w.safetensors", "wan-original")
+    with pytest.raises(FlashI2VError, match="already exists"):
+        export_transformer(tiny_source, out, "wan-original")
+
+
+@pytest.mark.parametrize("text, expected", [("2GB", 2 * 2**30), ("500mb", 500 * 2**20), ("1.5 GiB", int(1.5 * 2**30)),
+                                            ("4096", 4096), (1000, 1000)])
+def test_parse_size(text, expected):
+    from flashi2v.weights.sizes import parse_size
+
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("garbage", ["", "GB", "2XB", "-1GB", "0", "1e9", "two gigs", None, True, 0, -5, "5 G B"])
+def test_parse_size_garbage(garbage):
+    from flashi2v.weights.sizes import parse_size
+
+    with pytest.raises(FlashI2VError, match="size"):
+        parse_size(garbage, "--max-shard-size")
+
+
+def test_convert_checks_the_shard_size_before_writing(tiny_source, tmp_path):
+    from flashi2v.weights import convert_checkpoint
+
+    with pytest.raises(FlashI2VError, match="--max-shard-size 'lots' is not a size"):
+        convert_checkpoint(tiny_source, tmp_path / "out", max_shard_size="lots")
+    assert not (tmp_path / "out").exists()
