@@ -7,6 +7,7 @@ end-to-end corpus over the CLI is scripts/bad_input_corpus.py; these are the fas
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 import zlib
 
@@ -240,3 +241,110 @@ def test_convert_checks_the_shard_size_before_writing(tiny_source, tmp_path):
     with pytest.raises(FlashI2VError, match="--max-shard-size 'lots' is not a size"):
         convert_checkpoint(tiny_source, tmp_path / "out", max_shard_size="lots")
     assert not (tmp_path / "out").exists()
+
+
+# -- model folders: config.json, shard indexes, damaged shards -------------------------------------
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"dim": "64"}, "key 'dim' must be a positive integer"),
+    ({"num_layers": 0}, "key 'num_layers' must be a positive integer"),
+    ({"ffn_dim": -128}, "key 'ffn_dim' must be a positive integer"),
+    ({"text_len": 16.5}, "key 'text_len'"),
+    ({"num_heads": True}, "key 'num_heads'"),
+    ({"patch_size": {"t": 1}}, "key 'patch_size' must be 3 positive integers"),
+    ({"patch_size": [1, 2]}, "key 'patch_size'"),
+    ({"eps": "small"}, "key 'eps'"),
+    ({"cross_attn_norm": "yes"}, "key 'cross_attn_norm' must be true or false"),
+    ({"proj_kernel": [3, 3, 3]}, "key 'proj_kernel'"),
+    ({"hidden_size": 64}, r"unknown transformer config keys \['hidden_size'\]"),
+])
+def test_transformer_config_values_are_checked(change, match):
+    from flashi2v.config import TransformerConfig, preset
+
+    with pytest.raises(FlashI2VError, match=f"x/config.json: {match}"):
+        TransformerConfig.from_dict({**preset("tiny").to_dict(), **change}, "x/config.json")
+
+
+def test_transformer_config_must_be_a_mapping():
+    from flashi2v.config import TransformerConfig, preset
+
+    with pytest.raises(FlashI2VError, match="must hold a JSON object"):
+        TransformerConfig.from_dict([preset("tiny").to_dict()], "x/config.json")
+
+
+def test_model_folder_with_a_bad_config_is_named(tiny_source):
+    from flashi2v.weights import load_transformer
+
+    config = tiny_source / "config.json"
+    good = config.read_text()
+    config.write_text(good.replace('"dim": 64', '"dim": "sixty-four"'))
+    with pytest.raises(FlashI2VError, match="key 'dim' must be a positive integer"):
+        load_transformer(tiny_source)
+
+
+@pytest.mark.parametrize("text, match", [
+    ('{"num_heads": 4,', "not valid JSON .* line 1"),
+    ("[4]", "must hold a JSON object"),
+    ('{"num_heads": "four"}', "key 'num_heads' must be a positive integer"),
+    ('{"num_heads": 0}', "key 'num_heads' must be a positive integer"),
+    ('{"text_len": [16]}', "key 'text_len'"),
+])
+def test_config_beside_foreign_weights_is_checked(tmp_path, text, match):
+    from safetensors.torch import save_file
+
+    from flashi2v import FlashI2VTransformer, preset
+    from flashi2v.weights import inspect_checkpoint, load_transformer_weights
+
+    folder = tmp_path / "wan"
+    folder.mkdir()
+    save_file(FlashI2VTransformer.from_config(preset("tiny")).state_dict(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(text)
+    with pytest.raises(FlashI2VError, match=match):
+        load_transformer_weights(folder / "model.safetensors")
+    with pytest.raises(FlashI2VError, match=match):
+        inspect_checkpoint(folder)
+    (folder / "config.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(FlashI2VError, match="not UTF-8"):
+        load_transformer_weights(folder / "model.safetensors")
+
+
+@pytest.fixture()
+def sharded(tmp_path):
+    from flashi2v import FlashI2VTransformer, preset
+    from flashi2v.weights import save_transformer
+
+    save_transformer(FlashI2VTransformer.from_config(preset("tiny")), tmp_path / "t", max_shard_size=30_000)
+    assert (tmp_path / "t" / "model.safetensors.index.json").is_file()
+    return tmp_path / "t"
+
+
+def test_sharded_transformer_damage(sharded):
+    from flashi2v.weights import load_transformer
+
+    index = sharded / "model.safetensors.index.json"
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    good_index = index.read_text()
+    index.write_text(good_index[:50])
+    with pytest.raises(FlashI2VError, match="index.json' is not valid JSON"):
+        load_transformer(sharded)
+    index.write_text('{"weight_map": ["model-00001-of-00002.safetensors"]}')
+    with pytest.raises(FlashI2VError, match="weight_map"):
+        load_transformer(sharded)
+    index.write_text(good_index.replace(shards[0].name, "../../elsewhere.safetensors", 1))
+    with pytest.raises(FlashI2VError, match="not a .safetensors file beside the index"):
+        load_transformer(sharded)
+    data = json.loads(good_index)
+    data["weight_map"]["blocks.9.extra.weight"] = shards[0].name
+    index.write_text(json.dumps(data))
+    with pytest.raises(FlashI2VError, match="lists 1 tensor.*no shard holds.*blocks.9.extra.weight"):
+        load_transformer(sharded)
+    index.write_text(good_index)
+    payload = shards[-1].read_bytes()
+    shards[-1].write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(FlashI2VError, match="truncated or corrupt"):
+        load_transformer(sharded)
+    shards[-1].unlink()
+    with pytest.raises(FlashI2VError, match="lacks 1 shard"):
+        load_transformer(sharded)
+

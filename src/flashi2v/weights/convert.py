@@ -8,7 +8,6 @@ authors' inference loads, and what ``load_transformer_weights`` returns by defau
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import uuid
@@ -22,6 +21,7 @@ import torch
 from ..errors import FlashI2VError
 from ..model import FlashI2VTransformer
 from . import components, layouts
+from .jsonfile import expect_type, read_json_object
 from .ourformat import (
     DEFAULT_SHARD_BYTES,
     is_our_folder,
@@ -41,6 +41,7 @@ from .transformer import (
 
 WAN_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors")
 GPU_BRANCH_NAMES = (("ema_model_state_dict.pt", True), ("model_state_dict.pt", False))
+_HINT_INTS = ("num_heads", "num_attention_heads", "text_len", "attention_head_dim")
 _NOT_TRANSFORMER = (components.VAE_ORIGINAL_NAME, components.UMT5_ORIGINAL_NAME)
 
 
@@ -55,11 +56,18 @@ class Candidate:
 
 
 def _hints(folder: Path) -> dict:
-    """A config.json beside the weights tells what shapes cannot (heads, text length)."""
-    try:
-        return json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
+    """A config.json beside the weights tells what shapes cannot (heads, text length); a damaged one is
+    reported (naming the file) rather than ignored, since ignoring it could guess the heads wrong."""
+    path = folder / "config.json"
+    if not path.is_file():
         return {}
+    hints = read_json_object(path)
+    for key in _HINT_INTS:
+        expect_type(hints, key, int, path, "a positive integer")
+        if isinstance(hints.get(key), int) and hints[key] < 1:
+            raise FlashI2VError(f"'{path}': key '{key}' must be a positive integer, got {hints[key]}; fix the value")
+    expect_type(hints, "eps", (int, float), path, "a number")
+    return hints
 
 
 def _file_candidates(path: Path) -> list[Candidate]:
