@@ -165,9 +165,9 @@ def test_convert_refuses_overlapping_destinations(tiny_source, tmp_path):
     before = _tree(tmp_path)
     (tmp_path / "link").symlink_to(tiny_source)
     for dst in (tiny_source, tiny_source / "out", tiny_source.parent, tmp_path / "link"):
-        with pytest.raises(FlashI2VError, match="overlaps the source checkpoint"):
+        with pytest.raises(FlashI2VError, match=r"overlaps\) the source checkpoint"):
             convert_checkpoint(tiny_source, dst, overwrite=True)
-    with pytest.raises(FlashI2VError, match="overlaps the vae"):
+    with pytest.raises(FlashI2VError, match=r"overlaps\) the vae"):
         convert_checkpoint(tiny_source, tmp_path / "out", vae=tmp_path / "out" / "vae")
     (tmp_path / "link").unlink()
     assert _tree(tmp_path) == before

@@ -8,9 +8,6 @@ authors' inference loads, and what ``load_transformer_weights`` returns by defau
 from __future__ import annotations
 
 import functools
-import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +17,7 @@ import torch
 
 from ..errors import FlashI2VError
 from ..model import FlashI2VTransformer
+from ..outputs import check_output, staged_folder
 from . import components, layouts
 from .jsonfile import expect_type, read_json_object
 from .ourformat import (
@@ -184,36 +182,10 @@ def _weight_sets_to_write(candidates: list[Candidate]) -> list[tuple[str, Candid
     return [("transformer", raw), ("transformer_ema", ema)]
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    """The same path, or one inside the other (symlinks resolved)."""
-    a, b = a.resolve(), b.resolve()
-    return a == b or a in b.parents or b in a.parents
-
-
 def check_destination(dst: Path, sources: dict[str, Path], overwrite: bool) -> None:
-    """Refuse, before anything is read or written, a destination that would destroy an input or a folder
-    the user did not ask to replace: one that is (or is inside, or holds) a source, a file, or a non-empty
-    folder without ``overwrite``."""
-    for what, path in sources.items():
-        if _overlaps(path, dst):
-            raise FlashI2VError(f"output folder '{dst}' overlaps the {what} '{path}': converting would overwrite "
-                                "its own input; pick a new folder outside it")
-    if dst.exists() and not dst.is_dir():
-        raise FlashI2VError(f"output '{dst}' is an existing file, not a folder: pick a new folder name")
-    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
-        raise FlashI2VError(f"output folder '{dst}' already exists and is not empty: pick a new folder, or pass "
-                            "--overwrite to replace it")
-
-
-def _replace_folder(tmp: Path, dst: Path) -> None:
-    """Move a finished ``tmp`` to ``dst``; an old ``dst`` is renamed away first and deleted only after."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    if old is not None:
-        shutil.rmtree(old)
+    """Refuse, before anything is read or written, a destination that is (or is inside, or holds) a source,
+    is a file, or is a non-empty folder without ``overwrite``."""
+    check_output(dst, [(what, path) for what, path in sources.items()], overwrite, folder=True)
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path, layout: str | None = None, allow_partial: bool = False,
@@ -243,18 +215,11 @@ def convert_checkpoint(src: str | Path, dst: str | Path, layout: str | None = No
     for name, path in parts.items():
         if not path.exists():
             raise FlashI2VError(f"{name.replace('_', ' ')} '{path}' does not exist: check the path")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.converting-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with staged_folder(dst) as tmp:
         lines = _convert_into(tmp, src, candidates, parts, layout=layout, allow_partial=allow_partial, dtype=dtype,
                               num_heads=num_heads, proj_kernel=proj_kernel, text_len=text_len,
                               max_shard_size=max_shard_size)
         absent = [name for name in ("vae", "text_encoder", "tokenizer") if not (tmp / name).is_dir()]
-        _replace_folder(tmp, dst)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     if absent:
         lines.append(f"note: {dst} has no {', '.join(absent)} yet: pass --vae/--text-encoder/--tokenizer "
                      "before `flashi2v generate --model` can use it")
