@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import zlib
 
@@ -348,3 +349,164 @@ def test_sharded_transformer_damage(sharded):
     with pytest.raises(FlashI2VError, match="lacks 1 shard"):
         load_transformer(sharded)
 
+
+
+# -- clip indexes, data filter / cache outputs, bad clips in training data -------------------------
+
+GOOD = {"path": "a.mp4", "cap": "a cat"}
+
+
+@pytest.mark.parametrize("lines, match", [
+    (['{"path": "a.mp4", "cap": "x"}', '{"path": "b.mp4", "cap": '], r"line 2 is not valid JSON"),
+    (['{"path": "a.mp4", "cap": "x"}', '[1, 2]'], r"line 2 holds a JSON list"),
+    (['{"path": "a.mp4", "cap": "x"}', '"just text"'], r"line 2 is a str, not a record"),
+    (['{"cap": "x"}'], r'line 1 lacks the field "path"'),
+    (['{"path": "a.mp4"}'], r'line 1 lacks the field "cap"'),
+    (['{"path": 17, "cap": "x"}'], r'line 1: field "path" must be a non-empty file path'),
+    (['{"path": "", "cap": "x"}'], r'line 1: field "path"'),
+    (['{"path": "a.mp4", "cap": 3}'], r'line 1: field "cap" must be text'),
+    (['{"path": "a.mp4", "cap": "x", "resolution": [480, 832]}'], r'line 1: field "resolution" must be'),
+    (['{"path": "a.mp4", "cap": "x", "resolution": {"height": 0, "width": 832}}'], r'"resolution.height" must be a positive integer'),
+    (['{"path": "a.mp4", "cap": "x", "resolution": {"height": "tall", "width": 8}}'], r'"resolution.height"'),
+    (['{"path": "a.mp4", "cap": "x", "fps": 0}'], r'line 1: field "fps" must be a positive number'),
+    (['{"path": "a.mp4", "cap": "x", "fps": -25}'], r'field "fps"'),
+    (['{"path": "a.mp4", "cap": "x", "fps": NaN}'], r'field "fps"'),
+    (['{"path": "a.mp4", "cap": "x", "num_frames": 0}'], r'field "num_frames" must be a positive integer'),
+    (['{"path": "a.mp4", "cap": "x", "num_frames": 12.5}'], r'field "num_frames"'),
+    (['{"path": "a.mp4", "cap": "x", "num_frames": true}'], r'field "num_frames"'),
+    (['{"path": "a.mp4", "cap": "x", "cut": [5, 2]}'], r'line 1: field "cut"'),
+    (['{"path": "a.mp4", "cap": "x", "cut": ["a", "b"]}'], r'field "cut"'),
+    (['{"path": "a.mp4", "cap": "x", "cut": [-3, 2]}'], r'field "cut"'),
+])
+def test_jsonl_index_errors_name_line_and_field(tmp_path, lines, match):
+    from flashi2v.data import load_clip_index
+
+    index = tmp_path / "clips.jsonl"
+    index.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FlashI2VError, match=match) as err:
+        load_clip_index(index)
+    assert "clips.jsonl" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content, match", [
+    (GOOD, "holds one JSON object, but a .json index must be a list"),
+    ("clips", "must hold a JSON list of clip records, not a str"),
+    ([GOOD, {"path": "b.mp4", "cap": "y", "fps": "fast"}], r'record 1: field "fps" must be a positive number'),
+    ([GOOD, 5], "record 1 is a int, not a record"),
+])
+def test_json_index_errors(tmp_path, content, match):
+    from flashi2v.data import load_clip_index
+
+    index = tmp_path / "clips.json"
+    index.write_text(json.dumps(content))
+    with pytest.raises(FlashI2VError, match=match):
+        load_clip_index(index)
+
+
+def test_index_numbers_written_as_text_are_accepted(tmp_path):
+    from flashi2v.data import load_clip_index
+
+    (tmp_path / "clips.jsonl").write_text(json.dumps({**GOOD, "fps": "25", "num_frames": 48.0,
+                                                      "resolution": {"height": "480", "width": 832}}) + "\n")
+    (record,) = load_clip_index(tmp_path / "clips.jsonl")
+    assert (record.fps, record.num_frames, record.height, record.width) == (25.0, 48, 480, 832)
+
+
+def test_non_utf8_index_and_caption(tmp_path):
+    from flashi2v.data import load_clip_index
+
+    (tmp_path / "clips.jsonl").write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"path": "b.mp4", "cap": "caf\xe9"}\n')
+    with pytest.raises(FlashI2VError, match=r"clips.jsonl line 2 is not UTF-8"):
+        load_clip_index(tmp_path / "clips.jsonl")
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(b"")
+    (folder / "a.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(FlashI2VError, match=r"a.txt line 1 is not UTF-8"):
+        load_clip_index(folder)
+
+
+@pytest.fixture()
+def described_index(tmp_path):
+    """A .jsonl index whose records carry their stream facts (so filtering needs no real video)."""
+    rows = []
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.mp4").write_bytes(b"not probed")
+        rows.append({"path": f"{name}.mp4", "cap": name, "resolution": {"height": 480, "width": 832}, "fps": 16,
+                     "num_frames": 100})
+    index = tmp_path / "clips.jsonl"
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return index
+
+
+def test_data_filter_never_empties_its_input(described_index, tmp_path, capsys):
+    from flashi2v.cli import main
+
+    before = _digest(described_index)
+    (tmp_path / "link.jsonl").symlink_to(described_index)
+    os.link(described_index, tmp_path / "hard.jsonl")
+    for out in (described_index, tmp_path / "link.jsonl", tmp_path / "hard.jsonl", tmp_path / "." / "clips.jsonl"):
+        assert main(["data", "filter", str(described_index), "--out", str(out), "--overwrite"]) == 2
+        assert "the same as" in capsys.readouterr().err
+    assert _digest(described_index) == before
+    out = tmp_path / "kept.jsonl"
+    out.write_text("precious\n")
+    assert main(["data", "filter", str(described_index), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_text() == "precious\n"
+    assert main(["data", "filter", str(described_index), "--out", str(out), "--overwrite"]) == 0
+    assert len(out.read_text().splitlines()) == 2 and _digest(described_index) == before
+    assert main(["data", "filter", str(described_index), "--out", str(tmp_path / "kept.csv")]) == 2
+    assert "use a .json or .jsonl" in capsys.readouterr().err
+
+
+def test_data_cache_refuses_bad_outputs_and_settings(described_index, tmp_path, capsys):
+    from flashi2v.cli import main
+
+    out = tmp_path / "cache"
+    out.mkdir()
+    (out / "old.txt").write_text("keep")
+    assert main(["data", "cache", str(described_index), "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "old.txt").read_text() == "keep"
+    assert main(["data", "cache", str(described_index), "--out", str(described_index)]) == 2
+    assert "the same as" in capsys.readouterr().err
+    assert main(["data", "cache", str(described_index), "--out", str(tmp_path / "new"), "--shard-size", "0"]) == 2
+    assert "shard_size" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_damaged_latent_cache_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    from flashi2v.data.cache import CachedLatentDataset
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "index.json").write_text("{\"samples\": [")
+    with pytest.raises(FlashI2VError, match="not a valid cache index"):
+        CachedLatentDataset(cache)
+    (cache / "index.json").write_text(json.dumps({"samples": [{"shard": "0", "caption": "x"}]}))
+    with pytest.raises(FlashI2VError, match="sample 0 needs an integer"):
+        CachedLatentDataset(cache)
+    (cache / "index.json").write_text(json.dumps({"samples": [{"shard": 0, "caption": "x"}]}))
+    with pytest.raises(FlashI2VError, match="lacks 2 file"):
+        CachedLatentDataset(cache)
+    save_file({"context": torch.zeros(1, 4)}, str(cache / "null_context.safetensors"))
+    (cache / "shard-00000.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    dataset = CachedLatentDataset(cache)
+    with pytest.raises(FlashI2VError, match="truncated or corrupt"):
+        dataset[0]
+
+
+def test_dataset_skips_and_counts_zero_length_and_short_clips(tmp_path):
+    from flashi2v.data import ClipRecord, DataConfig, VideoClipDataset
+    from flashi2v.video import write_mp4
+
+    good = write_mp4(np.zeros((20, 32, 32, 3), np.uint8), tmp_path / "good.mp4", fps=16)
+    short = write_mp4(np.zeros((2, 32, 32, 3), np.uint8), tmp_path / "short.mp4", fps=16)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    records = [ClipRecord(str(tmp_path / "empty.mp4"), "e"), ClipRecord(str(short), "s"), ClipRecord(str(good), "g"),
+               ClipRecord(str(tmp_path / "gone.mp4"), "m")]
+    dataset = VideoClipDataset(records, DataConfig(num_frames=5, fps=16, height=16, width=16))
+    samples = [dataset[i] for i in range(4)]
+    assert {s["caption"] for s in samples} == {"g"}
+    counts = dataset.skipped.counts
+    assert counts["unreadable"] + counts["corrupt"] == 1 and counts["too_short"] == 1 and counts["missing"] == 1
