@@ -121,6 +121,9 @@ def load_pickle(path: str | Path):
             return _torch_load(path, weights_only=False, pickle_module=restricted_pickle)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as err:
         raise _corrupt(path, err) from err
+    except Exception as err:  # noqa: BLE001 - untrusted bytes: whatever unpickling them raises is one line
+        raise FlashI2VError(f"'{path}' is not a torch checkpoint that can be read without running its code "
+                            f"({type(err).__name__}): save the weights with torch.save(state_dict) or as safetensors") from None
 
 
 def _torch_load(path: Path, **kwargs):
