@@ -99,8 +99,8 @@ def _check_pixels(width: int, height: int, what: str) -> None:
 
 def _check_condition_size(width: int, height: int, what: str) -> None:
     if min(width, height) < MIN_IMAGE_SIDE:
-        raise FlashI2VError(f"{what} is only {width}x{height} pixels: the condition image needs at least "
-                            f"{MIN_IMAGE_SIDE} pixels on each side; pass a real photo")
+        raise FlashI2VError(f"{what} is only {width}x{height} pixels: a condition image needs at least "
+                            f"{MIN_IMAGE_SIDE} pixels on each side; pass a larger photo")
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -132,9 +132,10 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except FlashI2VError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
+        if isinstance(err, UnidentifiedImageError):  # PIL's message only repeats the path
+            raise FlashI2VError(f"cannot read {what}: not an image file {_IMAGE_HINT}; pass a photo") from None
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        kind = "truncated or corrupt" if not isinstance(err, UnidentifiedImageError) else "not an image file"
-        raise FlashI2VError(f"cannot read {what}: {kind} {_IMAGE_HINT} ({reason}); re-save or replace it") from None
+        raise FlashI2VError(f"cannot read {what}: truncated or corrupt ({reason}); re-save or replace it") from None
 
 
 def _image_chw(image) -> torch.Tensor:
@@ -144,7 +145,9 @@ def _image_chw(image) -> torch.Tensor:
     A float image far outside [-1, 1] (0..255 floats, 0..1 is fine) or with NaN/inf is refused: it would
     give a white or black first frame without any other sign of the mistake.
     """
+    what = "condition image"
     if isinstance(image, (str, os.PathLike)):
+        what = f"image '{image}'"
         image = load_image(image)
     if isinstance(image, Image.Image):
         _check_pixels(*image.size, "image")
@@ -161,7 +164,7 @@ def _image_chw(image) -> torch.Tensor:
         image = image.permute(2, 0, 1)
     if image.ndim != 3 or image.shape[0] != 3:
         raise FlashI2VError(f"image tensor must be 3 x H x W or H x W x 3, got shape {tuple(image.shape)}")
-    _check_condition_size(image.shape[2], image.shape[1], "condition image")
+    _check_condition_size(image.shape[2], image.shape[1], what)
     if image.dtype == torch.uint8:
         return to_unit_range(image)
     if not image.is_floating_point():

@@ -330,6 +330,8 @@ def _inspect_candidate(c: Candidate, path: Path, layout: str | None, num_heads: 
     if detected in layouts.COMPONENT_LAYOUTS:
         return [f"weights: {c.label}", *_inspect_component(ws, detected)]
     ours, _ = to_our_names(ws.state, detected, str(path))
+    if num_heads is not None and (isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1):
+        raise FlashI2VError(f"num_heads {num_heads!r} must be a positive integer (12 for FlashI2V-1.3B, 40 for 14B)")
     heads = num_heads or guess_heads(ours, c.hints)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -108,6 +108,7 @@ class restricted_pickle:
 
 def _corrupt(path: Path, err: Exception) -> FlashI2VError:
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    msg = msg.split(". ")[0][:160]  # torch's zip errors run on for several sentences
     return FlashI2VError(f"'{path}' is truncated or corrupt ({msg}): re-download or re-save it")
 
 
@@ -122,8 +123,9 @@ def load_pickle(path: str | Path):
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as err:
         raise _corrupt(path, err) from err
     except Exception as err:  # noqa: BLE001 - untrusted bytes: whatever unpickling them raises is one line
-        raise FlashI2VError(f"'{path}' is not a torch checkpoint that can be read without running its code "
-                            f"({type(err).__name__}): save the weights with torch.save(state_dict) or as safetensors") from None
+        raise FlashI2VError(f"'{path}' is not a readable torch checkpoint ({type(err).__name__}): it is damaged, or "
+                            "holds objects that cannot be loaded without running code; re-save the state dict with "
+                            "torch.save or as safetensors") from None
 
 
 def _torch_load(path: Path, **kwargs):
