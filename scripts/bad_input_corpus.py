@@ -52,7 +52,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # cases run side by side; one thread each (before torch loads)
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+SRC = REPO / "src"  # --src replaces it, e.g. to measure an older checkout
 
 CLASSES = ("security", "data loss", "damaged checkpoint", "malformed files", "bad options", "bad images",
            "wrong results")
@@ -145,7 +145,7 @@ def build_workspace(root: Path) -> dict:
     tiny = FlashI2VTransformer.from_config(preset("tiny"))
     tiny.save_pretrained(root / "tiny_ours")
     ws["tiny"] = str(root / "tiny_ours")
-    shutil.copytree(REPO / "src" / "flashi2v" / "builtin_model", root / "model")
+    shutil.copytree(SRC / "flashi2v" / "builtin_model", root / "model")
     ws["model"] = str(root / "model")
     clips = root / "clips"
     clips.mkdir()
@@ -777,7 +777,7 @@ def _start_forked(argv: list[str], d: Path) -> int:
 
 
 def _start_exec(argv: list[str], d: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen([sys.executable, "-m", "flashi2v.cli", *argv], cwd=d, env=env, start_new_session=True,
                             stdout=open(d / "stdout.txt", "wb"), stderr=open(d / "stderr.txt", "wb"))
 
@@ -904,7 +904,11 @@ def main() -> int:
     parser.add_argument("--json", default="bad_input_corpus.json", help="where to write the results (default %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    parser.add_argument("--src", default=None, help="the flashi2v source folder to test (default: this checkout's src/)")
     args = parser.parse_args()
+    global SRC
+    SRC = Path(args.src).resolve() if args.src else SRC
+    sys.path.insert(0, str(SRC))
     cases = [c for c in all_cases() if not args.only or args.only in c.name or args.only in c.klass]
     if args.list:
         for c in cases:
@@ -923,7 +927,7 @@ def main() -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     print(report(results))
-    print(f"\n{len(results)} cases in {time.monotonic() - start:.0f} s "
+    print(f"\n{len(results)} cases against {SRC} in {time.monotonic() - start:.0f} s "
           f"({'python -m flashi2v.cli' if args.use_exec else 'forked main()'} per case, {args.jobs} at a time)")
     Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1, ensure_ascii=False) + "\n")
     print(f"results: {args.json}")

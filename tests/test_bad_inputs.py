@@ -510,3 +510,42 @@ def test_dataset_skips_and_counts_zero_length_and_short_clips(tmp_path):
     assert {s["caption"] for s in samples} == {"g"}
     counts = dataset.skipped.counts
     assert counts["unreadable"] + counts["corrupt"] == 1 and counts["too_short"] == 1 and counts["missing"] == 1
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"fps": float("nan")}, "finite fps"), ({"fps": float("inf")}, "finite fps"), ({"num_frames": 0}, "num_frames"),
+    ({"min_pixels": -1}, "min_pixels"), ({"min_aspect": -1.0}, "aspect"), ({"max_aspect": float("nan")}, "aspect"),
+    ({"min_aspect": 3.0, "max_aspect": 1.0}, "swap"),
+])
+def test_filter_config_limits(kwargs, match):
+    from flashi2v.data import FilterConfig
+
+    with pytest.raises(FlashI2VError, match=match):
+        FilterConfig(**kwargs)
+
+
+@pytest.mark.parametrize("heads", [0, -4, True])
+def test_num_heads_must_be_positive(tiny_source, heads):
+    from flashi2v.weights import inspect_checkpoint, load_transformer_weights
+
+    with pytest.raises(FlashI2VError, match="num_heads .* must be a positive integer"):
+        load_transformer_weights(tiny_source, num_heads=heads)
+    with pytest.raises(FlashI2VError, match="num_heads .* must be a positive integer"):
+        inspect_checkpoint(tiny_source, num_heads=heads)
+
+
+def test_pickle_that_cannot_be_rebuilt_safely_is_one_line(tmp_path):
+    import pickle
+
+    from flashi2v.weights.readers import load_pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps({"w": torch.zeros(2), "evil": Payload()}))
+    with pytest.raises(FlashI2VError, match="not a readable torch checkpoint"):
+        load_pickle(tmp_path / "raw.pt")
+    assert not marker.exists()
