@@ -245,6 +245,12 @@ def data_loss_cases() -> list[Case]:
             cases.append(Case(f"convert {label}{' --overwrite' if flag else ''}", "data loss",
                               ["convert", "{d}/src", dst, *flag], setup=setup))
 
+    def pipeline_copy(d, ws):
+        _copy_model(ws, d)
+    for label, dst in (("onto itself", "{d}/model"), ("into its own transformer/", "{d}/model/transformer")):
+        cases.append(Case(f"convert a pipeline folder {label}", "data loss", ["convert", "{d}/model", dst],
+                          setup=pipeline_copy))
+
     def existing(d, ws):
         src_copy(d, ws)
         (d / "out").mkdir()
