@@ -1,6 +1,6 @@
 """The bad-input corpus: ~170 broken inputs run through the CLI, each outcome classified.
 
-    python scripts/bad_input_corpus.py                    # all cases, 2 at a time, JSON to bad_input_corpus.json
+    python scripts/bad_input_corpus.py                    # all cases, 2 at a time, JSON to outputs/bad_input_corpus.json
     python scripts/bad_input_corpus.py --only convert     # cases whose name contains 'convert'
     python scripts/bad_input_corpus.py --exec             # a fresh `python -m flashi2v.cli` per case (slower)
 
@@ -907,7 +907,7 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="run only cases whose name or class contains this text")
     parser.add_argument("--jobs", type=int, default=2, help="cases run at once (default %(default)s)")
     parser.add_argument("--exec", action="store_true", dest="use_exec", help="a fresh `python -m flashi2v.cli` per case")
-    parser.add_argument("--json", default="bad_input_corpus.json", help="where to write the results (default %(default)s)")
+    parser.add_argument("--json", default="outputs/bad_input_corpus.json", help="where to write the results (default %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--src", default=None, help="the flashi2v source folder to test (default: this checkout's src/)")
@@ -935,6 +935,7 @@ def main() -> int:
     print(report(results))
     print(f"\n{len(results)} cases against {SRC} in {time.monotonic() - start:.0f} s "
           f"({'python -m flashi2v.cli' if args.use_exec else 'forked main()'} per case, {args.jobs} at a time)")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1, ensure_ascii=False) + "\n")
     print(f"results: {args.json}")
     return 0 if all(r.outcome in PASS for r in results) else 1
