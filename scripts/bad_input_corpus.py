@@ -1,4 +1,4 @@
-"""The bad-input corpus: ~170 broken inputs run through the CLI, each outcome classified.
+"""The bad-input corpus: ~240 broken inputs run through the CLI, each outcome classified.
 
     python scripts/bad_input_corpus.py                    # all cases, 2 at a time, JSON to outputs/bad_input_corpus.json
     python scripts/bad_input_corpus.py --only convert     # cases whose name contains 'convert'
@@ -23,7 +23,7 @@ A clean error is exit status 2 with the last stderr line starting "flashi2v: err
 class, writes every case's outcome and last stderr line as JSON, and exits 1 unless every case passes.
 
 By default each case runs in a process forked from this one after `flashi2v.cli` is imported (importing
-torch once instead of ~170 times keeps the run to a few minutes on 2 cores); the child calls the same
+torch once instead of ~240 times keeps the run to a few minutes on 2 cores); the child calls the same
 `main(argv)` that `python -m flashi2v.cli` calls and prints an uncaught exception as the interpreter would.
 `--exec` runs the real `python -m flashi2v.cli` instead. Add a case: append a `Case` to a `*_cases`
 function (argv may use the workspace's {placeholders} and {d}, the case's own folder).
