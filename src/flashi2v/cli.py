@@ -259,10 +259,12 @@ def cmd_train(args) -> None:
 
 def cmd_data_filter(args) -> None:
     from .data import FilterConfig, filter_clips, load_clip_index, save_clip_index
+    from .data.index import check_index_output
 
-    records = load_clip_index(args.index)
+    check_index_output(args.out, args.index, overwrite=args.overwrite)  # before probing: never empty the input
     config = FilterConfig(min_pixels=args.min_pixels, min_aspect=args.min_aspect, max_aspect=args.max_aspect,
                           num_frames=args.num_frames, fps=args.fps)
+    records = load_clip_index(args.index)
     kept, counts = filter_clips(records, config)
     save_clip_index(kept, args.out)
     print(f"kept {len(kept)} of {len(records)} clips -> {args.out}")
@@ -272,13 +274,17 @@ def cmd_data_filter(args) -> None:
 
 def cmd_data_cache(args) -> None:
     from .data import DataConfig, VideoClipDataset, load_clip_index
-    from .data.cache import write_latent_cache
+    from .data.cache import check_cache_args, write_latent_cache
     from .train.trainer import load_components
 
+    check_cache_args(args.out, args.index, text_len=args.text_len, shard_size=args.shard_size, overwrite=args.overwrite)
+    config = DataConfig(args.num_frames, args.fps, args.height, args.width)
+    records = load_clip_index(args.index)
     device = resolve_device(args.device)
     vae, text_encoder = load_components(args.components, device)
-    dataset = VideoClipDataset(load_clip_index(args.index), DataConfig(args.num_frames, args.fps, args.height, args.width))
-    index = write_latent_cache(dataset, vae, text_encoder, args.text_len, args.out, shard_size=args.shard_size)
+    dataset = VideoClipDataset(records, config)
+    index = write_latent_cache(dataset, vae, text_encoder, args.text_len, args.out, shard_size=args.shard_size,
+                               overwrite=args.overwrite)
     print(f"cached {len(index['samples'])} clips -> {args.out}" + (f" (skipped {len(index['skipped'])} bad)" if index["skipped"] else ""))
 
 
@@ -446,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-aspect", type=finite_float, default=float("inf"), help="maximum width/height (default: none)")
     f.add_argument("--num-frames", type=int, default=49, help="frames needed at --fps (default %(default)s)")
     f.add_argument("--fps", type=positive_float, default=16.0, help="training frame rate (default %(default)s)")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing --out file (never the input index)")
     f.set_defaults(func=cmd_data_filter)
     c = dsub.add_parser("cache", help="precompute VAE latents and text embeddings into safetensors shards",
                         description="Encode every clip once; train with data.cache=OUT to skip the encoders.")
@@ -460,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--width", type=int, default=832, help="width (default %(default)s)")
     c.add_argument("--shard-size", type=int, default=64, help="samples per shard (default %(default)s)")
     c.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     c.set_defaults(func=cmd_data_cache)
     y = dsub.add_parser("synth", help="render camera-motion clips from bundled real photos (built-in model data)",
                         description="Pans, tilts, zooms, rolls and still shots over real photos that ship in "

@@ -30,13 +30,38 @@ class TransformerConfig:
     proj_kernel: str = "1x3x3"
 
     def __post_init__(self):
+        self.validate()
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        object.__setattr__(self, "eps", float(self.eps))
         if self.dim % self.num_heads:
             raise FlashI2VError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}: pick dim = heads * head_dim")
         if (self.dim // self.num_heads) % 2:
             raise FlashI2VError(f"head dim {self.dim // self.num_heads} is odd: RoPE needs an even head dim")
         if self.proj_kernel not in PROJ_KERNELS:
             raise FlashI2VError(f"proj_kernel {self.proj_kernel!r} is not supported: use one of {PROJ_KERNELS}")
+
+    def validate(self, source: str = "transformer config") -> None:
+        """Every field has its type and a usable value; a config.json with ``"dim": "1536"``, ``0`` or a list
+        would otherwise fail deep inside torch. The message names ``source`` and the key."""
+        def bad(name: str, want: str) -> FlashI2VError:
+            value = getattr(self, name)
+            return FlashI2VError(f"{source}: key '{name}' must be {want}, got {value!r} ({type(value).__name__}); "
+                                 "fix the value or re-save the model")
+
+        for name in ("dim", "ffn_dim", "num_heads", "num_layers", "in_dim", "out_dim", "text_dim", "freq_dim", "text_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "a positive integer")
+        patch = self.patch_size
+        if (not isinstance(patch, (list, tuple)) or len(patch) != 3
+                or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in patch)):
+            raise bad("patch_size", "3 positive integers [t, h, w]")
+        if not isinstance(self.cross_attn_norm, bool):
+            raise bad("cross_attn_norm", "true or false")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps < 1:
+            raise bad("eps", "a small positive number such as 1e-6")
+        if not isinstance(self.proj_kernel, str):
+            raise bad("proj_kernel", f"one of {PROJ_KERNELS}")
 
     @property
     def head_dim(self) -> int:
@@ -48,12 +73,22 @@ class TransformerConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
+    def from_dict(cls, d: dict, source: str = "transformer config.json") -> TransformerConfig:
+        """Build from a config.json mapping; wrong types, unknown keys or a non-mapping name ``source``."""
+        if not isinstance(d, dict):
+            raise FlashI2VError(f"{source} must hold a JSON object of config keys, not a {type(d).__name__}: "
+                                "is this a flashi2v config.json?")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names - {"_class_name", "model_type"})
         if unknown:
-            raise FlashI2VError(f"unknown transformer config keys {unknown}: is this a flashi2v config.json?")
-        return cls(**{k: v for k, v in d.items() if k in names})
+            raise FlashI2VError(f"{source}: unknown transformer config keys {unknown}: is this a flashi2v config.json?")
+        fields = {k: v for k, v in d.items() if k in names}
+        # Validate with the file's name before __post_init__ (which can only say "transformer config").
+        probe = object.__new__(cls)
+        for f in dataclasses.fields(cls):
+            object.__setattr__(probe, f.name, fields.get(f.name, f.default))
+        probe.validate(source)
+        return cls(**fields)
 
 
 PRESETS: dict[str, TransformerConfig] = {

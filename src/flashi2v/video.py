@@ -7,7 +7,10 @@ VAE are float in [-1, 1]; pixels handed back to the user are uint8 T x H x W x 3
 from __future__ import annotations
 
 import os
+import re
+import struct
 import uuid
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -53,36 +56,107 @@ def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
 # -- images ------------------------------------------------------------------------------------------
 
 _IMAGE_HINT = "(PNG/JPEG/WebP...)"
+# An image smaller than this on either side has no content to animate: upscaling a 1x1 pixel to 480x832
+# gives a flat frame the model was never trained on, so it is refused instead of silently stretched.
+MIN_IMAGE_SIDE = 16
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _pixel_limit() -> int | None:
+    """PIL's decompression-bomb limit (users may raise it through PIL.Image.MAX_IMAGE_PIXELS)."""
+    return Image.MAX_IMAGE_PIXELS
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB with the image's real bit depth and transparency honoured.
+
+    PIL's own ``convert("RGB")`` clips 16-bit greyscale (PNG ``I;16``, read as 0..65535) at 255, so such
+    a file comes out nearly white; here it is scaled by 255/65535 instead. Transparent pixels are
+    composited on white: their stored colour is often black or garbage, and white is what a viewer shows.
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        grey = np.asarray(image, dtype=np.float64)
+        grey = np.clip(np.round(grey / 257.0), 0, 255).astype(np.uint8)  # 65535 / 257 = 255 exactly
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "F":  # float TIFF/EXR-like data: taken as 0..1
+        grey = np.clip(np.round(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _check_pixels(width: int, height: int, what: str) -> None:
+    limit = _pixel_limit()
+    if limit and width * height > limit:
+        raise FlashI2VError(f"{what} is {width}x{height} = {width * height:,} pixels, over the {limit:,}-pixel limit "
+                            "(decompression-bomb guard): downscale it first")
+
+
+def _check_condition_size(width: int, height: int, what: str) -> None:
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise FlashI2VError(f"{what} is only {width}x{height} pixels: a condition image needs at least "
+                            f"{MIN_IMAGE_SIDE} pixels on each side; pass a larger photo")
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as RGB, honouring the EXIF orientation so phone photos are upright.
+    """Open an image file as 8-bit RGB, honouring the EXIF orientation so phone photos are upright.
 
-    Every way the path can be wrong becomes one FlashI2VError line, not a PIL traceback.
+    The pixel count is checked from the header before anything is decoded (decompression bombs), and
+    every way the file can be wrong (missing, a folder, not an image, truncated, too small, too large)
+    becomes one FlashI2VError line, not a PIL traceback.
     """
     path = Path(path)
+    what = f"image '{path}'"
     if not path.exists():
-        raise FlashI2VError(f"cannot read image '{path}': no such file; check the path")
+        raise FlashI2VError(f"cannot read {what}: no such file; check the path")
     if path.is_dir():
-        raise FlashI2VError(f"cannot read image '{path}': it is a directory; pass an image file {_IMAGE_HINT}")
+        raise FlashI2VError(f"cannot read {what}: it is a directory; pass an image file {_IMAGE_HINT}")
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise FlashI2VError(f"cannot read image '{path}': not an image file {_IMAGE_HINT} ({err})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check below says it in one line
+            with Image.open(path) as image:  # reads the header only
+                _check_pixels(*image.size, what)
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return _to_rgb(image)
+    except Image.DecompressionBombError as err:  # PIL refuses in Image.open itself above twice its limit
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        raise FlashI2VError(f"{what} has {size}, over the {_pixel_limit():,}-pixel limit (decompression-bomb guard): "
+                            "downscale it first") from None
+    except FlashI2VError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
+        if isinstance(err, UnidentifiedImageError):  # PIL's message only repeats the path
+            raise FlashI2VError(f"cannot read {what}: not an image file {_IMAGE_HINT}; pass a photo") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise FlashI2VError(f"cannot read {what}: truncated or corrupt ({reason}); re-save or replace it") from None
 
 
 def _image_chw(image) -> torch.Tensor:
     """PIL image, path, uint8 H x W x 3 array/tensor or 3 x H x W tensor -> float32 3 x H x W in [-1, 1].
 
     Float tensors are taken to be in [-1, 1] already (the VAE's range); uint8 is the usual file range.
+    A float image far outside [-1, 1] (0..255 floats, 0..1 is fine) or with NaN/inf is refused: it would
+    give a white or black first frame without any other sign of the mistake.
     """
+    what = "condition image"
     if isinstance(image, (str, os.PathLike)):
+        what = f"image '{image}'"
         image = load_image(image)
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        _check_pixels(*image.size, "image")
+        image = np.asarray(_to_rgb(image))
     if isinstance(image, np.ndarray):
+        if image.dtype == np.uint16:  # 16-bit arrays: scale to 8 bits, as for 16-bit files
+            image = np.round(image / 257.0).astype(np.uint8)
+        elif image.dtype.kind not in "uifb":
+            raise FlashI2VError(f"unsupported image array dtype {image.dtype}: pass uint8 pixels")
         image = torch.from_numpy(np.array(image, copy=True))  # PIL arrays are read-only
     if not isinstance(image, torch.Tensor):
         raise FlashI2VError(f"unsupported image type {type(image).__name__}: pass a path, a PIL image or a tensor")
@@ -90,7 +164,19 @@ def _image_chw(image) -> torch.Tensor:
         image = image.permute(2, 0, 1)
     if image.ndim != 3 or image.shape[0] != 3:
         raise FlashI2VError(f"image tensor must be 3 x H x W or H x W x 3, got shape {tuple(image.shape)}")
-    return to_unit_range(image) if image.dtype == torch.uint8 else image.float()
+    _check_condition_size(image.shape[2], image.shape[1], what)
+    if image.dtype == torch.uint8:
+        return to_unit_range(image)
+    if not image.is_floating_point():
+        raise FlashI2VError(f"image tensor dtype {image.dtype} is not supported: pass uint8 0..255 or float in [-1, 1]")
+    image = image.float()
+    if not torch.isfinite(image).all():
+        raise FlashI2VError("image tensor holds NaN or infinite values: check how it was computed")
+    lo, hi = image.min().item(), image.max().item()
+    if lo < -1.01 or hi > 1.01:
+        raise FlashI2VError(f"float image values must lie in [-1, 1], got {lo:.3g}..{hi:.3g}: pass uint8 0..255, "
+                            "or scale with x / 127.5 - 1")
+    return image
 
 
 def image_to_tensor(image_or_path, height: int, width: int) -> torch.Tensor:

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..errors import FlashI2VError
+from ..outputs import check_output, staged_folder, write_text_atomic
 
 INDEX = "index.json"
 NULL = "null_context.safetensors"
@@ -49,6 +50,18 @@ def pad_contexts(contexts: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.nn.functional.pad(c, (0, 0, 0, length - c.shape[0])) for c in contexts])
 
 
+def check_cache_args(folder: str | os.PathLike, index: str | os.PathLike | None = None, text_len: int = 512,
+                     shard_size: int = 64, overwrite: bool = False) -> Path:
+    """Refuse bad settings and an output folder that is the clip index (or its video folder), a file, or a
+    non-empty folder without ``overwrite``: before any clip is decoded."""
+    if isinstance(text_len, bool) or not isinstance(text_len, int) or text_len < 1:
+        raise FlashI2VError(f"text_len {text_len!r} must be a positive integer (the transformer's text_len, 512 for Wan)")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise FlashI2VError(f"shard_size {shard_size!r} must be a positive number of samples per shard (e.g. 64)")
+    inputs = [("clip index", index)] if index is not None else []
+    return check_output(folder, inputs, overwrite, folder=True)
+
+
 def write_latent_cache(
     dataset,
     vae,
@@ -58,15 +71,24 @@ def write_latent_cache(
     shard_size: int = 64,
     batch_size: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Encode every clip of ``dataset`` (a VideoClipDataset) into ``folder``. Returns the index dict.
 
-    Bad clips are skipped by the dataset itself (and listed under ``skipped`` in the index).
+    Bad clips are skipped by the dataset itself (and listed under ``skipped`` in the index). An existing
+    non-empty ``folder`` is replaced only with ``overwrite``; the cache is built in a temporary folder
+    and renamed at the end, so an interrupted run leaves no cache that looks complete.
     """
+    folder = check_cache_args(folder, None, text_len, shard_size, overwrite)
+    with staged_folder(folder) as tmp:
+        index = _write_cache(dataset, vae, text_encoder, text_len, tmp, shard_size, batch_size, progress)
+    return index
+
+
+def _write_cache(dataset, vae, text_encoder, text_len: int, folder: Path, shard_size: int, batch_size: int,
+                 progress: bool) -> dict[str, Any]:
     from .dataset import SkipLog, collate_clips
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     samples, shard, shard_id, seen = [], {}, 0, set()
     skipped = SkipLog()
 
@@ -106,7 +128,33 @@ def write_latent_cache(
         "skipped": skipped.reasons,
         "data": {k: getattr(dataset.config, k) for k in ("num_frames", "fps", "height", "width")},
     }
-    (folder / INDEX).write_text(json.dumps(index, indent=1))
+    write_text_atomic(folder / INDEX, json.dumps(index, indent=1))
+    return index
+
+
+def _load_shard(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise FlashI2VError(f"latent cache file '{path}' is truncated or corrupt ({str(err).splitlines()[0]}): "
+                            "rebuild the cache with `flashi2v data cache --overwrite`") from None
+
+
+def read_cache_index(path: Path) -> dict[str, Any]:
+    """A cache's index.json, checked: a list of samples, each with an integer shard and a text caption."""
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise FlashI2VError(f"'{path}' is not a valid cache index ({type(err).__name__}): rebuild the cache") from None
+    samples = index.get("samples") if isinstance(index, dict) else None
+    if not isinstance(samples, list):
+        raise FlashI2VError(f"'{path}' needs a \"samples\" list: rebuild the cache with `flashi2v data cache`")
+    for i, sample in enumerate(samples):
+        if (not isinstance(sample, dict) or isinstance(sample.get("shard"), bool)
+                or not isinstance(sample.get("shard"), int) or sample["shard"] < 0
+                or not isinstance(sample.get("caption"), str)):
+            raise FlashI2VError(f"'{path}': sample {i} needs an integer \"shard\" >= 0 and a text \"caption\", "
+                                f"got {sample!r}; rebuild the cache")
     return index
 
 
@@ -117,13 +165,18 @@ class CachedLatentDataset(Dataset):
         self.folder = Path(folder)
         if not (self.folder / INDEX).is_file():
             raise FlashI2VError(f"'{folder}' is not a latent cache (no {INDEX}): create one with `flashi2v data cache`")
-        self.index = json.loads((self.folder / INDEX).read_text())
+        self.index = read_cache_index(self.folder / INDEX)
         self.samples = self.index["samples"]
         if not self.samples:
             raise FlashI2VError(
                 f"latent cache '{folder}' holds no samples: rebuild it from a clip index with usable clips"
             )
-        self.null_context = load_file(str(self.folder / NULL))["context"]
+        needed = {f"shard-{m['shard']:05d}.safetensors" for m in self.samples} | {NULL}
+        missing = sorted(needed - {p.name for p in self.folder.iterdir()})
+        if missing:
+            raise FlashI2VError(f"latent cache '{folder}' lacks {len(missing)} file(s) (first: {missing[0]}): "
+                                "rebuild it with `flashi2v data cache --overwrite`")
+        self.null_context = _load_shard(self.folder / NULL)["context"]
         self._shards: dict[int, dict[str, torch.Tensor]] = {}
 
     def __len__(self) -> int:
@@ -131,7 +184,7 @@ class CachedLatentDataset(Dataset):
 
     def _shard(self, shard_id: int) -> dict[str, torch.Tensor]:
         if shard_id not in self._shards:
-            self._shards = {shard_id: load_file(str(self.folder / f"shard-{shard_id:05d}.safetensors"))}
+            self._shards = {shard_id: _load_shard(self.folder / f"shard-{shard_id:05d}.safetensors")}
         return self._shards[shard_id]
 
     def __getitem__(self, i: int) -> dict[str, Any]:

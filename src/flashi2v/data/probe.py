@@ -54,8 +54,14 @@ class FilterConfig:
     fps: float = 16.0
 
     def __post_init__(self):
-        if self.num_frames < 1 or self.fps <= 0:
-            raise FlashI2VError(f"FilterConfig needs num_frames >= 1 and fps > 0, got {self.num_frames} and {self.fps}")
+        if self.num_frames < 1 or not 0 < self.fps < math.inf:
+            raise FlashI2VError(f"FilterConfig needs num_frames >= 1 and a finite fps > 0, got {self.num_frames} and "
+                                f"{self.fps}")
+        if not self.min_pixels >= 0:
+            raise FlashI2VError(f"FilterConfig min_pixels {self.min_pixels} must be >= 0 (height * width, e.g. 480*832)")
+        if not (0 <= self.min_aspect < math.inf and 0 < self.max_aspect):  # also refuses NaN
+            raise FlashI2VError(f"FilterConfig aspect limits must be >= 0 (width / height), got min_aspect "
+                                f"{self.min_aspect} and max_aspect {self.max_aspect}")
         if self.min_aspect > self.max_aspect:
             raise FlashI2VError(
                 f"FilterConfig min_aspect {self.min_aspect} exceeds max_aspect {self.max_aspect}; swap them"

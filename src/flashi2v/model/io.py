@@ -19,23 +19,14 @@ import torch.nn as nn
 
 from ..config import TransformerConfig
 from ..errors import FlashI2VError
+from ..jsonfile import read_json_object
+from ..sizes import parse_size
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_SHARD_BYTES = 5 * 2**30
 CLASS_NAME = "FlashI2VTransformer"  # config.json's "_class_name", as diffusers writes it
-
-
-def parse_size(size) -> int:
-    """5_000_000, '5GB', '500MB' -> bytes."""
-    if isinstance(size, int):
-        return size
-    text = str(size).strip().upper()
-    for unit, factor in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10), ("B", 1)):
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -69,7 +60,7 @@ def save_state_sharded(state: dict[str, torch.Tensor], folder: str | Path, max_s
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in state.items()}
-    groups = plan_shards(state, parse_size(max_shard_size))
+    groups = plan_shards(state, parse_size(max_shard_size, "max_shard_size"))
     stem = weights_name[: -len(".safetensors")]
     for old in folder.glob(f"{stem}*.safetensors*"):
         old.unlink()  # stale shards of an earlier save would otherwise be picked up
@@ -163,10 +154,5 @@ def read_pretrained(folder: str | Path) -> tuple[TransformerConfig, dict[str, to
     if not (folder / CONFIG_NAME).is_file() or path is None:
         raise FlashI2VError(f"transformer folder '{folder}' has no config.json + model.safetensors: "
                             "pass a folder written by save_pretrained or `flashi2v convert`")
-    try:
-        config = json.loads((folder / CONFIG_NAME).read_text())
-    except (OSError, ValueError) as err:
-        raise FlashI2VError(f"'{folder / CONFIG_NAME}' is not valid JSON ({err}): save the model again") from err
-    if not isinstance(config, dict):
-        raise FlashI2VError(f"'{folder / CONFIG_NAME}' holds no JSON object: save the model again")
-    return TransformerConfig.from_dict(config), read_state(path)
+    config = read_json_object(folder / CONFIG_NAME)
+    return TransformerConfig.from_dict(config, source=str(folder / CONFIG_NAME)), read_state(path)

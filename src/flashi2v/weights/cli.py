@@ -8,21 +8,19 @@ FlashI2VError (one line, exit status 2).
 from __future__ import annotations
 
 import argparse
-import re
 
 from ..config import PROJ_KERNELS
+from ..errors import FlashI2VError
+from ..sizes import parse_size
 from .layouts import LAYOUTS
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]B)?\s*$", re.IGNORECASE)
 
-
-def shard_size(text: str) -> int | str:
-    """--max-shard-size: a whole number of bytes, or N followed by KB, MB or GB (e.g. 5GB, 500MB)."""
-    match = _SIZE.match(text)
-    if not match or int(match.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size: use e.g. 5GB, 500MB or a number of bytes")
-    number, unit = match.groups()
-    return f"{int(number)}{unit.upper()}" if unit else int(number)
+def shard_size(text: str) -> int:
+    """--max-shard-size: bytes, or N followed by KB, MB or GB (e.g. 5GB, 500MB), checked as it is parsed."""
+    try:
+        return parse_size(text, "--max-shard-size")
+    except FlashI2VError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_convert_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +45,8 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
                    help="attention heads when neither a config.json nor a 128-wide head tells (real models need none)")
     p.add_argument("--max-shard-size", type=shard_size, default="5GB",
                    help="split components larger than this: bytes, or N KB / MB / GB (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing, non-empty DST (never one that is, holds or lies inside a source)")
     p.set_defaults(func=run_convert)
 
 
@@ -60,7 +60,8 @@ def run_convert(args) -> None:
 
     print(convert_checkpoint(args.src, args.dst, layout=args.layout, allow_partial=args.allow_partial, dtype=args.dtype,
                              vae=args.vae, text_encoder=args.text_encoder, tokenizer=args.tokenizer,
-                             num_heads=args.num_heads, proj_kernel=args.proj_kernel, max_shard_size=args.max_shard_size))
+                             num_heads=args.num_heads, proj_kernel=args.proj_kernel, max_shard_size=args.max_shard_size,
+                             overwrite=args.overwrite))
 
 
 def add_inspect_arguments(p: argparse.ArgumentParser) -> None:

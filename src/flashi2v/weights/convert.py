@@ -8,7 +8,6 @@ authors' inference loads, and what ``load_transformer_weights`` returns by defau
 from __future__ import annotations
 
 import functools
-import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,8 +18,11 @@ import torch
 from ..errors import FlashI2VError
 from ..model import FlashI2VTransformer
 from ..model.io import DEFAULT_SHARD_BYTES, is_our_folder, save_state_sharded, save_transformer, weights_path
+from ..outputs import check_output, staged_folder
 from . import components, layouts
-from .readers import PICKLE_SUFFIXES, WeightSet, as_meta, read_weight_file
+from ..jsonfile import expect_type, read_json_object
+from .readers import PICKLE_SUFFIXES, WeightSet, as_meta, read_weight_file, shard_files
+from ..sizes import parse_size
 from .transformer import (
     LoadReport,
     guess_heads,
@@ -31,6 +33,7 @@ from .transformer import (
 
 WAN_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors")
 GPU_BRANCH_NAMES = (("ema_model_state_dict.pt", True), ("model_state_dict.pt", False))
+_HINT_INTS = ("num_heads", "num_attention_heads", "text_len", "attention_head_dim")
 _NOT_TRANSFORMER = (components.VAE_ORIGINAL_NAME, components.UMT5_ORIGINAL_NAME)
 
 
@@ -45,11 +48,18 @@ class Candidate:
 
 
 def _hints(folder: Path) -> dict:
-    """A config.json beside the weights tells what shapes cannot (heads, text length)."""
-    try:
-        return json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
+    """A config.json beside the weights tells what shapes cannot (heads, text length); a damaged one is
+    reported (naming the file) rather than ignored, since ignoring it could guess the heads wrong."""
+    path = folder / "config.json"
+    if not path.is_file():
         return {}
+    hints = read_json_object(path)
+    for key in _HINT_INTS:
+        expect_type(hints, key, int, path, "a positive integer")
+        if isinstance(hints.get(key), int) and hints[key] < 1:
+            raise FlashI2VError(f"'{path}': key '{key}' must be a positive integer, got {hints[key]}; fix the value")
+    expect_type(hints, "eps", (int, float), path, "a number")
+    return hints
 
 
 def _file_candidates(path: Path) -> list[Candidate]:
@@ -166,43 +176,66 @@ def _weight_sets_to_write(candidates: list[Candidate]) -> list[tuple[str, Candid
     return [("transformer", raw), ("transformer_ema", ema)]
 
 
+def check_destination(dst: Path, sources: dict[str, Path], overwrite: bool) -> None:
+    """Refuse, before anything is read or written, a destination that is (or is inside, or holds) a source,
+    is a file, or is a non-empty folder without ``overwrite``."""
+    check_output(dst, [(what, path) for what, path in sources.items()], overwrite, folder=True)
+
+
 def convert_checkpoint(src: str | Path, dst: str | Path, layout: str | None = None, allow_partial: bool = False,
                        dtype=None, vae: str | Path | None = None, text_encoder: str | Path | None = None,
                        tokenizer: str | Path | None = None, num_heads: int | None = None,
                        proj_kernel: str | None = None, text_len: int | None = None,
-                       max_shard_size=DEFAULT_SHARD_BYTES) -> str:
+                       max_shard_size=DEFAULT_SHARD_BYTES, overwrite: bool = False) -> str:
     """Write our pipeline folder ``dst`` (transformer/, [transformer_ema/], vae/, text_encoder/, tokenizer/).
 
     ``src`` is anything ``transformer_candidates`` accepts; VAE, text encoder and tokenizer are taken
     from the explicit arguments, else from inside a Wan2.1 / -Diffusers download folder. ``dtype``
     applies to the transformer and text encoder; otherwise every tensor keeps its stored dtype.
+    ``dst`` must not overlap any source; an existing non-empty ``dst`` is replaced only with
+    ``overwrite``. Everything is written to a temporary folder beside ``dst`` and renamed into place
+    at the end, so a failure midway leaves no half model folder (and the old ``dst`` intact).
     Returns a human-readable report.
     """
     src, dst = Path(src), Path(dst)
+    given = {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer}
+    sources = {"source checkpoint": src, **{name.replace("_", " "): Path(p) for name, p in given.items() if p}}
+    check_destination(dst, sources, overwrite)
+    max_shard_size = parse_size(max_shard_size, "--max-shard-size")
     dtype = parse_dtype(dtype)
     candidates = transformer_candidates(src)
-    lines = []
-    for folder, candidate in _weight_sets_to_write(candidates):
-        model, report = _load_candidate(candidate, str(src), layout=layout, allow_partial=allow_partial, dtype=dtype,
-                                        num_heads=num_heads, proj_kernel=proj_kernel, text_len=text_len)
-        save_transformer(model, dst / folder, max_shard_size)
-        lines += [f"{folder}: from {candidate.label}", *("  " + line for line in report.summary().splitlines())]
-        del model
     found = _component_sources(src)
-    given = {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer}
     parts = {name: Path(p) for name, p in {**found, **{k: v for k, v in given.items() if v}}.items()}
-    if "vae" in parts:
-        lines.append(components.write_vae(parts["vae"], dst / "vae", max_shard_size))
-    if "text_encoder" in parts:
-        lines.append(components.write_text_encoder(parts["text_encoder"], dst / "text_encoder", dtype, max_shard_size))
-    if "tokenizer" in parts:
-        lines.append(components.write_tokenizer(parts["tokenizer"], dst / "tokenizer"))
-    absent = [name for name in ("vae", "text_encoder", "tokenizer") if not (dst / name).is_dir()]
+    for name, path in parts.items():
+        if not path.exists():
+            raise FlashI2VError(f"{name.replace('_', ' ')} '{path}' does not exist: check the path")
+    with staged_folder(dst) as tmp:
+        lines = _convert_into(tmp, src, candidates, parts, layout=layout, allow_partial=allow_partial, dtype=dtype,
+                              num_heads=num_heads, proj_kernel=proj_kernel, text_len=text_len,
+                              max_shard_size=max_shard_size)
+        absent = [name for name in ("vae", "text_encoder", "tokenizer") if not (tmp / name).is_dir()]
     if absent:
         lines.append(f"note: {dst} has no {', '.join(absent)} yet: pass --vae/--text-encoder/--tokenizer "
                      "before `flashi2v generate --model` can use it")
     lines.append(f"wrote {dst}")
     return "\n".join(lines)
+
+
+def _convert_into(out: Path, src: Path, candidates: list[Candidate], parts: dict[str, Path], dtype,
+                  max_shard_size: int, **load_kwargs) -> list[str]:
+    lines = []
+    for folder, candidate in _weight_sets_to_write(candidates):
+        model, report = _load_candidate(candidate, str(src), dtype=dtype, **load_kwargs)
+        save_transformer(model, out / folder, max_shard_size)
+        lines += [f"{folder}: from {candidate.label}", *("  " + line for line in report.summary().splitlines())]
+        del model
+    if "vae" in parts:
+        lines.append(components.write_vae(parts["vae"], out / "vae", max_shard_size))
+    if "text_encoder" in parts:
+        lines.append(components.write_text_encoder(parts["text_encoder"], out / "text_encoder", dtype, max_shard_size))
+    if "tokenizer" in parts:
+        lines.append(components.write_tokenizer(parts["tokenizer"], out / "tokenizer"))
+    return lines
 
 
 # -- export (our format -> a published layout) ------------------------------------------------------
@@ -217,12 +250,39 @@ def export_state_dict(model_or_state, layout: str) -> dict[str, torch.Tensor]:
     return {layouts.from_ours(k, layout): v for k, v in state.items() if not (t2v and layouts.is_flashi2v_key(k))}
 
 
-def export_transformer(src: str | Path, dst_file: str | Path, layout: str, max_shard_size=None, **load_kwargs) -> Path:
+def _source_files(src: Path) -> set[Path]:
+    if src.is_dir():
+        return {p.resolve() for p in src.rglob("*") if p.is_file()}
+    if src.name.endswith((".safetensors", ".index.json")):
+        try:
+            return {p.resolve() for p in shard_files(src)} | {src.resolve()}
+        except FlashI2VError:
+            pass
+    return {src.resolve()}
+
+
+def _check_export_target(src: Path, dst_file: Path, overwrite: bool) -> None:
+    """The writer replaces ``dst_file`` and deletes stale ``<stem>*.safetensors*`` shards beside it: none of
+    them may be a file of the source, and an existing output is replaced only with ``overwrite``."""
+    stem = dst_file.name[: -len(".safetensors")] if dst_file.suffix == ".safetensors" else None
+    victims = {dst_file} | (set(dst_file.parent.glob(f"{stem}*.safetensors*")) if stem else set())
+    hit = sorted({v.resolve() for v in victims if v.exists()} & _source_files(src))
+    if hit:
+        raise FlashI2VError(f"exporting to '{dst_file}' would overwrite the source file '{hit[0]}': "
+                            "write the export to another file name or folder")
+    if dst_file.exists() and not overwrite:
+        raise FlashI2VError(f"'{dst_file}' already exists: pick a new file name, or pass overwrite=True to replace it")
+
+
+def export_transformer(src: str | Path, dst_file: str | Path, layout: str, max_shard_size=None, overwrite: bool = False,
+                       **load_kwargs) -> Path:
     """Write a transformer (any loadable checkpoint) as a ``layout`` file: ``.safetensors`` (sharded
-    beside an index when over ``max_shard_size``) or ``.pt``. ``load_kwargs`` go to load_transformer_weights."""
+    beside an index when over ``max_shard_size``) or ``.pt``. ``load_kwargs`` go to load_transformer_weights.
+    A file of the source is never overwritten; an existing output only with ``overwrite``."""
+    src, dst_file = Path(src), Path(dst_file)
+    _check_export_target(src, dst_file, overwrite)
     model, _ = load_transformer_weights(src, **load_kwargs)
     state = export_state_dict(model, layout)
-    dst_file = Path(dst_file)
     dst_file.parent.mkdir(parents=True, exist_ok=True)
     if dst_file.suffix in PICKLE_SUFFIXES:
         torch.save({k: v.contiguous() for k, v in state.items()}, dst_file)
@@ -264,6 +324,8 @@ def _inspect_candidate(c: Candidate, path: Path, layout: str | None, num_heads: 
     if detected in layouts.COMPONENT_LAYOUTS:
         return [f"weights: {c.label}", *_inspect_component(ws, detected)]
     ours, _ = to_our_names(ws.state, detected, str(path))
+    if num_heads is not None and (isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1):
+        raise FlashI2VError(f"num_heads {num_heads!r} must be a positive integer (12 for FlashI2V-1.3B, 40 for 14B)")
     heads = num_heads or guess_heads(ours, c.hints)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

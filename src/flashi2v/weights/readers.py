@@ -8,7 +8,6 @@ resolves only tensor-rebuilding globals and turns every other global into an ine
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import zipfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FlashI2VError
+from ..jsonfile import read_json_object
 from .layouts import EXTRA_STATE_SUFFIX
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -108,6 +108,7 @@ class restricted_pickle:
 
 def _corrupt(path: Path, err: Exception) -> FlashI2VError:
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    msg = msg.split(". ")[0][:160]  # torch's zip errors run on for several sentences
     return FlashI2VError(f"'{path}' is truncated or corrupt ({msg}): re-download or re-save it")
 
 
@@ -121,6 +122,10 @@ def load_pickle(path: str | Path):
             return _torch_load(path, weights_only=False, pickle_module=restricted_pickle)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as err:
         raise _corrupt(path, err) from err
+    except Exception as err:  # noqa: BLE001 - untrusted bytes: whatever unpickling them raises is one line
+        raise FlashI2VError(f"'{path}' is not a readable torch checkpoint ({type(err).__name__}): it is damaged, or "
+                            "holds objects that cannot be loaded without running code; re-save the state dict with "
+                            "torch.save or as safetensors") from None
 
 
 def _torch_load(path: Path, **kwargs):
@@ -166,14 +171,24 @@ def _st_dtype(name: str) -> torch.dtype:
     return table.get(name, torch.float32)
 
 
+def _weight_map(path: Path) -> dict[str, str]:
+    """The ``weight_map`` of a shard index: tensor name -> shard file name (a plain name in the same folder)."""
+    index = read_json_object(path)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise FlashI2VError(f"'{path}' is not a valid shard index: it needs a non-empty \"weight_map\" object "
+                            "(tensor name -> shard file); re-download it")
+    for key, name in weight_map.items():
+        if not isinstance(name, str) or not name.endswith(".safetensors") or Path(name).name != name:
+            raise FlashI2VError(f"'{path}': weight_map entry '{key}' names {name!r}, not a .safetensors file beside "
+                                "the index; re-download the index")
+    return weight_map
+
+
 def shard_files(path: Path) -> list[Path]:
     """All files of a sharded set: from its ``*.index.json``, or from any one ``-0000i-of-0000n`` shard."""
     if path.name.endswith(".index.json"):
-        try:
-            weight_map = json.loads(path.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError) as err:
-            raise FlashI2VError(f"'{path}' is not a valid shard index ({err}): re-download it") from err
-        files = [path.parent / name for name in dict.fromkeys(weight_map.values())]
+        files = [path.parent / name for name in dict.fromkeys(_weight_map(path).values())]
     else:
         m = SHARD_RE.match(path.name)
         if not m:
@@ -188,10 +203,17 @@ def shard_files(path: Path) -> list[Path]:
 
 
 def load_safetensors_set(path: str | Path, meta: bool = False) -> dict[str, torch.Tensor]:
-    """A single file, or every shard of a sharded set (given the index or any shard)."""
+    """A single file, or every shard of a sharded set (given the index or any shard). With an index, every
+    tensor it lists must be in the shards: a shard from another download would otherwise load silently."""
+    path = Path(path)
     state = {}
-    for file in shard_files(Path(path)):
+    for file in shard_files(path):
         state.update(load_safetensors(file, meta))
+    if path.name.endswith(".index.json"):
+        absent = [key for key in _weight_map(path) if key not in state]
+        if absent:
+            raise FlashI2VError(f"'{path}' lists {len(absent)} tensor(s) that no shard holds (first: {absent[0]}): "
+                                "the shards and the index come from different saves; re-download them together")
     return state
 
 

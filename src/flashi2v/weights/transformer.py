@@ -85,6 +85,8 @@ def infer_config(state: dict, hints: dict | None = None, num_heads: int | None =
     proj_kernel: the learnable_proj weights' kernel when present, else the argument, else 1x3x3.
     """
     hints = hints or {}
+    if num_heads is not None and (isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1):
+        raise FlashI2VError(f"num_heads {num_heads!r} must be a positive integer (12 for FlashI2V-1.3B, 40 for 14B)")
     dim, in_dim, *patch = _shape(state, "patch_embedding.weight", source)
     heads = num_heads or guess_heads(state, hints)
     if not heads:
