@@ -107,6 +107,9 @@ def test_i3d_weights_load_from_torchscript_and_give_400_logits(narrow_archive, n
     torch.testing.assert_close(out, traced_out)
     with pytest.raises(FlashI2VError, match="T >= 9"):
         loaded(clip[:, :, :8])
+    # the narrow archive is an I3D of the wrong width: a one-line error names the first wrong shape
+    with pytest.raises(FlashI2VError, match=r"convolution 0 has shape \(4, 3, 7, 7, 7\), Inception-I3D's is \(64, 3, 7, 7, 7\)"):
+        load_i3d(path)
 
 
 def test_wrong_i3d_files_give_one_line_errors(tmp_path):

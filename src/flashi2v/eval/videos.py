@@ -31,13 +31,14 @@ CHUNK_METRICS = ("motion", "motion_top5", "dynamic", "flicker", "colour_drift", 
 @dataclass
 class VideoEvalConfig:
     """Settings of one evaluation. ``chunk``: frames per chunk of the curves; ``images``: folder of condition
-    images (by stem; default: each reference's frame 0); ``i3d``: ``i3d_torchscript.pt`` for FVD;
+    images (by stem; default: each reference's frame 0); ``i3d``: ``i3d_torchscript.pt`` for FVD, or an
+    already loaded ``InceptionI3d`` (reused across evaluations);
     ``vbench_names``: also copy the generated videos into ``out/vbench_i2v`` named ``{prompt}-{n}.mp4``;
     ``prompts``: JSON {stem: prompt} for those names (default: ``stem.txt`` beside the video or image)."""
 
     chunk: int = 16
     images: str | Path | None = None
-    i3d: str | Path | None = None
+    i3d: str | Path | torch.nn.Module | None = None
     vbench_names: bool = False
     prompts: str | Path | None = None
     colour_drift: bool = True
@@ -169,8 +170,8 @@ def evaluate_videos(generated: str | Path, reference: str | Path, out: str | Pat
         raise FlashI2VError(f"{len(pairs)} video pair(s) is too few: the Frechet distances need at least {MIN_SAMPLES} "
                             "videos per folder")
     images = find_images(config.images, [s for s, _, _ in pairs]) if config.images else {}
-    i3d_model = None
-    if config.i3d:
+    i3d_model = config.i3d if isinstance(config.i3d, torch.nn.Module) else None
+    if config.i3d is not None and i3d_model is None:
         from flashi2v.eval.i3d import load_i3d
 
         i3d_model = load_i3d(config.i3d, device=config.device)
