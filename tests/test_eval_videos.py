@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from flashi2v.cli import main as cli_main
 from flashi2v.errors import FlashI2VError
@@ -216,12 +217,19 @@ def test_evaluate_folders_writes_reports_and_shuffling_raises_motion(tmp_path, c
 def test_frozen_set_reads_static_and_vbench_names(tmp_path, clip_sets):
     for name in ("reference", "frozen"):
         _write_set(tmp_path / name, {k: v for k, v in clip_sets[name].items() if k in ("clip0", "clip1", "clip2")})
+    images = tmp_path / "images"
+    images.mkdir()
     for k, prompt in enumerate(["a bike rides by", "a bike rides by", "a street"]):
         (tmp_path / "frozen" / f"clip{k}.txt").write_text(prompt)
+        Image.fromarray(clip_sets["reference"][f"clip{k}"][0]).save(images / f"clip{k}.png")
     metrics = evaluate_videos(tmp_path / "frozen", tmp_path / "reference", tmp_path / "out",
-                              VideoEvalConfig(chunk=6, colour_drift=False, vbench_names=True))
+                              VideoEvalConfig(chunk=6, colour_drift=False, vbench_names=True, images=images))
     s = metrics["summary"]
     assert s["motion"]["generated"] < 0.05 < s["motion"]["reference"]
+    # against the condition images: both sets start on them (lossy mp4: ~40 dB), and the frozen set stays there
+    assert s["psnr_first"]["generated"] > 30 and s["psnr_first"]["reference"] > 30 and s["ssim_first"]["reference"] > 0.9
+    frozen_curve, reference_curve = metrics["curves"]["psnr_first"]["generated"], metrics["curves"]["psnr_first"]["reference"]
+    assert frozen_curve[1] > 30 > reference_curve[1]
     assert s["dynamic_share"]["generated"] == 0.0
     names = sorted(p.name for p in (tmp_path / "out" / "vbench_i2v").iterdir())
     assert names == ["a bike rides by-0.mp4", "a bike rides by-1.mp4", "a street-0.mp4"]

@@ -302,8 +302,8 @@ def plot_curves(metrics: dict, path: Path) -> str | None:
     except ImportError:
         return None
     c = metrics["curves"]
-    panels = ["motion", "flicker", "colour_drift", "psnr_first", "feature_frechet"] + (["fvd"] if c["fvd"] else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2))
+    panels = ["motion", "dynamic", "flicker", "colour_drift", "psnr_first", "feature_frechet"] + (["fvd"] if c["fvd"] else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2))
     for ax, key in zip(axes, panels):
         if isinstance(c[key], dict):
             for side, style in (("generated", "-o"), ("reference", "--s")):
@@ -311,7 +311,8 @@ def plot_curves(metrics: dict, path: Path) -> str | None:
             ax.legend(fontsize=7)
         else:
             ax.plot(c["start"], c[key], "-o", color="C3")
-        ax.set_title({"feature_frechet": "Frechet dist., weight-free", "fvd": "FVD (I3D)"}.get(key, _LABELS.get(key, key)),
+        titles = {"feature_frechet": "Frechet dist., weight-free", "fvd": "FVD (I3D)", "dynamic": _LABELS["dynamic_share"]}
+        ax.set_title(titles.get(key, _LABELS.get(key, key)),
                      fontsize=8)
         ax.set_xlabel("chunk start frame", fontsize=8)
     fig.tight_layout()
