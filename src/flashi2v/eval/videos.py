@@ -311,7 +311,8 @@ def plot_curves(metrics: dict, path: Path) -> str | None:
             ax.legend(fontsize=7)
         else:
             ax.plot(c["start"], c[key], "-o", color="C3")
-        titles = {"feature_frechet": "Frechet dist., weight-free", "fvd": "FVD (I3D)", "dynamic": _LABELS["dynamic_share"]}
+        titles = {"feature_frechet": "Frechet dist., weight-free", "fvd": "FVD (I3D)", "dynamic": _LABELS["dynamic_share"],
+                  "psnr_first": "PSNR of the chunk's first frame vs condition image (dB)", "colour_drift": "colour drift from frame 0 to chunk end (%)"}
         ax.set_title(titles.get(key, _LABELS.get(key, key)),
                      fontsize=8)
         ax.set_xlabel("chunk start frame", fontsize=8)
