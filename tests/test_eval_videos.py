@@ -3,7 +3,6 @@ reader (random weights), flow metrics on real footage, the folder evaluation and
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import zipfile
@@ -11,16 +10,28 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from helpers_media import sample_video
 from PIL import Image
 
 from flashi2v.cli import main as cli_main
 from flashi2v.errors import FlashI2VError
-from flashi2v.eval.clip_metrics import chunk_metrics, dense_flow, is_dynamic, ssim, warping_error
+from flashi2v.eval.clip_metrics import (
+    chunk_metrics,
+    dense_flow,
+    is_dynamic,
+    ssim,
+    warping_error,
+)
 from flashi2v.eval.frechet import frechet_distance, frechet_distance_of, gaussian_stats
-from flashi2v.eval.i3d import InceptionI3d, Unit3D, _same_padding, load_i3d, read_torchscript_tensors
+from flashi2v.eval.i3d import (
+    InceptionI3d,
+    Unit3D,
+    _same_padding,
+    load_i3d,
+    read_torchscript_tensors,
+)
 from flashi2v.eval.videos import VideoEvalConfig, evaluate_videos
 from flashi2v.video import center_crop_resize, read_video_frames, write_mp4
-from helpers_media import sample_video
 
 pytest.importorskip("cv2")
 
@@ -164,7 +175,8 @@ def test_flicker_and_ssim(footage):
     steady = np.repeat(footage[:1], 8, axis=0)
     flicker = steady.astype(np.int16) + np.array([0, 25] * 4)[:, None, None, None]
     flicker = np.clip(flicker, 0, 255).astype(np.uint8)
-    assert warping_error(dense_flow(steady)).mean() < 0.5 < 10 < warping_error(dense_flow(flicker)).mean()
+    assert warping_error(dense_flow(steady)).mean() < 0.5
+    assert warping_error(dense_flow(flicker)).mean() > 10  # 25 levels every other frame
     assert ssim(footage[0], footage[0]) == pytest.approx(1.0)
     assert 0 < ssim(footage[0], footage[30]) < 0.9
 

@@ -7,6 +7,7 @@ on the short side and reported in pixels of the original frame. All functions ta
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +61,7 @@ def dense_flow(frames) -> Flow:
     if scale > 1.0:
         gray = np.stack([cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in gray])
     gray8 = np.clip(gray.round(), 0, 255).astype(np.uint8)
-    fields = [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0) for a, b in zip(gray8[:-1], gray8[1:])]
+    fields = [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0) for a, b in itertools.pairwise(gray8)]
     empty = np.zeros((0, *gray.shape[1:], 2), np.float32)
     return Flow(np.stack(fields) if fields else empty, scale, gray)
 

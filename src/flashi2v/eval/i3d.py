@@ -19,8 +19,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from flashi2v.errors import FlashI2VError
 

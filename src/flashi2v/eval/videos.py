@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from flashi2v.errors import FlashI2VError
-from flashi2v.eval.clip_metrics import FEATURE_NAMES, chunk_metrics, chunks, fidelity, is_dynamic
+from flashi2v.eval.clip_metrics import (
+    FEATURE_NAMES,
+    chunk_metrics,
+    chunks,
+    fidelity,
+    is_dynamic,
+)
 from flashi2v.eval.frechet import MIN_SAMPLES, frechet_distance_of
 from flashi2v.eval.motion import colour_drift
 
@@ -128,7 +134,7 @@ def _measure(frames: np.ndarray, fps: float, image: np.ndarray | None, config: V
 
     rows = chunk_metrics(frames, fps, config.chunk, image, drift=config.colour_drift)
     whole = {
-        "frames": int(len(frames)),
+        "frames": len(frames),
         "fps": fps,
         "motion": float(np.mean([r["motion"] for r in rows])),
         "motion_top5": float(np.mean([r["motion_top5"] for r in rows])),
@@ -282,11 +288,13 @@ def summary_markdown(metrics: dict) -> str:
     c = metrics["curves"]
     lines += [f"## Per chunk of {metrics['chunk']} frames (generated / reference)", "",
               "| chunk start | motion | flicker | colour drift | PSNR first | feature FD | FVD |", "|---|---|---|---|---|---|---|"]
+    def pair(key: str, k: int) -> str:
+        return f"{_fmt(c[key]['generated'][k])} / {_fmt(c[key]['reference'][k])}"
+
     for k, start in enumerate(c["start"]):
-        pair = lambda key: f"{_fmt(c[key]['generated'][k])} / {_fmt(c[key]['reference'][k])}"  # noqa: E731
         fvd = _fmt(c["fvd"][k]) if c["fvd"] else "-"
-        lines.append(f"| {start} | {pair('motion')} | {pair('flicker')} | {pair('colour_drift')} | {pair('psnr_first')} | "
-                     f"{_fmt(c['feature_frechet'][k])} | {fvd} |")
+        lines.append(f"| {start} | {pair('motion', k)} | {pair('flicker', k)} | {pair('colour_drift', k)} | "
+                     f"{pair('psnr_first', k)} | {_fmt(c['feature_frechet'][k])} | {fvd} |")
     if metrics["skipped"]:
         lines += ["", "## Skipped", ""] + [f"- {r['video']}: {r['reason']}" for r in metrics["skipped"]]
     return "\n".join(lines) + "\n"
