@@ -27,6 +27,7 @@ from flashi2v.eval.i3d import (
     InceptionI3d,
     Unit3D,
     _same_padding,
+    assign_i3d_weights,
     load_i3d,
     read_torchscript_tensors,
 )
@@ -119,9 +120,29 @@ def test_i3d_weights_load_from_torchscript_and_give_400_logits(narrow_archive, n
     torch.testing.assert_close(out, traced_out)
     with pytest.raises(FlashI2VError, match="T >= 9"):
         loaded(clip[:, :, :8])
-    # the narrow archive is an I3D of the wrong width: a one-line error names the first wrong shape
-    with pytest.raises(FlashI2VError, match=r"convolution 0 has shape \(4, 3, 7, 7, 7\), Inception-I3D's is \(64, 3, 7, 7, 7\)"):
+    # the narrow archive is an I3D of the wrong width: a one-line error names the missing full-size logits
+    with pytest.raises(FlashI2VError, match=r"no single \(400, 1024, 1, 1, 1\) logits convolution"):
         load_i3d(path)
+
+
+def test_i3d_mapping_finds_logits_anywhere_and_defaults_a_missing_scale(narrow_i3d):
+    # a PyTorch port's layout: logits registered before the blocks, other names, no batch-norm scale (as in TF)
+    items = [(k.replace("features.", "").replace(".conv.", ".conv3d."), v) for k, v in narrow_i3d.state_dict().items()]
+    items = [kv for kv in items if kv[0].startswith("logits")] + [kv for kv in items if not kv[0].startswith("logits")]
+    items = [(k, v) for k, v in items if not k.endswith("bn.weight")]
+    model = InceptionI3d(width=1 / 16)
+    assign_i3d_weights(model, items)
+    ours, theirs = narrow_i3d.state_dict(), model.state_dict()
+    for key in ours:
+        if key.endswith("bn.weight"):
+            assert torch.equal(theirs[key], torch.ones_like(ours[key])), key
+        elif "num_batches" not in key:
+            torch.testing.assert_close(theirs[key], ours[key], msg=key)
+    shuffled = items[:]  # two convolutions in the wrong order: a shape check fails
+    i, j = (next(n for n, (k, _) in enumerate(items) if k == f"{name}.conv3d.weight") for name in ("Conv3d_2b_1x1", "Conv3d_2c_3x3"))
+    shuffled[i], shuffled[j] = shuffled[j], shuffled[i]
+    with pytest.raises(FlashI2VError, match="has shape"):
+        assign_i3d_weights(InceptionI3d(width=1 / 16), shuffled)
 
 
 def test_wrong_i3d_files_give_one_line_errors(tmp_path):

@@ -283,35 +283,43 @@ def _layers_in_file(tensors: list[tuple[str, torch.Tensor]]) -> list[dict]:
     return layers
 
 
-def _our_layers(model: InceptionI3d) -> list[tuple[nn.Conv3d, nn.BatchNorm3d | None]]:
-    """(conv, its batch norm or None) of every convolution in forward order."""
-    units = [m for m in model.features.modules() if isinstance(m, Unit3D)]
-    return [(u.conv, u.bn) for u in units] + [(model.logits, None)]
+def _our_layers(model: InceptionI3d) -> list[tuple[nn.Conv3d, nn.BatchNorm3d]]:
+    """(conv, its batch norm) of every Unit3D in forward order (the logits are apart)."""
+    return [(u.conv, u.bn) for u in model.features.modules() if isinstance(u, Unit3D)]
 
 
 def load_i3d(path: str | Path, device: str | torch.device = "cpu", model: InceptionI3d | None = None) -> InceptionI3d:
     """Inception-I3D with the weights of a TorchScript ``i3d_torchscript.pt`` (read safely, see above); a
     one-line error when the file is not a Kinetics-400 I3D (wrong layer count or shapes). ``model``: load
     into this network instead of a new full-size one (e.g. a narrow test copy)."""
-    layers = _layers_in_file(read_torchscript_tensors(path))
     model = InceptionI3d() if model is None else model
-    ours = _our_layers(model)
+    assign_i3d_weights(model, read_torchscript_tensors(path), f"'{path}'")
+    return model.eval().to(device)
+
+
+def assign_i3d_weights(model: InceptionI3d, tensors: list[tuple[str, torch.Tensor]], source: str = "the weights") -> None:
+    """Copy (name, tensor) pairs in file order onto ``model``. The logits are the one convolution of shape
+    num_classes x 1024 x 1 x 1 x 1, wherever the file keeps them (PyTorch ports of I3D often register them
+    before the blocks); the other convolutions map in order onto the 57 Unit3D layers, every shape checked."""
+    layers = _layers_in_file(tensors)
     hint = "it is not the Kinetics-400 Inception-I3D of the common FVD code (i3d_torchscript.pt)"
-    if len(layers) != len(ours):
-        raise FlashI2VError(f"'{path}' holds {len(layers)} convolutions, Inception-I3D has {len(ours)}: {hint}")
+    logits = [layer for layer in layers if tuple(layer["weight"].shape) == tuple(model.logits.weight.shape)]
+    ours = _our_layers(model)
+    if len(layers) != len(ours) + 1:
+        raise FlashI2VError(f"{source} holds {len(layers)} convolutions, Inception-I3D has {len(ours) + 1}: {hint}")
+    if len(logits) != 1 or logits[0]["bias"] is None:
+        raise FlashI2VError(f"{source} has no single {tuple(model.logits.weight.shape)} logits convolution with bias: {hint}")
+    units = [layer for layer in layers if layer is not logits[0]]
     with torch.no_grad():
-        for i, (layer, (conv, bn)) in enumerate(zip(layers, ours)):
+        model.logits.weight.copy_(logits[0]["weight"].float())
+        model.logits.bias.copy_(logits[0]["bias"].float())
+        for i, (layer, (conv, bn)) in enumerate(zip(units, ours)):
             weight = layer["weight"]
             if tuple(weight.shape) != tuple(conv.weight.shape):
-                raise FlashI2VError(f"'{path}': convolution {i} has shape {tuple(weight.shape)}, Inception-I3D's is "
+                raise FlashI2VError(f"{source}: convolution {i} has shape {tuple(weight.shape)}, Inception-I3D's is "
                                     f"{tuple(conv.weight.shape)}: {hint}")
             conv.weight.copy_(weight.float())
             out = weight.shape[0]
-            if bn is None:  # the logits: a conv with bias
-                if layer["bias"] is None:
-                    raise FlashI2VError(f"'{path}': the last convolution (the logits) has no bias: {hint}")
-                conv.bias.copy_(layer["bias"].float())
-                continue
             stats = layer.get("bn")
             if stats is None:  # batch norm folded into the conv: y = conv(x) + bias
                 bn.running_mean.zero_(), bn.running_var.fill_(1.0 - bn.eps), bn.weight.fill_(1.0)
@@ -322,6 +330,5 @@ def load_i3d(path: str | Path, device: str | torch.device = "cpu", model: Incept
                 if value is None:  # TensorFlow's batch norm in I3D has no scale, and may lack an offset
                     value = torch.ones(out) if key == "scale" else torch.zeros(out)
                 if value.shape != (out,):
-                    raise FlashI2VError(f"'{path}': batch norm {i} {key} has shape {tuple(value.shape)}, expected ({out},): {hint}")
+                    raise FlashI2VError(f"{source}: batch norm {i} {key} has shape {tuple(value.shape)}, expected ({out},): {hint}")
                 target.copy_(value.float())
-    return model.eval().to(device)
