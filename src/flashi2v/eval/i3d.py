@@ -306,7 +306,8 @@ def assign_i3d_weights(model: InceptionI3d, tensors: list[tuple[str, torch.Tenso
     logits = [layer for layer in layers if tuple(layer["weight"].shape) == tuple(model.logits.weight.shape)]
     ours = _our_layers(model)
     if len(layers) != len(ours) + 1:
-        raise FlashI2VError(f"{source} holds {len(layers)} convolutions, Inception-I3D has {len(ours) + 1}: {hint}")
+        frozen = " (a frozen TorchScript keeps its weights as code constants, which are not read)" if not layers else ""
+        raise FlashI2VError(f"{source} holds {len(layers)} convolutions{frozen}, Inception-I3D has {len(ours) + 1}: {hint}")
     if len(logits) != 1 or logits[0]["bias"] is None:
         raise FlashI2VError(f"{source} has no single {tuple(model.logits.weight.shape)} logits convolution with bias: {hint}")
     units = [layer for layer in layers if layer is not logits[0]]
