@@ -237,7 +237,7 @@ def cmd_eval_videos(args) -> None:
     config = VideoEvalConfig(chunk=args.chunk, images=args.images, i3d=args.i3d, vbench_names=args.vbench_names,
                              prompts=args.prompts, colour_drift=not args.no_drift, device=resolve_device(args.device))
     total = len(pair_videos(args.generated, args.reference))
-    with tqdm(total=total, desc="eval videos", unit="pair") as bar:
+    with tqdm(total=total, desc="eval videos", unit="pair", delay=1) as bar:  # no bar before an early error
         skipped = 0
 
         def advance(stem: str, ok: bool) -> None:
