@@ -71,7 +71,7 @@ def list_videos(folder: str | Path, what: str) -> dict[str, Path]:
         raise FlashI2VError(f"{what} folder '{folder}' does not exist or is not a folder; pass a folder of videos")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
+        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file() and not path.name.startswith("."):  # hidden: temp files
             if path.stem in found:
                 raise FlashI2VError(f"{what} folder '{folder}' has two videos named '{path.stem}' "
                                     f"({found[path.stem].name}, {path.name}); videos are paired by name, rename one")
@@ -371,9 +371,12 @@ def write_vbench_names(pairs: list[tuple[str, Path, Path]], stems: list[str], fo
             if video.suffix.lower() == ".mp4" and target.read_bytes() == video.read_bytes():
                 continue
             raise FlashI2VError(f"'{target}' already exists; remove it or choose another --out")
-        if video.suffix.lower() == ".mp4":
-            shutil.copyfile(video, target)
-        else:
-            frames, fps = read_video_frames(video)
-            write_mp4(frames, target, fps=fps or 16)
+        try:
+            if video.suffix.lower() == ".mp4":
+                shutil.copyfile(video, target)
+            else:
+                frames, fps = read_video_frames(video)
+                write_mp4(frames, target, fps=fps or 16)
+        except OSError as err:  # e.g. a prompt too long for a file name
+            raise FlashI2VError(f"cannot write '{target.name[:80]}...' for --vbench-names ({err.strerror}); shorten the prompt") from None
     return folder
