@@ -217,7 +217,7 @@ class _ArchiveUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
         dtype, key = pid[1], pid[2]
-        if isinstance(dtype, torch.dtype) is False:
+        if not isinstance(dtype, torch.dtype):
             raise pickle.UnpicklingError(f"unexpected storage type {dtype!r}")
         data = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
         return torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
@@ -227,7 +227,7 @@ def read_torchscript_tensors(path: str | Path) -> list[tuple[str, torch.Tensor]]
     """(dotted name, tensor) of every tensor in a TorchScript archive's module tree, in file order, without
     executing anything from the file."""
     path = Path(path)
-    hint = "pass the i3d_torchscript.pt used by the common FVD code (StyleGAN-V, VBench)"
+    hint = "pass the i3d_torchscript.pt of the common FVD code (StyleGAN-V's)"
     if not path.is_file():
         raise FlashI2VError(f"cannot read I3D weights '{path}': no such file; {hint}")
     try:
@@ -237,7 +237,8 @@ def read_torchscript_tensors(path: str | Path) -> list[tuple[str, torch.Tensor]]
                 raise FlashI2VError(f"'{path}' is not a TorchScript archive (no data.pkl); {hint}")
             prefix = names[0][: -len("data.pkl")]
             root = _ArchiveUnpickler(io.BytesIO(archive.read(names[0])), archive, prefix).load()
-    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, RuntimeError) as err:
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, RuntimeError,
+            OSError) as err:
         if isinstance(err, FlashI2VError):
             raise
         raise FlashI2VError(f"cannot read I3D weights '{path}': not a valid TorchScript archive ({err}); {hint}") from None
