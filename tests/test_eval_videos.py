@@ -241,6 +241,10 @@ def test_evaluate_folders_writes_reports_and_shuffling_raises_motion(tmp_path, c
     s = shuffled["summary"]
     assert s["motion"]["generated"] > s["motion"]["reference"] and s["flicker"]["generated"] > s["flicker"]["reference"]
     assert shuffled["chunks"] == 3 and len(shuffled["curves"]["feature_frechet"]) == 3
+    # the chunk-wise distance: 0 for a set against itself, clearly above for the shuffled set
+    same = evaluate_videos(tmp_path / "reference", tmp_path / "reference", tmp_path / "out_r", config)
+    assert max(same["curves"]["feature_frechet"]) == pytest.approx(0.0, abs=1e-9)
+    assert min(shuffled["curves"]["feature_frechet"][1:]) > 1.0
     saved = json.loads((tmp_path / "out_s" / "metrics.json").read_text())
     assert saved["summary"]["feature_frechet"] == pytest.approx(s["feature_frechet"])
     assert "| 8 |" in (tmp_path / "out_s" / "summary.md").read_text()
