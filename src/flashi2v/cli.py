@@ -324,6 +324,31 @@ def cmd_eval_motion(args) -> None:
         print(f"per-video rows: {out / 'quality.json'}; frame strips: {out}/*.png")
 
 
+def cmd_eval_videos(args) -> None:
+    from tqdm.auto import tqdm
+
+    from .eval.videos import VideoEvalConfig, evaluate_videos, pair_videos
+
+    config = VideoEvalConfig(chunk=args.chunk, images=args.images, i3d=args.i3d, vbench_names=args.vbench_names,
+                             prompts=args.prompts, colour_drift=not args.no_drift, device=resolve_device(args.device))
+    total = len(pair_videos(args.generated, args.reference))
+    with tqdm(total=total, desc="eval videos", unit="pair", delay=1) as bar:  # no bar before an early error
+        skipped = 0
+
+        def advance(stem: str, ok: bool) -> None:
+            nonlocal skipped
+            skipped += not ok
+            bar.set_postfix(video=stem, skipped=skipped, refresh=False)
+            bar.update()
+
+        metrics = evaluate_videos(args.generated, args.reference, args.out, config, on_video=advance)
+    out = Path(args.out)
+    print((out / "summary.md").read_text(), end="")
+    print(f"metrics: {out / 'metrics.json'}; summary: {out / 'summary.md'}"
+          + (f"; curves: {metrics['plot']}" if metrics.get("plot") else " (no plot: pip install matplotlib)")
+          + (f"; VBench-I2V names: {metrics['vbench_i2v']}" if metrics.get("vbench_i2v") else ""))
+
+
 def cmd_data_synth(args) -> None:
     from .data.synthetic.write_set import write_synthetic_set
 
@@ -439,6 +464,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "also pool their videos into seeds.json (default 0)")
     m.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
     m.set_defaults(func=cmd_eval_motion)
+    v = esub.add_parser("videos", help="compare generated with reference videos: FVD, motion, flicker, drift, chunk curves",
+                        description="Pair the videos of two folders by file name and measure both: optical-flow motion "
+                        "and VBench's dynamic rule, flicker, colour drift, frame-0 fidelity, Frechet distances (weight-free "
+                        "features; FVD with --i3d), over whole clips and per --chunk frames. Writes metrics.json, "
+                        "summary.md and curves.png to --out.")
+    v.add_argument("generated", help="folder of generated videos (mp4/avi/webm/mov/mkv)")
+    v.add_argument("reference", help="folder of reference videos with the same file names")
+    v.add_argument("--out", default="outputs/eval-videos", help="folder for metrics.json, summary.md, curves.png "
+                   "(default %(default)s)")
+    v.add_argument("--chunk", type=int, default=16, help="frames per chunk of the curves; >= 9 for chunk-wise FVD "
+                   "(default %(default)s)")
+    v.add_argument("--images", default=None, help="folder of condition images named like the videos (default: each "
+                   "reference's frame 0)")
+    v.add_argument("--i3d", default=None, metavar="PATH", help="i3d_torchscript.pt (Kinetics-400 I3D of the common FVD "
+                   "code) for FVD; read as data, never executed (default: no FVD)")
+    v.add_argument("--vbench-names", action="store_true", help="also copy the generated videos to OUT/vbench_i2v as "
+                   "'{prompt}-{n}.mp4' for the official VBench-I2V (prompts: STEM.txt beside the video or image, or --prompts)")
+    v.add_argument("--prompts", default=None, help="JSON file {\"stem\": \"prompt\"} for --vbench-names")
+    v.add_argument("--no-drift", action="store_true", help="skip colour drift (its motion alignment is the slowest part)")
+    v.add_argument("--device", default="cpu", help="device for I3D: cpu, cuda, ... (default %(default)s)")
+    v.set_defaults(func=cmd_eval_videos)
     e.set_defaults(func=lambda a: e.print_help())
 
     d = sub.add_parser("data", help="prepare training data (filter a clip index, cache latents)")
