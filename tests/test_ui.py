@@ -1,0 +1,150 @@
+"""`flashi2v ui`: the upload checks, the model's defaults on the page, and the whole page end to end in headless
+Chromium (Debian's /usr/bin/chromium driven by Playwright; no browser download). Set FLASHI2V_UI_SCREENSHOTS=DIR
+to also save the page's screenshots there (docs/ui.md's were made so)."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+gr = pytest.importorskip("gradio", reason="the UI needs gradio: pip install 'flashi2v[ui]'")
+
+from flashi2v.errors import FlashI2VError  # noqa: E402
+from flashi2v.video import read_video_frames  # noqa: E402
+
+CHROMIUM = os.environ.get("FLASHI2V_CHROMIUM", "/usr/bin/chromium")
+# Flags that start Chromium on a closed network as root: no sandbox, no GPU, no background fetches.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FRAMES, STEPS = 5, 2  # tiny: two real denoising steps on the built-in model, a few seconds on a CPU
+
+
+def photo(path: Path, size=(96, 80)) -> Path:
+    """A real-looking photo: a colour gradient with a bright square."""
+    x = torch.linspace(0, 255, size[0]).to(torch.uint8)
+    pixels = torch.stack([x.expand(size[1], -1), x.flip(0).expand(size[1], -1),
+                          torch.full((size[1], size[0]), 90, dtype=torch.uint8)], dim=-1).clone()
+    pixels[20:40, 30:50] = 250
+    Image.fromarray(pixels.numpy()).save(path)
+    return path
+
+
+# ---- upload checks (no browser) ----------------------------------------------------------------------------
+
+def test_read_upload_accepts_a_photo_and_refuses_text_oversized_and_missing(tmp_path):
+    from flashi2v.ui import read_upload
+
+    image = read_upload(str(photo(tmp_path / "p.png")))
+    assert image.size == (96, 80) and image.mode == "RGB"
+    text = tmp_path / "notes.txt"
+    text.write_text("not a photo\n")
+    with pytest.raises(FlashI2VError, match="'notes.txt' is not an image"):
+        read_upload(str(text))
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (2 * 2**20 + 1))
+    with pytest.raises(FlashI2VError, match="over the 2 MB limit"):
+        read_upload(str(big), max_mb=2)
+    with pytest.raises(FlashI2VError, match="no image"):
+        read_upload(None)
+
+
+def test_page_defaults_come_from_the_loaded_model():
+    from flashi2v.tiny import random_tiny_pipeline
+    from flashi2v.ui import build_app, model_settings
+
+    pipe = random_tiny_pipeline(seed=0)
+    pipe.defaults = {"guidance": 1.25, "steps": 7, "num_frames": 9, "cutoff": 0.3, "solver": "heun"}
+    settings = model_settings(pipe)
+    assert (settings["guidance"], settings["steps"], settings["num_frames"]) == (1.25, 7, 9)
+    app = build_app(pipe, examples=[])
+    values = {c.elem_id: c.value for c in app.blocks.values() if getattr(c, "elem_id", None)}
+    assert values["guidance"] == 1.25 and values["steps"] == 7 and values["frames"] == 9
+    assert values["cutoff"] == 0.3 and values["solver"] == "heun"
+
+
+# ---- the page in a browser ---------------------------------------------------------------------------------
+
+def _browser_or_skip():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set FLASHI2V_CHROMIUM)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright (the Python package) is not installed: pip install 'flashi2v[test]'")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """The app on the built-in model, served on 127.0.0.1, opened in headless Chromium."""
+    sync_playwright = _browser_or_skip()
+    from flashi2v.pipeline import FlashI2VPipeline
+    from flashi2v.ui import build_app, serve
+
+    pipe = FlashI2VPipeline.from_pretrained("builtin")
+    app = build_app(pipe, output_dir=tmp_path_factory.mktemp("videos"))
+    url = serve(app, port=None, block=False)
+    try:
+        with sync_playwright() as pw:
+            # Playwright gives each launch a fresh temporary profile (its own --user-data-dir).
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(url)
+            page.wait_for_selector("#generate")
+            yield page
+            browser.close()
+    finally:
+        app.close()
+
+
+def _screenshot(page, name: str) -> None:
+    folder = os.environ.get("FLASHI2V_UI_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def test_text_upload_shows_the_error(page, tmp_path):
+    # A .txt is refused in the page by the upload box (it takes images only) ...
+    text = tmp_path / "notes.txt"
+    text.write_text("not a photo\n")
+    page.set_input_files("#photo input[type=file]", str(text))
+    page.get_by_text("Invalid file type: notes.txt").first.wait_for(timeout=30_000)
+    # ... and text named like a photo gets past it, to the server's check, which says what is wrong.
+    fake = tmp_path / "holiday.png"
+    fake.write_text("not a photo either\n")
+    page.set_input_files("#photo input[type=file]", str(fake))
+    page.get_by_text("'holiday.png' is not an image").first.wait_for(timeout=30_000)
+    assert page.locator("#preview img").count() == 0  # nothing was taken for a photo
+    _screenshot(page, "ui_error.png")
+
+
+def test_upload_generate_and_play(page, tmp_path):
+    page.reload()
+    page.wait_for_selector("#generate")
+    page.set_input_files("#photo input[type=file]", str(photo(tmp_path / "photo.png")))
+    page.wait_for_selector("#preview img")
+    page.fill("#prompt textarea", "the camera pans left")
+    page.fill("#frames input[type=number]", str(FRAMES))
+    page.press("#frames input[type=number]", "Enter")
+    page.fill("#steps input[type=number]", str(STEPS))
+    page.press("#steps input[type=number]", "Enter")
+    page.click("#generate")
+    # The progress bar counts the pipeline's denoising steps (its tqdm bar), not a spinner.
+    page.get_by_text(f"/{STEPS}").first.wait_for(timeout=120_000)
+    _screenshot(page, "ui_progress.png")
+    video = page.wait_for_selector("#result video", timeout=120_000)
+    page.wait_for_function("v => v.readyState >= 2 && v.duration > 0", arg=video, timeout=30_000)
+    assert page.evaluate("v => v.error", video) is None
+    duration = page.evaluate("v => v.duration", video)
+    assert duration == pytest.approx(FRAMES / 16, abs=1 / 16)
+    # Download what the page plays and count its frames.
+    src = page.evaluate("v => v.currentSrc", video)
+    mp4 = tmp_path / "downloaded.mp4"
+    mp4.write_bytes(page.request.get(src).body())
+    frames, fps = read_video_frames(mp4)
+    assert frames.shape[:3] == (FRAMES, 128, 128) and fps == 16
+    assert page.get_by_text(f"{FRAMES} frames · {STEPS} steps").first.is_visible()
+    _screenshot(page, "ui_result.png")
