@@ -3,6 +3,7 @@ Chromium (Debian's /usr/bin/chromium driven by Playwright; no browser download).
 to also save the page's screenshots there (docs/ui.md's were made so)."""
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -76,27 +77,55 @@ def _browser_or_skip():
     return sync_playwright
 
 
+LOCAL = ("127.0.0.1", "::1", "localhost")
+
+
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    """The app on the built-in model, served on 127.0.0.1, opened in headless Chromium."""
-    sync_playwright = _browser_or_skip()
+def app_url(tmp_path_factory):
+    """The app on the built-in model, served on 127.0.0.1; yields (url, every address the server process
+    looked up or connected to while it ran)."""
+    _browser_or_skip()
     from flashi2v.pipeline import FlashI2VPipeline
     from flashi2v.ui import build_app, serve
 
-    pipe = FlashI2VPipeline.from_pretrained("builtin")
-    app = build_app(pipe, output_dir=tmp_path_factory.mktemp("videos"))
-    url = serve(app, port=None, block=False)
-    try:
-        with sync_playwright() as pw:
-            # Playwright gives each launch a fresh temporary profile (its own --user-data-dir).
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.goto(url)
-            page.wait_for_selector("#generate")
-            yield page
-            browser.close()
-    finally:
-        app.close()
+    contacted = []
+    connect, getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def watched_connect(sock, address):
+        contacted.append(address[0] if isinstance(address, tuple) else address)
+        return connect(sock, address)
+
+    def watched_getaddrinfo(host, *args, **kwargs):
+        contacted.append(host)
+        return getaddrinfo(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", watched_connect)
+        mp.setattr(socket, "getaddrinfo", watched_getaddrinfo)
+        pipe = FlashI2VPipeline.from_pretrained("builtin")
+        app = build_app(pipe, output_dir=tmp_path_factory.mktemp("videos"))
+        url = serve(app, port=None, block=False)
+        try:
+            yield url, contacted
+        finally:
+            app.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    """The page in headless Chromium; ``page.requests`` lists every URL the browser asked for."""
+    sync_playwright = _browser_or_skip()
+    url, _ = app_url
+    with sync_playwright() as pw:
+        # Playwright gives each launch a fresh temporary profile (its own --user-data-dir).
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.requests = []
+        page.on("request", lambda request: page.requests.append(request.url))
+        page.goto(url)
+        page.wait_for_selector("#generate")
+        yield page
+        browser.close()
 
 
 def _screenshot(page, name: str) -> None:
@@ -148,3 +177,25 @@ def test_upload_generate_and_play(page, tmp_path):
     assert frames.shape[:3] == (FRAMES, 128, 128) and fps == 16
     assert page.get_by_text(f"{FRAMES} frames · {STEPS} steps").first.is_visible()
     _screenshot(page, "ui_result.png")
+
+
+def test_nothing_leaves_the_machine(app_url, page):
+    """No analytics, version check, web fonts or CDN: the server and the page only talk to 127.0.0.1."""
+    url, contacted = app_url
+    page.reload()
+    page.wait_for_selector("#generate")
+    assert page.requests and all(u.startswith(url) or u.startswith(("data:", "blob:")) for u in page.requests), \
+        sorted({u for u in page.requests if not u.startswith(url)})
+    assert "127.0.0.1" in contacted  # the watch works: Gradio checks its own URL once it has started
+    assert all(str(host) in LOCAL or str(host).startswith("/") for host in contacted), contacted
+
+
+def test_cli_refuses_a_busy_port(capsys):
+    from flashi2v.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 
 # Before gradio is imported: no usage analytics, no version check (both would reach the internet).
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import random  # noqa: E402
+import socket  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -163,6 +164,17 @@ def build_app(pipe: FlashI2VPipeline, output_dir: str | os.PathLike | None = Non
     return app
 
 
+def check_port_free(host: str, port: int) -> None:
+    """One FlashI2VError line when ``host:port`` cannot be listened on (in use, or not this machine's address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise FlashI2VError(f"cannot listen on {host}:{port} ({err.strerror}): pick another --port, or stop "
+                                "what is using it") from None
+
+
 def serve(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, max_upload_mb: float = MAX_UPLOAD_MB,
           queue_size: int = 16, block: bool = True) -> str:
     """Queue (one generation at a time, the rest wait in line) and start the server; returns its URL.
@@ -179,5 +191,8 @@ def serve(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, max_
 def launch(model: str = "builtin", host: str = "127.0.0.1", port: int = 7860, device: str = "cpu", dtype=None,
            max_upload_mb: float = MAX_UPLOAD_MB) -> None:
     """Load the model once and serve the page until interrupted (the CLI's ``flashi2v ui``)."""
+    if not max_upload_mb > 0:
+        raise FlashI2VError(f"max upload size {max_upload_mb} MB must be > 0 (20 is the default)")
+    check_port_free(host, port)  # before the model loads: a busy port is found in a second, not after it
     pipe = FlashI2VPipeline.from_pretrained(model, device=device, dtype=dtype)
     serve(build_app(pipe, max_upload_mb=max_upload_mb), host, port, max_upload_mb)
