@@ -150,32 +150,64 @@ def test_text_upload_shows_the_error(page, tmp_path):
     _screenshot(page, "ui_error.png")
 
 
-def test_upload_generate_and_play(page, tmp_path):
+def _photo_to_upload(tmp_path) -> Path:
+    """The README's demo photo when scikit-image (the test extra) has it, else a drawn one."""
+    from flashi2v.data.synthetic import bundled_photo_files
+
+    return bundled_photo_files().get("astronaut") or photo(tmp_path / "photo.png")
+
+
+# Collects every "k/N" step count the page shows while it generates (they can pass faster than a poll).
+WATCH_PROGRESS = """() => {
+    window.stepCounts = new Set();
+    new MutationObserver(() => {
+        for (const m of document.body.textContent.matchAll(/(\\d+)\\/(\\d+) steps?/g)) window.stepCounts.add(m[0]);
+    }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def _generate(page) -> None:
+    page.evaluate(WATCH_PROGRESS)
+    page.click("#generate")
+    page.get_by_text(f"/{STEPS} step").first.wait_for(timeout=120_000)
+
+
+def test_upload_generate_play_and_compare(page, tmp_path):
     page.reload()
     page.wait_for_selector("#generate")
-    page.set_input_files("#photo input[type=file]", str(photo(tmp_path / "photo.png")))
+    page.set_input_files("#photo input[type=file]", str(_photo_to_upload(tmp_path)))
     page.wait_for_selector("#preview img")
     page.fill("#prompt textarea", "the camera pans left")
-    page.fill("#frames input[type=number]", str(FRAMES))
-    page.press("#frames input[type=number]", "Enter")
-    page.fill("#steps input[type=number]", str(STEPS))
-    page.press("#steps input[type=number]", "Enter")
-    page.click("#generate")
-    # The progress bar counts the pipeline's denoising steps (its tqdm bar), not a spinner.
-    page.get_by_text(f"/{STEPS}").first.wait_for(timeout=120_000)
+    for slider, value in (("#frames", FRAMES), ("#steps", STEPS)):
+        page.fill(f"{slider} input[type=number]", str(value))
+        page.press(f"{slider} input[type=number]", "Enter")
+    _generate(page)
     _screenshot(page, "ui_progress.png")
     video = page.wait_for_selector("#result video", timeout=120_000)
     page.wait_for_function("v => v.readyState >= 2 && v.duration > 0", arg=video, timeout=30_000)
     assert page.evaluate("v => v.error", video) is None
-    duration = page.evaluate("v => v.duration", video)
-    assert duration == pytest.approx(FRAMES / 16, abs=1 / 16)
+    assert page.evaluate("v => v.duration", video) == pytest.approx(FRAMES / 16, abs=1 / 16)
     # Download what the page plays and count its frames.
     src = page.evaluate("v => v.currentSrc", video)
     mp4 = tmp_path / "downloaded.mp4"
     mp4.write_bytes(page.request.get(src).body())
     frames, fps = read_video_frames(mp4)
     assert frames.shape[:3] == (FRAMES, 128, 128) and fps == 16
-    assert page.get_by_text(f"{FRAMES} frames · {STEPS} steps").first.is_visible()
+    page.get_by_text(f"seed 0 · {FRAMES} frames · {STEPS} steps").first.wait_for()
+    # The progress bar counted the pipeline's denoising steps (its tqdm bar): a real count, not a spinner.
+    assert f"1/{STEPS} step" in page.evaluate("() => [...window.stepCounts]")
+
+    # A second take with a random seed: the first moves to "earlier results", with its settings, beside it.
+    page.click("#random-seed")
+    page.wait_for_function("() => document.querySelector('#seed input').value !== '0'")
+    seed = page.input_value("#seed input")
+    _generate(page)
+    page.get_by_text(f"seed {seed} · {FRAMES} frames").first.wait_for(timeout=120_000)
+    earlier = page.wait_for_selector("#earlier-0 video", timeout=30_000)
+    assert page.evaluate("v => v.currentSrc", earlier) == src
+    assert f"seed 0 · {FRAMES} frames" in page.inner_text("#earlier-settings-0")
+    assert page.locator("#earlier-1 video").count() == 0  # only one earlier result so far
+    page.wait_for_function("v => v.readyState >= 2", arg=page.query_selector("#result video"), timeout=30_000)
     _screenshot(page, "ui_result.png")
 
 

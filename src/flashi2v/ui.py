@@ -145,17 +145,19 @@ def build_app(pipe: FlashI2VPipeline, output_dir: str | os.PathLike | None = Non
                 run = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 video = gr.Video(label="Result", format="mp4", autoplay=True, loop=True, buttons=["download"],
-                                 elem_id="result")
+                                 height=360, elem_id="result")
                 caption = gr.Markdown(elem_id="result-settings")
         gr.Markdown("### Earlier results")
         slots = []
         with gr.Row():
             for i in range(HISTORY):
                 with gr.Column(min_width=160):
-                    slots += [gr.Video(label=f"{i + 1} before", visible=False, loop=True, buttons=["download"], elem_id=f"earlier-{i}"),
+                    slots += [gr.Video(label=f"{i + 1} before", visible=False, loop=True, buttons=["download"], height=240, elem_id=f"earlier-{i}"),
                               gr.Markdown(visible=False, elem_id=f"earlier-settings-{i}")]
         if examples:
-            gr.Examples(examples, inputs=[image, prompt], label="Example photos (click one)")
+            # The preview among the inputs shows each example's photo in the table (a file box shows its name).
+            gr.Examples([[photo, photo, text] for photo, text in examples], inputs=[image, preview, prompt],
+                        label="Example photos (click one)")
         # Through the queue (where Gradio shows an error's message) but beside generations, not behind them.
         image.change(check_photo, inputs=image, outputs=preview, concurrency_limit=None, show_progress="hidden")
         dice.click(lambda: random.randint(0, SEED_MAX), outputs=seed, queue=False)
