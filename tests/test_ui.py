@@ -68,6 +68,26 @@ def test_page_defaults_come_from_the_loaded_model():
     assert values["cutoff"] == 0.3 and values["solver"] == "heun"
 
 
+def test_out_of_range_settings_get_the_pipelines_message(tmp_path):
+    """The page adds no checks of its own: what the sliders cannot stop (a request to the server) is refused
+    with the pipeline's line, shown as the page's error."""
+    from flashi2v.tiny import random_tiny_pipeline
+    from flashi2v.ui import build_app
+
+    app = build_app(random_tiny_pipeline(seed=0), output_dir=tmp_path, examples=[])
+    generate = next(f.fn for f in app.fns.values() if f.name == "generate")
+    image = str(photo(tmp_path / "p.png"))
+    settings = dict(prompt="the camera pans left", negative_prompt="", seed=0, frames=5, steps=1, guidance=1.0,
+                    cutoff=0.1, solver="euler", history=[])
+    with pytest.raises(gr.Error, match="num_frames 6 is not of the form 4k\\+1: use e.g. 5"):
+        generate(image, **{**settings, "frames": 6})
+    with pytest.raises(gr.Error, match="cutoff 1.5 is out of range"):
+        generate(image, **{**settings, "cutoff": 1.5})
+    with pytest.raises(gr.Error, match="seed -1 is out of range"):
+        generate(image, **{**settings, "seed": -1})
+    assert not list(tmp_path.glob("*.mp4"))  # nothing was generated
+
+
 # ---- the page in a browser ---------------------------------------------------------------------------------
 
 def _browser_or_skip():
@@ -214,6 +234,19 @@ def test_upload_generate_play_and_compare(page, tmp_path):
     assert page.locator("#earlier-1 video").count() == 0  # only one earlier result so far
     page.wait_for_function("v => v.readyState >= 2", arg=page.query_selector("#result video"), timeout=30_000)
     _screenshot(page, "ui_result.png")
+
+
+def test_an_example_photo_fills_photo_and_prompt(page):
+    from flashi2v.ui import example_photos
+
+    if not example_photos():
+        pytest.skip("no example photos: they come from scikit-image (pip install 'flashi2v[ui]')")
+    page.reload()
+    page.wait_for_selector("#generate")
+    page.get_by_text("the camera zooms in slowly").first.click()
+    page.wait_for_selector("#preview img", timeout=30_000)
+    assert page.input_value("#prompt textarea") == "the camera zooms in slowly"
+    assert "coffee" in page.inner_text("#photo")
 
 
 def test_nothing_leaves_the_machine(app_url, page):
