@@ -66,6 +66,8 @@ def test_page_defaults_come_from_the_loaded_model():
     values = {c.elem_id: c.value for c in app.blocks.values() if getattr(c, "elem_id", None)}
     assert values["guidance"] == 1.25 and values["steps"] == 7 and values["frames"] == 9
     assert values["cutoff"] == 0.3 and values["solver"] == "heun"
+    generate = next(f for f in app.fns.values() if f.name == "generate")
+    assert generate.concurrency_limit == 1  # one generation at a time; the queue holds the rest
 
 
 def test_out_of_range_settings_get_the_pipelines_message(tmp_path):
