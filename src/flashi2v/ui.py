@@ -26,7 +26,8 @@ from .sampling import SOLVERS  # noqa: E402
 from .video import load_image  # noqa: E402
 
 MAX_UPLOAD_MB = 20  # a photo is a few MB; anything larger is refused before it is decoded
-MAX_FRAMES = 81  # Wan2.1's longest clip (5 s at 16 fps); the slider stops there
+# Where the sliders stop (further, when the model's own default lies beyond); the pipeline checks the rest.
+MAX_FRAMES = 81  # Wan2.1's longest clip (5 s at 16 fps)
 MAX_STEPS = 100
 MAX_GUIDANCE = 20.0
 HISTORY = 3  # earlier results kept side by side under the current one
@@ -72,8 +73,8 @@ def read_upload(path: str | None, max_mb: float = MAX_UPLOAD_MB) -> Image.Image:
 
 def settings_text(seed: int, frames: int, steps: int, guidance: float, cutoff: float, solver: str, prompt: str) -> str:
     """One caption line per result, so results side by side can be compared."""
-    return (f"**{prompt or '(no prompt)'}**  \nseed {seed} · {frames} frames · {steps} steps · guidance {guidance:g} · "
-            f"detail {cutoff:g} · {solver}")
+    return (f"**{prompt or '(no prompt)'}**  \nseed {seed} · {frames} frames · {steps} steps · "
+            f"guidance {guidance:g} · detail {cutoff:g} · {solver}")
 
 
 def build_app(pipe: FlashI2VPipeline, output_dir: str | os.PathLike | None = None, max_upload_mb: float = MAX_UPLOAD_MB,
@@ -99,7 +100,7 @@ def build_app(pipe: FlashI2VPipeline, output_dir: str | os.PathLike | None = Non
         try:
             image = read_upload(image_path, max_upload_mb)
             if seed is None or not 0 <= int(seed) <= SEED_MAX:
-                raise FlashI2VError(f"seed {seed} is out of range: use 0..{SEED_MAX} (or press 'random')")
+                raise FlashI2VError(f"seed {seed} is out of range: use 0..{SEED_MAX} (or press 'Random seed')")
             seed, frames, steps = int(seed), int(frames), int(steps)
             result = pipe(image, prompt or "", negative_prompt=negative_prompt or "", seed=seed, num_frames=frames,
                           steps=steps, guidance=float(guidance), cutoff=float(cutoff), solver=solver)
@@ -134,10 +135,11 @@ def build_app(pipe: FlashI2VPipeline, output_dir: str | os.PathLike | None = Non
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=SEED_MAX, elem_id="seed")
                     dice = gr.Button("Random seed", elem_id="random-seed", scale=0)
-                frames = gr.Slider(1, MAX_FRAMES, value=d["num_frames"], step=4, label="Frames (4k+1)",
-                                   elem_id="frames")
-                steps = gr.Slider(1, MAX_STEPS, value=d["steps"], step=1, label="Steps", elem_id="steps")
-                guidance = gr.Slider(0.0, MAX_GUIDANCE, value=d["guidance"], step=0.05,
+                frames = gr.Slider(1, max(MAX_FRAMES, d["num_frames"]), value=d["num_frames"], step=4,
+                                   label="Frames (4k+1)", elem_id="frames")
+                steps = gr.Slider(1, max(MAX_STEPS, d["steps"]), value=d["steps"], step=1, label="Steps",
+                                  elem_id="steps")
+                guidance = gr.Slider(0.0, max(MAX_GUIDANCE, d["guidance"]), value=d["guidance"], step=0.05,
                                      label="Guidance (1 = off)", elem_id="guidance")
                 cutoff = gr.Slider(0.0, 0.99, value=d["cutoff"], step=0.01, label="Detail (cutoff)", info=CUTOFF_INFO,
                                    elem_id="cutoff")
@@ -152,7 +154,8 @@ def build_app(pipe: FlashI2VPipeline, output_dir: str | os.PathLike | None = Non
         with gr.Row():
             for i in range(HISTORY):
                 with gr.Column(min_width=160):
-                    slots += [gr.Video(label=f"{i + 1} before", visible=False, loop=True, buttons=["download"], height=240, elem_id=f"earlier-{i}"),
+                    slots += [gr.Video(label=f"{i + 1} before", visible=False, loop=True, buttons=["download"],
+                                       height=240, elem_id=f"earlier-{i}"),
                               gr.Markdown(visible=False, elem_id=f"earlier-settings-{i}")]
         if examples:
             # The preview among the inputs shows each example's photo in the table (a file box shows its name).
@@ -170,6 +173,7 @@ def check_port_free(host: str, port: int) -> None:
     """One FlashI2VError line when ``host:port`` cannot be listened on (in use, or not this machine's address)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a closed port is free
         try:
             probe.bind((host, port))
         except OSError as err:
