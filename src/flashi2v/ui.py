@@ -14,6 +14,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import random  # noqa: E402
 import socket  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -189,8 +190,12 @@ def serve(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, max_
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],  # local fonts: nothing fetched
                               font_mono=["ui-monospace", "monospace"])
     _, url, _ = app.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb", share=False,
-                           inbrowser=False, prevent_thread_lock=not block, theme=theme, footer_links=[],
-                           allowed_paths=[row[0] for row in example_photos()], ssr_mode=False, quiet=not block)
+                           inbrowser=False, prevent_thread_lock=True, theme=theme, footer_links=[],
+                           allowed_paths=[row[0] for row in example_photos()], ssr_mode=False,
+                           quiet=True)  # Gradio's own banner suggests share=True, a public tunnel: not for this
+    if block:
+        print(f"flashi2v ui: open {url} in a browser (Ctrl+C stops the server)", file=sys.stderr)
+        app.block_thread()
     return url
 
 
