@@ -262,12 +262,16 @@ def test_nothing_leaves_the_machine(app_url, page):
     assert all(str(host) in LOCAL or str(host).startswith("/") for host in contacted), contacted
 
 
-def test_cli_refuses_a_busy_port(capsys):
+def test_cli_refuses_a_busy_port_and_warns_about_other_hosts(capsys):
     from flashi2v.cli import main
 
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
+        busy.bind(("0.0.0.0", 0))
         busy.listen()
         port = busy.getsockname()[1]
         assert main(["ui", "--port", str(port)]) == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"cannot listen on 127.0.0.1:{port}" in err and "warning" not in err  # the default host: no warning
+        assert main(["ui", "--host", "0.0.0.0", "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert "warning: --host 0.0.0.0" in err and f"cannot listen on 0.0.0.0:{port}" in err
