@@ -357,6 +357,26 @@ def cmd_data_synth(args) -> None:
     print(f"wrote {args.clips} camera-motion clips (+ real footage) -> {index}")
 
 
+def cmd_ui(args) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise FlashI2VError("the web UI needs gradio: pip install 'flashi2v[ui]'")
+    if not 0 < args.port < 65536:
+        raise FlashI2VError(f"--port {args.port} is not a TCP port: use 1..65535 (default 7860)")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {args.host} makes the page (and this machine's GPU) usable by anyone who can reach "
+              "this address; there is no login. Use the default 127.0.0.1 for this machine only.", file=sys.stderr)
+    from .builtin import builtin_available
+
+    if not args.model and not builtin_available():
+        raise FlashI2VError("the built-in model's weights are not installed: pass --model DIR (a pipeline folder)")
+    from . import ui  # imports gradio: only here, so `flashi2v --help` stays instant
+
+    ui.launch(args.model or "builtin", host=args.host, port=args.port, device=resolve_device(args.device),
+              dtype=_dtype(args.dtype) if args.dtype else None, max_upload_mb=args.max_upload_mb)
+
+
 def _model_default(name: str) -> str:
     """Help text for a setting whose default comes from the model: never one fixed number."""
     return f"default: the model's (built-in {getattr(BUILTIN, name)}, FlashI2V-1.3B {getattr(REFERENCE, name)})"
@@ -529,6 +549,19 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--workers", type=int, default=0, help="rendering processes (default: this one)")
     y.set_defaults(func=cmd_data_synth)
     d.set_defaults(func=lambda a: d.print_help())
+
+    u = sub.add_parser("ui", help="start a local web page to generate videos (pip install 'flashi2v[ui]')",
+                       description="Serve a web page (Gradio) over the pipeline: upload a photo, set the prompt and "
+                       "settings, watch the steps, play and download the video. The model is loaded once; "
+                       "generations run one at a time.")
+    u.add_argument("--model", help="pipeline folder (default: the built-in model)")
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine "
+                   "only; 0.0.0.0 opens it to the network, with no login)")
+    u.add_argument("--port", type=positive_int, default=7860, help="TCP port (default %(default)s)")
+    u.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default %(default)s)")
+    u.add_argument("--dtype", default=None, help="transformer/text-encoder dtype: bfloat16, float16, float32")
+    u.add_argument("--max-upload-mb", type=positive_float, default=20, help="largest photo accepted (default %(default)s MB)")
+    u.set_defaults(func=cmd_ui)
     return parser
 
 
