@@ -1,0 +1,122 @@
+"""The I2V paradigms: what enters the DiT, where the condition appears, where noise augmentation applies."""
+
+import pytest
+import torch
+
+from flashi2v import fourier, paradigms
+from flashi2v.encoders import WanVAE
+from flashi2v.errors import FlashI2VError
+from flashi2v.model import FlashI2VTransformer
+from flashi2v.tiny import make_tiny_vae
+
+FRAMES, SIZE = 9, 32
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return WanVAE(make_tiny_vae(0))
+
+
+@pytest.fixture(scope="module")
+def transformer():
+    torch.manual_seed(0)
+    model = FlashI2VTransformer.from_config("tiny").eval()
+    for p in model.learnable_proj.parameters():  # phi starts at zero; a random phi makes the shift visible
+        torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def image():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(2, 3, 1, SIZE, SIZE, generator=g) * 2 - 1
+
+
+def encode_all(name, vae, image, training, seed=0):
+    p = paradigms.get_paradigm(name)
+    with torch.no_grad():
+        return p, p.encode_condition(vae.encode, image, FRAMES, vae.temporal_factor, training=training,
+                                     generator=torch.Generator().manual_seed(seed))
+
+
+def test_flashi2v_input_is_the_shifted_state_and_the_fourier_features(vae, transformer, image):
+    p, latents = encode_all("flashi2v", vae, image, training=True)
+    s = vae.encode(image)
+    assert torch.equal(latents.s, s) and latents.extra is None
+    t = paradigms.latent_frames(FRAMES, vae.temporal_factor)
+    cond = p.condition(transformer, latents, t, 0.3)
+    z = torch.randn(2, s.shape[1], t, *s.shape[3:])
+    phi = transformer.learnable_proj(s, t)
+    assert phi.abs().max() > 0
+    assert torch.equal(p.dit_input(z, cond), z - phi)
+    assert torch.equal(cond.fourier_features, fourier.fourier_features(s, 0.3, t))
+
+
+def test_shift_only_and_fourier_only_drop_the_other_branch(vae, transformer, image):
+    t = paradigms.latent_frames(FRAMES, vae.temporal_factor)
+    z = torch.randn(2, 16, t, SIZE // 8, SIZE // 8)
+    shift, latents = encode_all("latent-shift", vae, image, training=True)
+    cond = shift.condition(transformer, latents, t, 0.3)
+    assert cond.fourier_features is None and torch.equal(shift.dit_input(z, cond), z - cond.shift)
+    only, latents = encode_all("fourier", vae, image, training=True)
+    cond = only.condition(transformer, latents, t, 0.3)
+    assert cond.shift is None and torch.equal(only.dit_input(z, cond), z)
+    assert cond.fourier_features.abs().max() > 0
+
+
+@pytest.mark.parametrize("name,extra", [("flashi2v", 0), ("latent-shift", 0), ("fourier", 0),
+                                        ("repeat-concat", 16), ("zero-pad-concat", 16), ("inpaint", 20)])
+def test_input_width_follows_from_the_paradigm(vae, transformer, image, name, extra):
+    p, latents = encode_all(name, vae, image, training=False)
+    assert p.extra_channels(16, vae.temporal_factor) == extra
+    t = paradigms.latent_frames(FRAMES, vae.temporal_factor)
+    cond = p.condition(transformer, latents, t, 0.1)
+    z = torch.randn(2, 16, t, SIZE // 8, SIZE // 8)
+    assert p.dit_input(z, cond).shape == (2, 16 + extra, t, SIZE // 8, SIZE // 8)
+    assert (cond.shift is not None) == p.uses_shift and (cond.fourier_features is not None) == p.uses_fourier
+
+
+def test_repeat_concat_repeats_a_noise_augmented_latent(vae, image):
+    clean = vae.encode(image)
+    _, train = encode_all("repeat-concat", vae, image, training=True)
+    _, infer = encode_all("repeat-concat", vae, image, training=False)
+    for latents in (train, infer):
+        extra = latents.extra
+        assert all(torch.equal(extra[:, :, i], extra[:, :, 0]) for i in range(extra.shape[2]))
+        assert not torch.allclose(extra[:, :, :1], clean)  # augmented in training and (0.02) at inference
+    # a stronger training draw moves the latent further than the fixed inference strength
+    assert (train.extra[:, :, :1] - clean).abs().mean() > (infer.extra[:, :, :1] - clean).abs().mean()
+
+
+def test_zero_pad_concat_puts_the_latent_at_frame_0_and_augments_only_in_training(vae, image):
+    clean = vae.encode(image)
+    _, infer = encode_all("zero-pad-concat", vae, image, training=False)
+    assert torch.equal(infer.extra[:, :, :1], clean)
+    assert infer.extra[:, :, 1:].abs().max() == 0
+    _, train = encode_all("zero-pad-concat", vae, image, training=True)
+    assert not torch.allclose(train.extra[:, :, :1], clean) and train.extra[:, :, 1:].abs().max() == 0
+    _, again = encode_all("zero-pad-concat", vae, image, training=True, seed=0)
+    assert torch.equal(train.extra, again.extra)  # the augmentation is a function of the generator
+
+
+def test_inpaint_concatenates_the_frame_mask_and_the_latent_of_image_then_zeros(vae, image):
+    _, latents = encode_all("inpaint", vae, image, training=True)
+    tf = vae.temporal_factor
+    mask, known = latents.extra[:, :tf], latents.extra[:, tf:]
+    assert mask[:, :, 0].min() == 1 and mask[:, :, 1:].max() == 0
+    video = torch.cat([image, torch.zeros(2, 3, FRAMES - 1, SIZE, SIZE)], dim=2)
+    assert torch.equal(known, vae.encode(video))  # no noise augmentation, in training either
+    assert not torch.equal(known[:, :, 1:], torch.zeros_like(known[:, :, 1:]))  # the VAE's latent of zeros
+
+
+def test_frame_mask_folds_the_first_frame_into_the_temporal_factor():
+    mask = paradigms.frame_mask(9, 4)
+    assert mask.shape == (4, 3)
+    assert mask[:, 0].tolist() == [1, 1, 1, 1] and mask[:, 1:].abs().sum() == 0
+
+
+def test_bad_names_and_frame_counts_are_one_line_errors():
+    with pytest.raises(FlashI2VError, match="unknown paradigm 'concat'"):
+        paradigms.get_paradigm("concat")
+    with pytest.raises(FlashI2VError, match="4k\\+1"):
+        paradigms.latent_frames(10, 4)
