@@ -7,7 +7,7 @@ from flashi2v import fourier, paradigms
 from flashi2v.encoders import WanVAE
 from flashi2v.errors import FlashI2VError
 from flashi2v.model import FlashI2VTransformer
-from flashi2v.tiny import make_tiny_vae
+from flashi2v.random_components import make_tiny_vae
 
 FRAMES, SIZE = 9, 32
 
