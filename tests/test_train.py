@@ -221,15 +221,16 @@ def test_context_parallel_training_matches_one_process(clips, tmp_path):
 
 
 def test_noise_draws_repeat_each_clip_and_resume_exactly(clips, tmp_path):
+    from flashi2v.paradigms import get_paradigm
     from flashi2v.train.trainer import Conditioner, load_components
 
     vae, text_encoder = load_components("tiny-random", "cpu")
     video = torch.rand(2, 3, 5, 32, 32) * 2 - 1
-    conditioner = Conditioner(vae, text_encoder, 16, None, torch.device("cpu"))
+    conditioner = Conditioner(vae, text_encoder, 16, None, torch.device("cpu"), get_paradigm("flashi2v"), seed=0)
     x, s, context = conditioner({"video": video, "image": video[:, :, 0], "caption": ["a", "b"]},
                                 torch.tensor([False, True, False, False]), repeats=2)
     once, _, _ = conditioner({"video": video, "image": video[:, :, 0], "caption": ["a", "b"]}, torch.tensor([False] * 2))
-    assert torch.equal(x, once.repeat_interleave(2, dim=0)) and s.shape[0] == 4  # each clip twice in a row
+    assert torch.equal(x, once.repeat_interleave(2, dim=0)) and s.s.shape[0] == 4  # each clip twice in a row
     empty, a, b = (text_encoder.encode(c, max_length=16) for c in ("", "a", "b"))
     assert torch.equal(context, torch.cat([a, empty, b, b]))  # caption dropout is drawn per draw
     one = train(config(clips, tmp_path / "one", "recipe.steps=1"), device="cpu", progress=False)

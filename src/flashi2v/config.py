@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from .errors import FlashI2VError
 
 PROJ_KERNELS = ("1x3x3", "3x3x3")
+# How the condition image enters the model (flashi2v.paradigms, one strategy each); named here so that a
+# config can be checked without importing torch.
+PARADIGM_NAMES = ("flashi2v", "latent-shift", "fourier", "repeat-concat", "zero-pad-concat", "inpaint")
+CONCAT_PARADIGMS = ("repeat-concat", "zero-pad-concat", "inpaint")  # these widen the DiT's input (in_dim > out_dim)
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class TransformerConfig:
     cross_attn_norm: bool = True
     eps: float = 1e-6
     proj_kernel: str = "1x3x3"
+    # The I2V paradigm the model is trained and sampled with; in_dim = out_dim + its extra input channels.
+    paradigm: str = "flashi2v"
 
     def __post_init__(self):
         self.validate()
@@ -39,6 +45,12 @@ class TransformerConfig:
             raise FlashI2VError(f"head dim {self.dim // self.num_heads} is odd: RoPE needs an even head dim")
         if self.proj_kernel not in PROJ_KERNELS:
             raise FlashI2VError(f"proj_kernel {self.proj_kernel!r} is not supported: use one of {PROJ_KERNELS}")
+        if self.paradigm not in PARADIGM_NAMES:
+            raise FlashI2VError(f"paradigm {self.paradigm!r} is not supported: use one of {', '.join(PARADIGM_NAMES)}")
+        if (self.paradigm in CONCAT_PARADIGMS) != (self.in_dim > self.out_dim):
+            need = "more input channels than output channels" if self.paradigm in CONCAT_PARADIGMS else "in_dim == out_dim"
+            raise FlashI2VError(f"paradigm {self.paradigm!r} needs {need}, got in_dim {self.in_dim}, out_dim "
+                                f"{self.out_dim}: build the config with paradigms.paradigm_config")
 
     def validate(self, source: str = "transformer config") -> None:
         """Every field has its type and a usable value; a config.json with ``"dim": "1536"``, ``0`` or a list
@@ -62,6 +74,8 @@ class TransformerConfig:
             raise bad("eps", "a small positive number such as 1e-6")
         if not isinstance(self.proj_kernel, str):
             raise bad("proj_kernel", f"one of {PROJ_KERNELS}")
+        if not isinstance(self.paradigm, str):
+            raise bad("paradigm", f"one of {PARADIGM_NAMES}")
 
     @property
     def head_dim(self) -> int:

@@ -44,14 +44,14 @@ def dynamic_shift(tokens_per_frame: int, points=DYNAMIC_SHIFT_POINTS) -> float:
     return math.exp(a * tokens_per_frame + (m0 - a * l0))
 
 
-def shifted_interpolation(x: torch.Tensor, eps: torch.Tensor, phi_s: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """z_sigma = sigma eps + (1 - sigma) x - phi(s), in float32.
+def interpolation(x: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """z_sigma = sigma eps + (1 - sigma) x, in float32; sigma is per sample (B,).
 
-    Both ends of the flow are shifted by phi(s): z1 = eps - phi(s), z0 = x - phi(s). phi(s) is
-    B x C x T x H x W (already broadcast over frames); sigma is per sample (B,).
+    FlashI2V shifts both ends of this path by phi(s) (z1 = eps - phi(s), z0 = x - phi(s)): the DiT sees
+    z_sigma - phi(s), subtracted in float32 by ``flashi2v.paradigms.dit_input``.
     """
     s = sigma.float().view(-1, *([1] * (x.ndim - 1)))
-    return s * eps.float() + (1 - s) * x.float() - phi_s.float()
+    return s * eps.float() + (1 - s) * x.float()
 
 
 def velocity_target(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

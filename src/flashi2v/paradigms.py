@@ -7,7 +7,7 @@ eps - x and the sampler's start z = eps; a paradigm only decides
 1. which condition latents are encoded from the image (``encode_condition``),
 2. what is derived from them once per sample (``condition``: the shift phi(s), the Fourier features
    s_high, extra input channels), and
-3. what the DiT sees for a flow state z (``dit_input``).
+3. and so what the DiT sees for a flow state z (``dit_input``, one rule for all).
 
 | paradigm          | shift phi(s) | s_high | extra channels                                | noise augmentation |
 |-------------------|--------------|--------|-----------------------------------------------|--------------------|
@@ -28,12 +28,14 @@ strength is not fed to the model as a conditioning scalar: one recipe for every 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from . import fourier
+from .config import PARADIGM_NAMES, TransformerConfig
 from .errors import FlashI2VError
 
 Encode = Callable[[torch.Tensor], torch.Tensor]  # pixels B x 3 x F x H x W in [-1, 1] -> latents B x C x T x h x w
@@ -47,6 +49,16 @@ class ConditionLatents:
 
     s: torch.Tensor | None = None
     extra: torch.Tensor | None = None
+
+
+def dit_input(z: torch.Tensor, condition: "Condition") -> torch.Tensor:
+    """The DiT's input for flow state z (float32): z - phi(s) where the paradigm shifts, then its extra
+    channels where it concatenates (the same rule for every paradigm; the Condition says which apply)."""
+    if condition.shift is not None:
+        z = z - condition.shift
+    if condition.extra is not None:
+        z = torch.cat([z, condition.extra.to(z)], dim=1)
+    return z
 
 
 @dataclass
@@ -116,15 +128,6 @@ class Paradigm:
         shift = transformer.learnable_proj(s, num_frames) if self.uses_shift else None
         features = fourier.fourier_features(s, rho, num_frames, signed=signed_fourier) if self.uses_fourier else None
         return Condition(shift, features, latents.extra)
-
-    def dit_input(self, z: torch.Tensor, condition: Condition) -> torch.Tensor:
-        """The DiT's input for flow state z (float32): z - phi(s), then the extra channels, if any."""
-        if condition.shift is not None:
-            z = z - condition.shift
-        if condition.extra is not None:
-            z = torch.cat([z, condition.extra.to(z)], dim=1)
-        return z
-
 
 class FlashI2V(Paradigm):
     """Latent shifting + Fourier guidance: DiT(z - phi(s), t, c, s_high) (METHOD 3 and 5)."""
@@ -204,6 +207,7 @@ class Inpaint(Paradigm):
 
 PARADIGMS: dict[str, type[Paradigm]] = {p.name: p for p in (FlashI2V, LatentShift, FourierOnly, RepeatConcat,
                                                               ZeroPadConcat, Inpaint)}
+assert tuple(PARADIGMS) == PARADIGM_NAMES  # config.py names them for checks that must not import torch
 DEFAULT_PARADIGM = "flashi2v"
 
 
@@ -212,3 +216,18 @@ def get_paradigm(name: str) -> Paradigm:
     if name not in PARADIGMS:
         raise FlashI2VError(f"unknown paradigm {name!r}: choose one of {', '.join(PARADIGMS)}")
     return PARADIGMS[name]()
+
+
+def paradigm_config(config: TransformerConfig, name: str, temporal_factor: int) -> TransformerConfig:
+    """``config`` for paradigm ``name``: the DiT's input width is the latent's channels plus the paradigm's."""
+    extra = get_paradigm(name).extra_channels(config.out_dim, temporal_factor)
+    return dataclasses.replace(config, paradigm=name, in_dim=config.out_dim + extra)
+
+
+def check_input_width(config: TransformerConfig, temporal_factor: int) -> None:
+    """A one-line error when a model's input width does not fit its paradigm with this VAE."""
+    want = config.out_dim + get_paradigm(config.paradigm).extra_channels(config.out_dim, temporal_factor)
+    if config.in_dim != want:
+        raise FlashI2VError(f"the transformer takes {config.in_dim} input channels, but paradigm {config.paradigm!r} "
+                            f"with this VAE (temporal factor {temporal_factor}) gives {want}: the model and the VAE "
+                            "do not belong together")

@@ -17,12 +17,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import flow, fourier
+from . import flow
 from .device import device_memory_bytes, resolve_device
 from .encoders import UMT5TextEncoder, WanVAE, load_text_encoder, load_vae
 from .errors import FlashI2VError, FlashI2VWarning
 from .model import FlashI2VTransformer
-from .sampling import SOLVERS, flashi2v_velocity, model_evaluations
+from .paradigms import Paradigm, check_input_width, get_paradigm
+from .sampling import SOLVERS, conditioned_velocity, model_evaluations
 from .settings import GenerationSettings, LatentFactors, check_fits, check_seed, estimate_bytes, far_from_trained
 from .step_cache import step_cache_scope
 from .video import image_to_tensor, to_uint8, write_mp4
@@ -163,11 +164,12 @@ class FlashI2VPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None, vae_tiling: bool = False,
-                        text_encoder=None) -> "FlashI2VPipeline":
+                        text_encoder=None, paradigm: str | None = None) -> "FlashI2VPipeline":
         """Load a pipeline folder ("builtin": the small model shipped in the package). ``dtype`` is the transformer's and text encoder's compute dtype
         (the VAE's weights stay float32; it decodes in float32 unless ``enable_bf16_vae_decode()``). ``text_encoder``:
         a loaded encoder to use instead of the folder's (e.g. where the folder's package is not installed); the
-        folder's pipeline.json settings apply either way."""
+        folder's pipeline.json settings apply either way. The model samples with the paradigm it was trained
+        with (its config.json); ``paradigm``, when given, must be that one."""
         if str(folder) == "builtin":
             from .builtin import builtin_path
 
@@ -185,7 +187,12 @@ class FlashI2VPipeline:
         # The EMA weights, when a checkpoint carries both, are the ones to sample from (as the authors do).
         weights = folder / "transformer_ema" if (folder / "transformer_ema").is_dir() else folder / "transformer"
         transformer = FlashI2VTransformer.from_pretrained(weights, device=device, dtype=dtype)
+        if paradigm is not None and paradigm != transformer.config.paradigm:
+            get_paradigm(paradigm)  # an unknown name says so first
+            raise FlashI2VError(f"'{folder}' holds a model trained with paradigm {transformer.config.paradigm!r}, not "
+                                f"{paradigm!r}: a model samples only with its own paradigm (leave it unset)")
         vae = load_vae(folder / "vae", device=device, tiling=vae_tiling)
+        check_input_width(transformer.config, vae.temporal_factor)
         if text_encoder is None:
             text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer", device=device,
                                              dtype=dtype or torch.float32)
@@ -251,10 +258,23 @@ class FlashI2VPipeline:
         """B x text_len x text_dim float32 embeddings (zero beyond each prompt's length)."""
         return self.text_encoder.encode(prompts, max_length=self.transformer.config.text_len).to(self.device)
 
+    @property
+    def paradigm(self) -> Paradigm:
+        """How the condition image enters this model (its config's ``paradigm``; ``flashi2v.paradigms``)."""
+        return get_paradigm(self.transformer.config.paradigm)
+
+    def encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels B x 3 x F x H x W in [-1, 1] -> normalised float32 latents on the pipeline's device."""
+        return self.vae.encode(pixels.to(self.vae.device)).float().to(self.device)
+
     def encode_image(self, images: list, height: int, width: int) -> torch.Tensor:
         """Condition latent s: each image centre-crop-resized, in [-1, 1], encoded as a 1-frame video: B x C x 1 x h x w."""
-        pixels = torch.stack([image_to_tensor(im, height, width) for im in images])[:, :, None]
-        return self.vae.encode(pixels.to(self.vae.device)).float().to(self.device)
+        return self.encode_latents(self.image_pixels(images, height, width))
+
+    @staticmethod
+    def image_pixels(images: list, height: int, width: int) -> torch.Tensor:
+        """Each image centre-crop-resized to height x width, in [-1, 1], as a 1-frame video: B x 3 x 1 x H x W."""
+        return torch.stack([image_to_tensor(im, height, width) for im in images])[:, :, None]
 
     def prepare_noise(self, shape, seed: int | None, generator: torch.Generator | None) -> torch.Tensor:
         """eps ~ N(0, I) in float32, drawn on the CPU so a seed gives the same video on any device."""
@@ -329,21 +349,25 @@ class FlashI2VPipeline:
                 negative_context = (negative_prompt_embeds.to(self.device) if negative_prompt_embeds is not None
                                     else self.encode_prompt(negative))
 
-        # 3. Encode the condition image; phi(s) and s_high once for the whole generation.
+        # 3. Start from noise: z = eps at sigma = 1 (the latent's channels, whatever the DiT's input width).
         latent_frames, latent_height, latent_width = self.latent_factors.latent_shape(num_frames, height, width)
-        s = self.encode_image(images, height, width)
-        self._transformer_to_device()  # back from the CPU if the last decode offloaded it
-        phi_s = self.transformer.learnable_proj(s, latent_frames)
-        s_high = fourier.fourier_features(s, cutoff, latent_frames, signed=self.signed_fourier)
-
-        # 4. Start from noise: z = eps at sigma = 1.
-        shape = (batch, self.transformer.config.in_dim, latent_frames, latent_height, latent_width)
+        if generator is None:
+            generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        shape = (batch, self.transformer.config.out_dim, latent_frames, latent_height, latent_width)
         z = self.prepare_noise(shape, seed, generator)
+
+        # 4. Encode the condition image as the model's paradigm says; for FlashI2V phi(s) and s_high, once
+        #    for the whole generation (a concatenating paradigm's channels, likewise).
+        paradigm = self.paradigm
+        latents = paradigm.encode_condition(self.encode_latents, self.image_pixels(images, height, width), num_frames,
+                                            self.vae.temporal_factor, training=False, generator=generator)
+        self._transformer_to_device()  # back from the CPU if the last decode offloaded it
+        condition = paradigm.condition(self.transformer, latents, latent_frames, cutoff, self.signed_fourier)
 
         # 5. Integrate the flow ODE from sigma = 1 to 0 on the static-shifted grid (Euler in the reference).
         sigmas = flow.sigma_schedule(steps, shift, device=self.device)
-        velocity = flashi2v_velocity(self.transformer, phi_s, s_high, context, negative_context, guidance,
-                                     batch_cfg=batch_cfg, guidance_mode=guidance_mode)
+        velocity = conditioned_velocity(self.transformer, condition, context, negative_context, guidance,
+                                        batch_cfg=batch_cfg, guidance_mode=guidance_mode)
         #    Step cache (off unless enabled): reset per generation, so nothing carries over between calls.
         with step_cache_scope(self.transformer, step_cache, model_evaluations(solver, steps)) as cache, \
                 tqdm(total=steps, desc="denoising", unit="step", disable=not progress) as bar:

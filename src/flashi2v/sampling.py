@@ -4,7 +4,7 @@ Solvers: ``euler`` (the reference's explicit Euler), ``heun`` (second order, two
 ``dpmpp_2m`` (second-order multistep, one evaluation per step, like Euler's cost).
 
 All samplers share one signature: ``sampler(velocity, z, sigmas, callback=None) -> z`` where
-``velocity(z, sigma) -> v`` is a closure over the model and its conditioning (see ``flashi2v_velocity``).
+``velocity(z, sigma) -> v`` is a closure over the model and its conditioning (see ``conditioned_velocity``).
 No hidden state: the schedule is an argument.
 """
 
@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from .errors import FlashI2VError
+from .paradigms import Condition, dit_input
 from .settings import GUIDANCE_MODES
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -119,14 +120,15 @@ def mean_free_cfg(v_cond: torch.Tensor, v_uncond: torch.Tensor, guidance: float)
 GUIDANCE = {"cfg": cfg, "mean_free": mean_free_cfg}  # guidance_mode (settings.GUIDANCE_MODES) -> how the branches combine
 
 
-def flashi2v_velocity(model, phi_s: torch.Tensor, s_high: torch.Tensor, context: torch.Tensor,
-                      negative_context: torch.Tensor | None = None, guidance: float = 1.0,
-                      dtype: torch.dtype | None = None, batch_cfg: bool = True,
-                      guidance_mode: str = "cfg") -> Velocity:
-    """v(z, sigma) = DiT(z - phi(s), 1000 sigma, c, s_high), with text-only classifier-free guidance.
+def conditioned_velocity(model, condition: Condition, context: torch.Tensor, negative_context: torch.Tensor | None = None,
+                         guidance: float = 1.0, dtype: torch.dtype | None = None, batch_cfg: bool = True,
+                         guidance_mode: str = "cfg") -> Velocity:
+    """v(z, sigma) = DiT(dit_input(z), 1000 sigma, c, s_high), with text-only classifier-free guidance.
 
-    phi(s) and s_high are computed once by the caller and reused at every step. Both CFG branches get
-    the same image features; the unconditional one uses the negative prompt. ``batch_cfg`` runs the two
+    ``condition`` (``flashi2v.paradigms.Condition``) is computed once by the caller and reused at every
+    step: for FlashI2V the DiT input is z - phi(s) and s_high enters through the Fourier embedding; a
+    concatenating paradigm appends its channels instead (``paradigms.dit_input``). Both CFG branches get
+    the same image condition; the unconditional one uses the negative prompt. ``batch_cfg`` runs the two
     branches as one batch of 2B (one pass of the weights instead of two). ``guidance_mode`` picks how the
     branches combine: "cfg" (``cfg``) or "mean_free" (``mean_free_cfg``).
     """
@@ -135,13 +137,13 @@ def flashi2v_velocity(model, phi_s: torch.Tensor, s_high: torch.Tensor, context:
     combine = GUIDANCE[guidance_mode]
     dtype = dtype or next(model.parameters()).dtype
     use_cfg = negative_context is not None and guidance != 1.0
-    s_high = s_high.to(dtype)
+    s_high = None if condition.fourier_features is None else condition.fourier_features.to(dtype)
     if use_cfg and batch_cfg:
         both_context = torch.cat([context, negative_context]).to(dtype)
-        both_s_high = torch.cat([s_high, s_high])
+        both_s_high = None if s_high is None else torch.cat([s_high, s_high])
 
     def velocity(z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        x = (z - phi_s).to(dtype)
+        x = dit_input(z, condition).to(dtype)
         t = (1000.0 * sigma).expand(z.shape[0]).to(z.device)
         if not use_cfg:
             return model(x, t, context.to(dtype), s_high)

@@ -87,8 +87,11 @@ class FlashI2VTransformer(nn.Module):
         self.blocks = nn.ModuleList(WanBlock(dim, cfg.ffn_dim, cfg.num_heads, cfg.cross_attn_norm, cfg.eps)
                                     for _ in range(cfg.num_layers))
         self.head = WanHead(dim, cfg.out_dim, p, cfg.eps)
-        self.fourier_embedding = nn.Sequential(nn.Conv3d(in_dim, dim, kernel_size=p, stride=p), nn.Conv3d(dim, dim, 1))
-        self.learnable_proj = LearnableProjection(in_dim, cfg.proj_kernel)
+        # Both FlashI2V modules read the condition latent, which has the latent's channels (out_dim); in_dim is
+        # wider only for the concatenating paradigms, whose extra channels enter through the patch embedding.
+        self.fourier_embedding = nn.Sequential(nn.Conv3d(cfg.out_dim, dim, kernel_size=p, stride=p),
+                                               nn.Conv3d(dim, dim, 1))
+        self.learnable_proj = LearnableProjection(cfg.out_dim, cfg.proj_kernel)
         self.rope = RopeCache(cfg.head_dim)
         self.context_parallel = None  # set by flashi2v.context_parallel.apply_context_parallel
         self.step_cache = None  # set by flashi2v.step_cache.apply_step_cache (sampling only)
@@ -114,6 +117,8 @@ class FlashI2VTransformer(nn.Module):
                 nn.init.zeros_(m.bias)
         _xavier_2d_(self.patch_embedding.weight)
         nn.init.zeros_(self.patch_embedding.bias)
+        # A concatenating paradigm's extra input channels start at zero: every paradigm starts as the T2V backbone.
+        nn.init.zeros_(self.patch_embedding.weight[:, self.config.out_dim:])
         for m in (self.text_embedding[0], self.text_embedding[2], self.time_embedding[0], self.time_embedding[2]):
             nn.init.normal_(m.weight, std=0.02)
         nn.init.zeros_(self.head.head.weight)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import PRESETS, PROJ_KERNELS
+from ..config import PARADIGM_NAMES, PRESETS, PROJ_KERNELS
 from ..errors import FlashI2VError
 
 
@@ -27,6 +27,8 @@ class ModelSection:
     init: str | None = None  # transformer weights to start from (our format, or any layout `flashi2v convert` reads)
     components: str | None = "tiny-random"  # folder with vae/, text_encoder/, tokenizer/; "tiny-random" builds tiny ones
     signed_fourier: bool = False
+    # how the condition image enters the model (flashi2v.paradigms); saved in the model's config.json
+    paradigm: str = "flashi2v"
 
 
 @dataclass
@@ -137,7 +139,7 @@ SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}
 # Allowed values beyond the type, one home for every key: (low, high) bounds (None: open), or a tuple of choices.
 # A key not listed only needs the right type.
 RANGES: dict[str, tuple] = {
-    "model.preset": tuple(sorted(PRESETS)), "model.proj_kernel": PROJ_KERNELS,
+    "model.preset": tuple(sorted(PRESETS)), "model.proj_kernel": PROJ_KERNELS, "model.paradigm": PARADIGM_NAMES,
     "data.synthetic_clips": (1, None), "data.colour_jitter": (0, None), "data.num_frames": (1, None),
     "data.height": (16, None), "data.width": (16, None), "data.fps": (1e-3, None), "data.num_workers": (0, None),
     "optim.lr": (0, None, "> 0"), "optim.eps": (0, None, "> 0"), "optim.weight_decay": (0, None),

@@ -13,29 +13,36 @@ import torch
 import torch.nn as nn
 
 from .. import flow, fourier
+from ..paradigms import ConditionLatents, dit_input, get_paradigm
 from ..model import FlashI2VTransformer
 
 
 class FlashI2VObjective(nn.Module):
-    """loss = || DiT(sigma eps + (1 - sigma) x - phi(s), 1000 sigma, c, s_high) - (eps - x) ||^2.
+    """loss = || DiT(dit_input(sigma eps + (1 - sigma) x), 1000 sigma, c, s_high) - (eps - x) ||^2.
 
-    docs/method.md sections 3 and 5."""
+    For FlashI2V dit_input(z) = z - phi(s) (docs/method.md sections 3 and 5); the paradigm (``flashi2v.paradigms``)
+    decides what the condition contributes, the target eps - x is the same for all of them.
+    """
 
     def __init__(self, transformer: FlashI2VTransformer, signed_fourier: bool = False, mean_loss_weight: float = 0.0):
         super().__init__()
         self.transformer = transformer
+        self.paradigm = get_paradigm(transformer.config.paradigm)
         self.signed_fourier = signed_fourier
         self.mean_loss_weight = mean_loss_weight  # flow.flow_loss's mean_weight (0: the reference recipe)
         # flow.flow_loss's channel_weight, C x T; None is the reference recipe. The trainer sets it from the codec,
         # which is loaded after the objective is built and wrapped.
         self.channel_weight: torch.Tensor | None = None
 
-    def forward(self, x, s, context, sigma, eps, rho) -> torch.Tensor:
-        frames = x.shape[2]
-        phi_s = self.transformer.learnable_proj(s, frames)  # phi learns only through the model input
-        s_high = fourier.fourier_features(s, rho, frames, signed=self.signed_fourier)
-        z = flow.shifted_interpolation(x, eps, phi_s, sigma)
-        velocity = self.transformer(z, 1000.0 * sigma, context, s_high)
+    def forward(self, x, latents: ConditionLatents | torch.Tensor, context, sigma, eps, rho) -> torch.Tensor:
+        """``latents``: the paradigm's condition latents, or the condition latent s alone (B x C x 1 x h x w)
+        for the paradigms that need nothing else."""
+        if isinstance(latents, torch.Tensor):
+            latents = ConditionLatents(s=latents)
+        # phi (when the paradigm shifts) learns only through the model input
+        condition = self.paradigm.condition(self.transformer, latents, x.shape[2], rho, self.signed_fourier)
+        z = dit_input(flow.interpolation(x, eps, sigma), condition)
+        velocity = self.transformer(z, 1000.0 * sigma, context, condition.fourier_features)
         return flow.flow_loss(velocity, x, eps, self.mean_loss_weight, self.channel_weight)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from .. import flow
 from ..errors import FlashI2VError
 from ..model import FlashI2VTransformer, load_state_dict_strict
+from ..paradigms import ConditionLatents, Paradigm, check_input_width, paradigm_config
 from .checkpoint import full_state_dict, load_checkpoint, save_checkpoint
 from .config import TrainConfig, lr_multiplier
 from .ema import ema_decay, make_ema, update_ema
@@ -58,11 +60,17 @@ def build_transformer(cfg: TrainConfig) -> FlashI2VTransformer:
     FlashI2V modules at their zero-output init); float32 master weights either way."""
     from ..config import preset
 
-    base = preset(cfg.model.preset, proj_kernel=cfg.model.proj_kernel)
+    # The input width follows from the paradigm; the VAE's temporal factor (4 for every VAE here: Wan's, the
+    # built-in codec, the tiny ones) is checked against the loaded one in build().
+    base = paradigm_config(preset(cfg.model.preset, proj_kernel=cfg.model.proj_kernel), cfg.model.paradigm,
+                           temporal_factor=4)
     if not cfg.model.init:
         return FlashI2VTransformer.from_config(base)
     from ..weights import load_transformer_weights
 
+    if cfg.model.paradigm != "flashi2v":
+        raise FlashI2VError(f"model.init starts FlashI2V from published weights; paradigm {cfg.model.paradigm!r} "
+                            "trains from the preset's init: leave model.init unset")
     model, report = load_transformer_weights(cfg.model.init, proj_kernel=cfg.model.proj_kernel,
                                              num_heads=base.num_heads, text_len=base.text_len, dtype=torch.float32)
     if model.config.proj_kernel != cfg.model.proj_kernel:
@@ -117,36 +125,51 @@ def training_shift(cfg: TrainConfig, shape, patch_size) -> float:
 
 
 class Conditioner:
-    """Turns a data batch into the DiT's inputs (x, s, context), from raw clips or from the latent cache.
+    """Turns a data batch into the DiT's inputs (x, condition latents, context), from raw clips or from the
+    latent cache. The paradigm says which condition latents (``Paradigm.encode_condition``).
 
     Caption dropout swaps in the empty caption's embedding; in both paths the same frozen encoders
     compute the same tensors, so the loss does not depend on which path fed it.
     """
 
-    def __init__(self, vae, text_encoder, text_len: int, cached_null: torch.Tensor | None, device):
+    def __init__(self, vae, text_encoder, text_len: int, cached_null: torch.Tensor | None, device,
+                 paradigm: Paradigm, seed: int):
         self.vae, self.text_encoder, self.text_len, self.device = vae, text_encoder, text_len, device
         self.null = cached_null
+        self.paradigm, self.seed = paradigm, seed
 
     @torch.no_grad()
-    def __call__(self, batch: dict, drop: torch.Tensor, repeats: int = 1):
-        """(x, s, context) with each clip ``repeats`` times in a row (its noise draws; ``drop`` has one entry
-        per draw). Clips are encoded once and repeated on the device: repeating the pixel batch on the host
-        first would copy and transfer ``repeats`` times its size at every step."""
+    def __call__(self, batch: dict, drop: torch.Tensor, repeats: int = 1, position: int = 0):
+        """(x, condition latents, context) with each clip ``repeats`` times in a row (its noise draws; ``drop``
+        has one entry per draw). Clips are encoded once and repeated on the device: repeating the pixel batch
+        on the host first would copy and transfer ``repeats`` times its size at every step. ``position``:
+        the batch's first global sample position, which seeds a paradigm's noise augmentation (exact resume)."""
         from ..data.cache import encode_videos, pad_contexts
 
         def per_draw(items: list) -> list:
             return [item for item in items for _ in range(repeats)]
 
         if "x" in batch:  # cached latents
-            x, s = batch["x"], batch["s"]
+            x, latents = batch["x"], ConditionLatents(s=batch["s"])
             contexts = [self.null if d else c for c, d in zip(per_draw(batch["context"]), drop.tolist())]
             context = pad_contexts(contexts)
         else:
-            x, s = encode_videos(self.vae, batch["video"], batch["image"])
+            if self.paradigm.uses_shift or self.paradigm.uses_fourier:
+                x, s = encode_videos(self.vae, batch["video"], batch["image"])
+                latents = ConditionLatents(s=s)
+            else:
+                x = self.vae.encode(batch["video"].to(self.vae.device))
+                g = torch.Generator(self.vae.device).manual_seed(
+                    int(np.random.SeedSequence([self.seed, position, 1]).generate_state(1)[0]))
+                latents = self.paradigm.encode_condition(self.vae.encode, batch["image"][:, :, None].to(self.vae.device),
+                                                         batch["video"].shape[2], self.vae.temporal_factor,
+                                                         training=True, generator=g)
             captions = ["" if d else c for c, d in zip(per_draw(batch["caption"]), drop.tolist())]
             context = self.text_encoder.encode(captions, max_length=self.text_len)
-        x, s = (t.to(self.device).repeat_interleave(repeats, dim=0) for t in (x, s))
-        return x, s, context.to(self.device)
+        x = x.to(self.device).repeat_interleave(repeats, dim=0)
+        latents = ConditionLatents(*(None if t is None else t.to(self.device).repeat_interleave(repeats, dim=0)
+                                     for t in (latents.s, latents.extra)))
+        return x, latents, context.to(self.device)
 
 
 def save_sample(cfg: TrainConfig, step: int, transformer_state: dict, transformer_config, vae, text_encoder,
@@ -315,8 +338,14 @@ def build(cfg: TrainConfig, info: DistInfo) -> Run:
     need_encoders = not cached or cfg.output.sample_every or cfg.recipe.channel_loss_power
     vae, text_encoder = load_components(cfg.model.components, info.device) if need_encoders else (None, None)
     shape = tuple(dataset[0]["x"].shape) if cached else latent_shape(cfg, vae)
+    paradigm = objective.paradigm
+    if cached and not (paradigm.uses_shift or paradigm.uses_fourier):
+        raise FlashI2VError(f"paradigm {paradigm.name!r} encodes its condition from the image at every step (noise "
+                            "augmentation, or the whole masked clip): train it from data.index, not data.cache")
+    if vae is not None:
+        check_input_width(transformer.config, vae.temporal_factor)
     conditioner = Conditioner(vae, text_encoder, transformer.config.text_len, dataset.null_context if cached else None,
-                              info.device)
+                              info.device, paradigm, cfg.recipe.seed)
     if cfg.recipe.channel_loss_power:
         if not hasattr(vae, "pixel_scales"):
             raise FlashI2VError(f"recipe.channel_loss_power needs a linear codec that knows its channels' pixel scales "
@@ -330,7 +359,8 @@ def build(cfg: TrainConfig, info: DistInfo) -> Run:
 
 def model_settings(cfg: TrainConfig) -> dict:
     """The settings a checkpoint's weights depend on; a resume must keep them."""
-    return {"preset": cfg.model.preset, "proj_kernel": cfg.model.proj_kernel, "signed_fourier": cfg.model.signed_fourier}
+    return {"preset": cfg.model.preset, "proj_kernel": cfg.model.proj_kernel, "signed_fourier": cfg.model.signed_fourier,
+            "paradigm": cfg.model.paradigm}
 
 
 def restore(run: Run, resume: str | bool) -> None:
@@ -347,7 +377,8 @@ def restore(run: Run, resume: str | bool) -> None:
         except DamagedCheckpoint as e:
             raise FlashI2VError(f"cannot resume from '{folder}': {e}; pass another step folder, or --resume alone "
                                 "for the newest complete one") from None
-    saved, mine = state.get("model", model_settings(run.cfg)), model_settings(run.cfg)
+    mine = model_settings(run.cfg)
+    saved = {"paradigm": "flashi2v", **state.get("model", mine)}  # checkpoints from before paradigms were FlashI2V
     differ = [f"model.{k}={saved.get(k)!r} there, {v!r} here" for k, v in mine.items() if saved.get(k) != v]
     if differ:
         raise FlashI2VError(f"checkpoint '{folder}' was trained with other model settings ({'; '.join(differ)}): "
@@ -380,11 +411,11 @@ def train_step(run: Run) -> tuple[float, float]:
         noise = draw_noise(cfg.recipe.seed, positions, run.shape, caption_dropout=cfg.recipe.caption_dropout,
                            sigma_sampling=cfg.recipe.sigma_sampling, shift=run.shift,
                            rho_range=tuple(cfg.recipe.rho_range), device=info.device)
-        x, s, context = run.conditioner(batch, noise.drop_caption, repeats=k)
+        x, latents, context = run.conditioner(batch, noise.drop_caption, repeats=k, position=positions[0])
         if info.distributed:
             run.objective.set_requires_gradient_sync(a == cfg.recipe.grad_accum - 1)
         with autocast:
-            loss = run.objective(x, s, context, noise.sigma.to(info.device), noise.eps, noise.rho.to(info.device))
+            loss = run.objective(x, latents, context, noise.sigma.to(info.device), noise.eps, noise.rho.to(info.device))
         # FSDP averages gradients over all ranks; each context-parallel peer holds only its tokens' share
         (loss * cfg.recipe.context_parallel / cfg.recipe.grad_accum).backward()
         total += loss.detach() / cfg.recipe.grad_accum
