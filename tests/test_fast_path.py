@@ -299,7 +299,7 @@ def test_transformer_offload_same_video_and_not_with_cuda_graphs(make_tiny_pipel
     assert pipe.transformer_offload
     for _ in range(2):  # the second call brings the weights back before denoising
         out = pipe(image, "a dog runs", **settings)
-        assert torch.equal(out.frames, ref.frames)
+        assert (out.frames.int() - ref.frames.int()).abs().max() <= (1 if device == "cuda" else 0)
         assert pipe.device.type == device
         assert all(p.device.type == "cpu" for p in pipe.transformer.parameters())
     pipe.enable_transformer_offload(False)
