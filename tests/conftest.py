@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import helpers_*.py as top-level modules
 
-from helpers_tiny import EXAMPLE_IMAGE, REPO_ROOT, fully_random_tiny_pipeline  # noqa: E402
+from helpers_tiny import EXAMPLE_IMAGE, REPO_ROOT, fully_random_tiny_pipeline
 
 
 @pytest.fixture(scope="session")

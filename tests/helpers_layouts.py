@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_tiny import REPO_ROOT as REPO
 from wan_keys import (
     KEYS_DIR,
     original_keys_1_3b,
@@ -23,7 +24,7 @@ from wan_keys import (
 )
 
 from flashi2v import FlashI2VTransformer
-from helpers_tiny import REPO_ROOT as REPO
+
 MINDSPEED_DOC = "mindspeed_flashi2v_1.3b.md"
 _ROW1 = re.compile(r"^\| (\d+) \| `([^`]+)` \| (.+?) \|$")
 _ROW2 = re.compile(r"^\| `([^`]+)` \| (`[^`]+`|\(none\)) \| (.+?) \| (.+?) \|$")

@@ -1,16 +1,15 @@
 """The built-in model's components: block-PCA codec, packaged MiniLM encoder, precomputed table."""
 
+from pathlib import Path
+
 import pytest
 import torch
-
-from pathlib import Path
+from helpers_tiny import randomize_zero_parameters
 
 from flashi2v import FlashI2VError, FlashI2VPipeline, FlashI2VTransformer, flow
 from flashi2v.builtin import TEXT_SOURCE, write_components
 from flashi2v.encoders import BlockPCACodec, PrecomputedTextEncoder, SentenceTextEncoder, load_text_encoder, load_vae
 from flashi2v.video import to_uint8
-
-from helpers_tiny import randomize_zero_parameters
 
 
 def smooth_video(frames=17, h=32, w=48, seed=0):

@@ -6,15 +6,22 @@ import tempfile
 
 import pytest
 import torch
+from helpers_layouts import randomized_tiny  # every weight random (Wan's init zeroes the head)
 
 from flashi2v import FlashI2VTransformer
 from flashi2v.errors import FlashI2VError
-from flashi2v.model.attention import ATTENTION_BACKENDS, attention, fa3_available, fa4_available, get_attention_backend
 from flashi2v.kernels import triton_available
-from flashi2v.optimize import (LinearGELU, apply_fast_path, attention_backend, fuse_ffn_gelu, fuse_norms,
-                               fuse_qkv, set_attention_backend, stream_from_cpu)
-
-from helpers_layouts import randomized_tiny  # every weight random (Wan's init zeroes the head)
+from flashi2v.model.attention import ATTENTION_BACKENDS, attention, fa3_available, fa4_available, get_attention_backend
+from flashi2v.optimize import (
+    LinearGELU,
+    apply_fast_path,
+    attention_backend,
+    fuse_ffn_gelu,
+    fuse_norms,
+    fuse_qkv,
+    set_attention_backend,
+    stream_from_cpu,
+)
 
 
 def inputs(seed=1, b=2, t=3, h=8, w=12):

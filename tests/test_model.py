@@ -3,12 +3,11 @@
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
+from helpers_layouts import randomized_tiny
+from wan_keys import original_keys_1_3b, to_diffusers
 
 from flashi2v import FlashI2VError, FlashI2VTransformer, preset
 from flashi2v.model.attention import rope_split
-
-from helpers_layouts import randomized_tiny
-from wan_keys import original_keys_1_3b, to_diffusers
 
 
 def diffusers_twin(model):

@@ -90,7 +90,7 @@ def test_batch_of_prompts_is_each_prompt_on_its_own_noise(pipe, example_image, m
     assert batch.shape == (2, 16, 3, 8, 12)
     eps = pipe.prepare_noise(batch.shape, 0, None)
     for i, prompt in enumerate(prompts):  # sample i alone, started from the batch's noise of sample i
-        monkeypatch.setattr(pipe, "prepare_noise", lambda shape, seed, generator: eps[i:i + 1])
+        monkeypatch.setattr(pipe, "prepare_noise", lambda shape, seed, generator, i=i: eps[i:i + 1])
         torch.testing.assert_close(batch[i:i + 1], latents(pipe, example_image, prompt), rtol=1e-4, atol=1e-4)
 
 

@@ -7,6 +7,7 @@ from flashi2v import FlashI2VError
 from flashi2v.cli import main
 from flashi2v.step_cache import FirstBlockCache, apply_step_cache, remove_step_cache
 from flashi2v.tiny import random_tiny_pipeline
+
 SMALL = dict(num_frames=5, height=32, width=48, steps=6, output_type="latent", progress=False)
 
 
