@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_tiny import REPO_ROOT as REPO
 from wan_keys import (
     KEYS_DIR,
     original_keys_1_3b,
@@ -24,7 +25,6 @@ from wan_keys import (
 
 from flashi2v import FlashI2VTransformer
 
-REPO = Path(__file__).resolve().parents[1]
 MINDSPEED_DOC = "mindspeed_flashi2v_1.3b.md"
 _ROW1 = re.compile(r"^\| (\d+) \| `([^`]+)` \| (.+?) \|$")
 _ROW2 = re.compile(r"^\| `([^`]+)` \| (`[^`]+`|\(none\)) \| (.+?) \| (.+?) \|$")
@@ -123,10 +123,12 @@ def is_flashi2v(key: str) -> bool:
 # -- tiny models -----------------------------------------------------------------------------------
 
 
-def randomized_tiny(seed: int = 0, proj_kernel: str = "1x3x3", t2v: bool = False) -> FlashI2VTransformer:
-    """Tiny model, every weight random; t2v: the FlashI2V modules at their zero init instead."""
+def randomized_tiny(seed: int = 0, proj_kernel: str = "1x3x3", t2v: bool = False, **overrides) -> FlashI2VTransformer:
+    """Tiny model, every weight random (Wan's init zeroes the head, which would hide errors); t2v: the FlashI2V
+    modules at their init instead (their outputs are then zero: the model is the T2V backbone). ``overrides``
+    go to the tiny preset (e.g. patch_size)."""
     torch.manual_seed(seed)
-    model = FlashI2VTransformer.from_config("tiny", proj_kernel=proj_kernel)
+    model = FlashI2VTransformer.from_config("tiny", proj_kernel=proj_kernel, **overrides)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if not (t2v and is_flashi2v(name)):

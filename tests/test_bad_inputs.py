@@ -175,7 +175,8 @@ def test_convert_refuses_overlapping_destinations(tiny_source, tmp_path):
 
 
 def test_convert_refuses_a_non_empty_destination_unless_overwrite(tiny_source, tmp_path):
-    from flashi2v.weights import convert_checkpoint, load_transformer
+    from flashi2v.model import FlashI2VTransformer
+    from flashi2v.weights import convert_checkpoint
 
     dst = tmp_path / "dst"
     dst.mkdir()
@@ -187,7 +188,7 @@ def test_convert_refuses_a_non_empty_destination_unless_overwrite(tiny_source, t
     with pytest.raises(FlashI2VError, match="existing file"):
         convert_checkpoint(tiny_source, tmp_path / "file", overwrite=True)
     convert_checkpoint(tiny_source, dst, overwrite=True)
-    assert not (dst / "notes.txt").exists() and load_transformer(dst / "transformer").config.dim == 64
+    assert not (dst / "notes.txt").exists() and FlashI2VTransformer.from_pretrained(dst / "transformer").config.dim == 64
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dst", "file", "work"]  # no temp folders left
 
 
@@ -275,13 +276,13 @@ def test_transformer_config_must_be_a_mapping():
 
 
 def test_model_folder_with_a_bad_config_is_named(tiny_source):
-    from flashi2v.weights import load_transformer
+    from flashi2v.model import FlashI2VTransformer
 
     config = tiny_source / "config.json"
     good = config.read_text()
     config.write_text(good.replace('"dim": 64', '"dim": "sixty-four"'))
     with pytest.raises(FlashI2VError, match="key 'dim' must be a positive integer"):
-        load_transformer(tiny_source)
+        FlashI2VTransformer.from_pretrained(tiny_source)
 
 
 @pytest.mark.parametrize("text, match", [
@@ -313,7 +314,7 @@ def test_config_beside_foreign_weights_is_checked(tmp_path, text, match):
 @pytest.fixture()
 def sharded(tmp_path):
     from flashi2v import FlashI2VTransformer, preset
-    from flashi2v.weights import save_transformer
+    from flashi2v.model.io import save_transformer
 
     save_transformer(FlashI2VTransformer.from_config(preset("tiny")), tmp_path / "t", max_shard_size=30_000)
     assert (tmp_path / "t" / "model.safetensors.index.json").is_file()
@@ -321,33 +322,33 @@ def sharded(tmp_path):
 
 
 def test_sharded_transformer_damage(sharded):
-    from flashi2v.weights import load_transformer
+    from flashi2v.model import FlashI2VTransformer
 
     index = sharded / "model.safetensors.index.json"
     shards = sorted(sharded.glob("model-*.safetensors"))
     good_index = index.read_text()
     index.write_text(good_index[:50])
     with pytest.raises(FlashI2VError, match="index.json' is not valid JSON"):
-        load_transformer(sharded)
+        FlashI2VTransformer.from_pretrained(sharded)
     index.write_text('{"weight_map": ["model-00001-of-00002.safetensors"]}')
     with pytest.raises(FlashI2VError, match="weight_map"):
-        load_transformer(sharded)
+        FlashI2VTransformer.from_pretrained(sharded)
     index.write_text(good_index.replace(shards[0].name, "../../elsewhere.safetensors", 1))
     with pytest.raises(FlashI2VError, match="not a .safetensors file beside the index"):
-        load_transformer(sharded)
+        FlashI2VTransformer.from_pretrained(sharded)
     data = json.loads(good_index)
     data["weight_map"]["blocks.9.extra.weight"] = shards[0].name
     index.write_text(json.dumps(data))
     with pytest.raises(FlashI2VError, match="lists 1 tensor.*no shard holds.*blocks.9.extra.weight"):
-        load_transformer(sharded)
+        FlashI2VTransformer.from_pretrained(sharded)
     index.write_text(good_index)
     payload = shards[-1].read_bytes()
     shards[-1].write_bytes(payload[: len(payload) // 2])
     with pytest.raises(FlashI2VError, match="truncated or corrupt"):
-        load_transformer(sharded)
+        FlashI2VTransformer.from_pretrained(sharded)
     shards[-1].unlink()
     with pytest.raises(FlashI2VError, match="lacks 1 shard"):
-        load_transformer(sharded)
+        FlashI2VTransformer.from_pretrained(sharded)
 
 
 

@@ -1,16 +1,15 @@
 """The built-in model's components: block-PCA codec, packaged MiniLM encoder, precomputed table."""
 
+from pathlib import Path
+
 import pytest
 import torch
-
-from pathlib import Path
+from helpers_tiny import randomize_zero_parameters
 
 from flashi2v import FlashI2VError, FlashI2VPipeline, FlashI2VTransformer, flow
 from flashi2v.builtin import TEXT_SOURCE, write_components
 from flashi2v.encoders import BlockPCACodec, PrecomputedTextEncoder, SentenceTextEncoder, load_text_encoder, load_vae
-
-
-EXAMPLE = str(Path(__file__).parents[1] / "assets" / "examples" / "astronaut.jpg")
+from flashi2v.video import to_uint8
 
 
 def smooth_video(frames=17, h=32, w=48, seed=0):
@@ -91,17 +90,24 @@ def test_sentence_encoder_zeroes_padding_and_table_matches(minilm, tmp_path):
         loaded.encode(["something else"])
 
 
-def test_pipeline_with_builtin_components_roundtrip(minilm, tmp_path):
+def test_pipeline_with_builtin_components_roundtrip(minilm, tmp_path, example_image):
+    """A folder of a transformer plus write_components' codec and MiniLM table loads as a pipeline whose video
+    is the one the same parts give in memory: the codec's decode of the transformer's (non-trivial) latents."""
     torch.manual_seed(0)
-    transformer = FlashI2VTransformer.from_config("builtin", num_layers=1)
+    transformer = randomize_zero_parameters(FlashI2VTransformer.from_config("builtin", num_layers=1))
     folder = tmp_path / "model"
     transformer.save_pretrained(folder / "transformer")
     write_components(folder)
     pipe = FlashI2VPipeline.from_pretrained(folder)
     assert isinstance(pipe.vae, BlockPCACodec) and isinstance(pipe.text_encoder, SentenceTextEncoder)
-    out = pipe(EXAMPLE, "the camera pans left", num_frames=5, height=32, width=32, steps=2,
-               seed=0, progress=False)
+    settings = dict(num_frames=5, height=32, width=32, steps=2, seed=0, progress=False)
+    out = pipe(example_image, "the camera pans left", **settings)
     assert out.frames.shape == (5, 32, 32, 3)
+    in_memory = FlashI2VPipeline(transformer.eval(), pipe.vae, pipe.text_encoder, defaults=pipe.defaults)
+    torch.testing.assert_close(in_memory(example_image, "the camera pans left", **settings).latents, out.latents,
+                               rtol=0, atol=0)
+    assert (out.latents - pipe.prepare_noise(out.latents.shape, 0, None)).abs().mean() > 0.1
+    assert torch.equal(out.frames, to_uint8(pipe.vae.decode(out.latents).permute(0, 2, 3, 4, 1))[0])
 
 
 def _script(name):

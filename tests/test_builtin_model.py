@@ -4,8 +4,6 @@ Loose versions of the quality bars that ``flashi2v eval motion`` measures in ful
 example photo (scikit-image's astronaut) is one of the held-out photos the model never saw in training.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,8 +13,6 @@ from flashi2v.cli import main
 from flashi2v.eval.motion import classify_motion, psnr
 from flashi2v.video import image_to_tensor, read_video_frames, to_uint8
 
-EXAMPLE = str(Path(__file__).parents[1] / "assets" / "examples" / "astronaut.jpg")
-
 pytestmark = pytest.mark.skipif(not builtin_available(), reason="this install has no built-in model")
 
 
@@ -25,28 +21,28 @@ def pipe():
     return FlashI2VPipeline.from_pretrained("builtin")
 
 
-def test_builtin_is_deterministic_keeps_the_photo_and_pans(pipe):
-    a = pipe(EXAMPLE, "the camera pans left", seed=0, progress=False).frames.numpy()
-    b = pipe(EXAMPLE, "the camera pans left", seed=0, progress=False).frames.numpy()
+def test_builtin_is_deterministic_keeps_the_photo_and_pans(pipe, example_image):
+    a = pipe(example_image, "the camera pans left", seed=0, progress=False).frames.numpy()
+    b = pipe(example_image, "the camera pans left", seed=0, progress=False).frames.numpy()
     assert a.shape == (17, 128, 128, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
-    photo = to_uint8(image_to_tensor(EXAMPLE, 128, 128).permute(1, 2, 0)).numpy()
+    photo = to_uint8(image_to_tensor(example_image, 128, 128).permute(1, 2, 0)).numpy()
     assert psnr(a[0], photo) > 24.0  # bar of the full evaluation: 25 dB on average over held-out photos
     assert classify_motion(a)[0] == "pan_left"  # content moves right
 
 
-def test_builtin_detail_knob_lower_cutoff_keeps_more_of_the_photo(pipe):
+def test_builtin_detail_knob_lower_cutoff_keeps_more_of_the_photo(pipe, example_image):
     """The cutoff rho is the user's detail knob: at a lower cutoff the signed Fourier features carry more of the
     photo, and frame 0 comes out closer to it (docs/builtin.md: +0.4 dB on the held-out photos)."""
-    photo = to_uint8(image_to_tensor(EXAMPLE, 128, 128).permute(1, 2, 0)).numpy()
-    low, high = (psnr(pipe(EXAMPLE, "the camera pans left", seed=0, cutoff=rho, progress=False).frames.numpy()[0], photo)
+    photo = to_uint8(image_to_tensor(example_image, 128, 128).permute(1, 2, 0)).numpy()
+    low, high = (psnr(pipe(example_image, "the camera pans left", seed=0, cutoff=rho, progress=False).frames.numpy()[0], photo)
                  for rho in (0.05, 0.6))
     assert low > high + 0.1
 
 
-def test_cli_uses_the_builtin_model_by_default(tmp_path, capsys):
+def test_cli_uses_the_builtin_model_by_default(tmp_path, capsys, example_image):
     out = tmp_path / "demo.mp4"
-    assert main(["generate", "--image", EXAMPLE, "--prompt", "the camera tilts up", "--out", str(out), "--seed", "1",
+    assert main(["generate", "--image", example_image, "--prompt", "the camera tilts up", "--out", str(out), "--seed", "1",
                  "--strip"]) == 0
     assert "built-in model" in capsys.readouterr().err
     frames, fps = read_video_frames(out)

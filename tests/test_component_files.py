@@ -105,7 +105,7 @@ def test_truncated_transformer_weights(tmp_path):
     truncate(weights)
     with pytest.raises(FlashI2VError) as err:
         FlashI2VTransformer.from_pretrained(tmp_path / "t")
-    one_line_naming(err, weights, "save or download it again")
+    one_line_naming(err, weights, "re-download or re-save it")
     (tmp_path / "t" / "config.json").write_text("[1, 2")
     with pytest.raises(FlashI2VError, match="not valid JSON"):
         FlashI2VTransformer.from_pretrained(tmp_path / "t")

@@ -9,7 +9,6 @@ from flashi2v import FlashI2VError, FlashI2VPipeline, fourier
 from flashi2v.builtin import builtin_available
 from flashi2v.sampling import cfg, flashi2v_velocity, mean_free_cfg
 
-EXAMPLE = "assets/examples/astronaut.jpg"
 SMALL = dict(num_frames=5, steps=2)  # at the model's 128 x 128
 BATCH_TOL = dict(rtol=1e-4, atol=3e-4)  # one batch of both branches vs one branch at a time
 
@@ -21,16 +20,11 @@ def pipe():
     return FlashI2VPipeline.from_pretrained("builtin")
 
 
-@pytest.fixture(autouse=True)
-def _repo_root(monkeypatch, request):
-    monkeypatch.chdir(request.config.rootpath)
-
-
 @pytest.fixture(scope="module")
-def branches(pipe, request):
+def branches(pipe, example_image):
     """The built-in DiT's velocity with either CFG mode, its contexts, a noisy state z and sigma."""
     with torch.no_grad():
-        s = pipe.encode_image([str(request.config.rootpath / EXAMPLE)], 128, 128)
+        s = pipe.encode_image([example_image], 128, 128)
         phi_s, s_high = pipe.transformer.learnable_proj(s, 2), fourier.fourier_features(s, 0.1, 2)
         context, negative = pipe.encode_prompt(["the camera pans left", ""]).split([1, 1])
     z = torch.randn((1, pipe.transformer.config.in_dim, 2, 32, 32), generator=torch.Generator().manual_seed(0))
@@ -70,32 +64,24 @@ def test_mean_free_removes_a_pure_colour_offset_and_is_neutral_otherwise(branche
     torch.testing.assert_close(mean_free_cfg(v_cond, v_cond - centred, 3.0), cfg(v_cond, v_cond - centred, 3.0))
 
 
-def test_pipeline_guidance_mode(pipe):
+def test_pipeline_guidance_mode(pipe, example_image):
     kw = dict(seed=3, progress=False, output_type="latent", **SMALL)
-    plain = pipe(EXAMPLE, "the camera pans left", guidance=4.0, guidance_mode="cfg", **kw).latents
-    free = pipe(EXAMPLE, "the camera pans left", guidance=4.0, guidance_mode="mean_free", **kw).latents
+    plain = pipe(example_image, "the camera pans left", guidance=4.0, guidance_mode="cfg", **kw).latents
+    free = pipe(example_image, "the camera pans left", guidance=4.0, guidance_mode="mean_free", **kw).latents
     assert not torch.allclose(plain, free)
     # with guidance 1 there is no update to change: both modes give the same video
-    torch.testing.assert_close(pipe(EXAMPLE, "a dog", guidance=1.0, guidance_mode="mean_free", **kw).latents,
-                               pipe(EXAMPLE, "a dog", guidance=1.0, guidance_mode="cfg", **kw).latents)
+    torch.testing.assert_close(pipe(example_image, "a dog", guidance=1.0, guidance_mode="mean_free", **kw).latents,
+                               pipe(example_image, "a dog", guidance=1.0, guidance_mode="cfg", **kw).latents)
     saved = pipe.defaults.get("guidance_mode")
     try:  # unset, the mode comes from the model folder's pipeline.json (the built-in one: mean_free), else cfg
         for default, expected in (("mean_free", free), ("cfg", plain), (None, plain)):
             pipe.defaults.pop("guidance_mode", None)
             if default is not None:
                 pipe.defaults["guidance_mode"] = default
-            torch.testing.assert_close(pipe(EXAMPLE, "the camera pans left", guidance=4.0, **kw).latents, expected)
+            torch.testing.assert_close(pipe(example_image, "the camera pans left", guidance=4.0, **kw).latents, expected)
     finally:
         pipe.defaults["guidance_mode"] = saved
         if saved is None:
             del pipe.defaults["guidance_mode"]
     with pytest.raises(FlashI2VError, match="guidance_mode"):
-        pipe(EXAMPLE, "a dog", guidance_mode="apg", **kw)
-
-
-def test_cli_generate_offers_guidance_mode(capsys):
-    from flashi2v.cli import main
-
-    with pytest.raises(SystemExit):
-        main(["generate", "--help"])
-    assert "--guidance-mode" in capsys.readouterr().out
+        pipe(example_image, "a dog", guidance_mode="apg", **kw)

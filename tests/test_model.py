@@ -3,23 +3,11 @@
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
+from helpers_layouts import randomized_tiny
+from wan_keys import original_keys_1_3b, to_diffusers
 
 from flashi2v import FlashI2VError, FlashI2VTransformer, preset
 from flashi2v.model.attention import rope_split
-
-from wan_keys import original_keys_1_3b, to_diffusers
-
-
-def randomized_tiny(seed=0, flashi2v_branches=False, **overrides):
-    """Tiny model with every weight random (Wan's init zeroes the head, which would hide errors)."""
-    torch.manual_seed(seed)
-    model = FlashI2VTransformer.from_config("tiny", **overrides)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            zero_init = name.startswith(("fourier_embedding.1.", "learnable_proj.proj.2."))
-            if flashi2v_branches or not zero_init:
-                p.copy_(torch.randn_like(p) * 0.2)
-    return model.eval()
 
 
 def diffusers_twin(model):
@@ -43,7 +31,7 @@ def inputs(seed=1, b=2, t=3, h=8, w=12, text_len=16):
 
 @torch.no_grad()
 def test_matches_diffusers_wan_at_zero_init():
-    model = randomized_tiny()
+    model = randomized_tiny(t2v=True)
     ref = diffusers_twin(model)
     x, t, context, s_high = inputs()
     ours = model(x, t, context, s_high)
@@ -55,7 +43,7 @@ def test_matches_diffusers_wan_at_zero_init():
 
 @torch.no_grad()
 def test_flashi2v_branches_change_output_once_nonzero():
-    model = randomized_tiny(flashi2v_branches=True)
+    model = randomized_tiny()
     ref = diffusers_twin(model)
     x, t, context, s_high = inputs()
     theirs = ref(x, t, context, return_dict=False)[0]
@@ -68,7 +56,7 @@ def test_flashi2v_branches_change_output_once_nonzero():
 @torch.no_grad()
 @pytest.mark.parametrize("patch", [(1, 2, 2), (2, 2, 2)])
 def test_patch_embeddings_run_as_matmuls_compute_the_convs(patch):
-    model = randomized_tiny(flashi2v_branches=True, patch_size=patch)
+    model = randomized_tiny(patch_size=patch)
     x, _, _, s_high = inputs(t=4)
     convs = (model.patch_embedding(x) + model.fourier_embedding(s_high)).flatten(2).transpose(1, 2)
     torch.testing.assert_close(model.embed_patches(x, s_high), convs, rtol=1e-5, atol=1e-5)
@@ -85,7 +73,7 @@ def test_state_dict_uses_wan_original_layout():
 
 
 def test_3x3x3_projection_shapes_and_frames_differ():
-    model = randomized_tiny(flashi2v_branches=True, proj_kernel="3x3x3")
+    model = randomized_tiny(proj_kernel="3x3x3")
     assert model.learnable_proj.proj[0].weight.shape == (64, 16, 3, 3, 3)
     phi = model.learnable_proj(torch.randn(1, 16, 1, 8, 8), 7)
     assert phi.shape == (1, 16, 7, 8, 8) and phi.dtype == torch.float32
@@ -96,7 +84,7 @@ def test_3x3x3_projection_shapes_and_frames_differ():
 
 
 def test_1x3x3_projection_is_broadcast_over_frames():
-    model = randomized_tiny(flashi2v_branches=True)
+    model = randomized_tiny()
     phi = model.learnable_proj(torch.randn(1, 16, 1, 8, 8), 4)
     assert phi.shape == (1, 16, 4, 8, 8)
     assert torch.equal(phi[:, :, 0], phi[:, :, 3])
@@ -125,7 +113,7 @@ def test_bf16_forward_close_to_fp32():
 
 
 def test_save_and_load_roundtrip(tmp_path):
-    model = randomized_tiny(flashi2v_branches=True, proj_kernel="3x3x3")
+    model = randomized_tiny(proj_kernel="3x3x3")
     model.save_pretrained(tmp_path / "t")
     loaded = FlashI2VTransformer.from_pretrained(tmp_path / "t")
     assert loaded.config == model.config
@@ -137,7 +125,7 @@ def test_save_and_load_roundtrip(tmp_path):
 
 
 def test_loading_mismatched_weights_is_a_clear_error(tmp_path):
-    randomized_tiny().save_pretrained(tmp_path / "t")
+    randomized_tiny(t2v=True).save_pretrained(tmp_path / "t")
     cfg = (tmp_path / "t" / "config.json")
     cfg.write_text(cfg.read_text().replace('"num_layers": 2', '"num_layers": 3'))
     with pytest.raises(FlashI2VError, match="missing keys"):

@@ -180,7 +180,7 @@ def test_public_names_resolve():
 
 
 def test_broken_pipeline_json_is_one_line(tmp_path):
-    from flashi2v.tiny import random_tiny_pipeline
+    from flashi2v.random_components import random_tiny_pipeline
 
     random_tiny_pipeline(seed=0).save_pretrained(tmp_path)
     (tmp_path / "pipeline.json").write_text('{"defaults": {"steps": 2,')

@@ -7,7 +7,6 @@ from flashi2v import FlashI2VError, FlashI2VPipeline, flow
 from flashi2v.builtin import builtin_available
 from flashi2v.sampling import SOLVERS, flashi2v_velocity, model_evaluations
 
-EXAMPLE = "assets/examples/astronaut.jpg"
 MU, SD = 0.3, 0.5  # data ~ N(MU, SD^2): the exact velocity field and ODE solution are known in closed form
 
 
@@ -77,11 +76,10 @@ def test_model_evaluations_counts_heuns_two_per_step():
 
 
 @pytest.mark.skipif(not builtin_available(), reason="this install has no built-in model")
-def test_pipeline_solver_option(request, monkeypatch):
-    monkeypatch.chdir(request.config.rootpath)
+def test_pipeline_solver_option(example_image):
     pipe = FlashI2VPipeline.from_pretrained("builtin")
     kw = dict(seed=1, progress=False, output_type="latent", num_frames=5)
-    run = lambda **extra: pipe(EXAMPLE, "the camera pans left", **kw, **extra).latents  # noqa: E731
+    run = lambda **extra: pipe(example_image, "the camera pans left", **kw, **extra).latents  # noqa: E731
     # two first-order steps: the same update as Euler's, written another way (float32 rounding apart)
     torch.testing.assert_close(run(steps=2, solver="dpmpp_2m"), run(steps=2, solver="euler"), rtol=0, atol=3e-4)
     euler3, dpm3, heun3 = (run(steps=3, solver=s) for s in ("euler", "dpmpp_2m", "heun"))
@@ -92,11 +90,3 @@ def test_pipeline_solver_option(request, monkeypatch):
     with pytest.raises(FlashI2VError, match="step caching"):
         run(steps=3, solver="heun", step_cache=0.2)
     assert run(steps=3, solver="dpmpp_2m", step_cache=0.2).shape == dpm3.shape
-
-
-def test_cli_generate_offers_solver(capsys):
-    from flashi2v.cli import main
-
-    with pytest.raises(SystemExit):
-        main(["generate", "--help"])
-    assert "--solver {euler,heun,dpmpp_2m}" in capsys.readouterr().out

@@ -8,41 +8,37 @@ from flashi2v.cli import main
 from flashi2v.step_cache import FirstBlockCache, apply_step_cache, remove_step_cache
 from flashi2v.random_components import random_tiny_pipeline
 
-EXAMPLE = "assets/examples/astronaut.jpg"
 SMALL = dict(num_frames=5, height=32, width=48, steps=6, output_type="latent", progress=False)
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    """Tiny pipeline with every transformer weight random (Wan's init zeroes the head: the velocity would
-    not depend on the blocks, and skipping them would change nothing)."""
-    pipe = random_tiny_pipeline(seed=0)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in pipe.transformer.parameters():
-            p.copy_(torch.randn_like(p) * 0.1)
-    return pipe
+def pipe(make_tiny_pipeline):
+    """Fully random tiny pipeline (Wan's init zeroes the head: the velocity would not depend on the blocks,
+    and skipping them would change nothing)."""
+    return make_tiny_pipeline(seed=0)
 
 
 @pytest.fixture(autouse=True)
-def _repo_root_and_no_cache(pipe, monkeypatch, request):
-    monkeypatch.chdir(request.config.rootpath)
+def _no_cache(pipe):
     yield
     pipe.disable_step_cache()
 
 
-def run(pipe, seed=0, prompt="the camera pans left", **kwargs):
-    return pipe(EXAMPLE, prompt, seed=seed, **{**SMALL, **kwargs}).latents
+@pytest.fixture(scope="module")
+def run(example_image):
+    def generate(pipe, seed=0, prompt="the camera pans left", **kwargs):
+        return pipe(example_image, prompt, seed=seed, **{**SMALL, **kwargs}).latents
+    return generate
 
 
-def test_off_by_default(pipe):
+def test_off_by_default(run, pipe):
     assert random_tiny_pipeline(seed=1).transformer.step_cache is None
     run(pipe)
     assert pipe.transformer.step_cache is None
 
 
 @pytest.mark.parametrize("batch_cfg", [True, False])
-def test_threshold_zero_is_bit_identical(pipe, batch_cfg):
+def test_threshold_zero_is_bit_identical(run, pipe, batch_cfg):
     plain = run(pipe, batch_cfg=batch_cfg)
     cache = apply_step_cache(pipe.transformer, 0.0)
     cached = run(pipe, batch_cfg=batch_cfg)
@@ -51,7 +47,7 @@ def test_threshold_zero_is_bit_identical(pipe, batch_cfg):
 
 
 @pytest.mark.parametrize("batch_cfg", [True, False])
-def test_large_threshold_skips_but_never_first_or_last_step(pipe, batch_cfg):
+def test_large_threshold_skips_but_never_first_or_last_step(run, pipe, batch_cfg):
     plain = run(pipe, batch_cfg=batch_cfg)
     pipe.enable_step_cache(100.0)
     cached = run(pipe, batch_cfg=batch_cfg)
@@ -62,20 +58,20 @@ def test_large_threshold_skips_but_never_first_or_last_step(pipe, batch_cfg):
     assert torch.isfinite(cached).all() and not torch.allclose(cached, plain, atol=1e-3)
 
 
-def test_batched_and_unbatched_cfg_agree_with_cache(pipe):
+def test_batched_and_unbatched_cfg_agree_with_cache(run, pipe):
     pipe.enable_step_cache(100.0)
     batched = run(pipe, batch_cfg=True)
     unbatched = run(pipe, batch_cfg=False)
     torch.testing.assert_close(batched, unbatched, rtol=1e-4, atol=1e-4)
 
 
-def test_warmup_and_final_steps(pipe):
+def test_warmup_and_final_steps(run, pipe):
     pipe.enable_step_cache(100.0, warmup_steps=2, final_steps=2)
     run(pipe)
     assert pipe.transformer.step_cache.decisions == [False, False, True, True, False, False]
 
 
-def test_state_resets_between_calls(pipe):
+def test_state_resets_between_calls(run, pipe):
     pipe.enable_step_cache(0.3)
     first = run(pipe)
     stats = pipe.transformer.step_cache.stats()
@@ -85,7 +81,7 @@ def test_state_resets_between_calls(pipe):
     assert pipe.transformer.step_cache.stats() == stats
 
 
-def test_per_call_threshold_is_temporary(pipe):
+def test_per_call_threshold_is_temporary(run, pipe):
     a = run(pipe, step_cache=100.0)
     assert pipe.transformer.step_cache is None
     pipe.enable_step_cache(100.0)
@@ -121,18 +117,27 @@ def test_training_forward_ignores_cache(pipe):
     assert cache.decisions == [] and cache.computed == 0
 
 
-def test_bad_threshold_is_a_clear_error(pipe, capsys):
+def test_bad_threshold_is_a_clear_error(pipe, capsys, example_image):
     with pytest.raises(FlashI2VError, match=">= 0"):
         FirstBlockCache(-0.1)
-    assert main(["generate", "--image", EXAMPLE, "--prompt", "x", "--step-cache", "-1", "--device", "cpu"]) != 0
+    assert main(["generate", "--image", example_image, "--prompt", "x", "--step-cache", "-1", "--device", "cpu"]) == 2
     assert "--step-cache -1.0 must be >= 0" in capsys.readouterr().err
 
 
-def test_cli_step_cache_flag(pipe, tmp_path):
-    folder = tmp_path / "model"
-    random_tiny_pipeline(seed=0).save_pretrained(folder)
-    out = tmp_path / "v.mp4"
-    rc = main(["generate", "--image", EXAMPLE, "--prompt", "zoom in slowly", "--model", str(folder), "--out", str(out),
-               "--num-frames", "5", "--height", "32", "--width", "48", "--steps", "4", "--seed", "1", "--device", "cpu",
-               "--step-cache", "0.5"])
-    assert rc == 0 and out.is_file()
+def test_cli_step_cache_flag(pipe, tmp_path, example_image):
+    """--step-cache reaches the pipeline: the CLI's video (PNG strip: lossless) is the library's with that
+    threshold, which skips steps and so differs from the uncached one."""
+    import numpy as np
+    from PIL import Image
+
+    folder, out = tmp_path / "model", tmp_path / "v.mp4"
+    pipe.save_pretrained(folder)
+    rc = main(["generate", "--image", example_image, "--prompt", "zoom in slowly", "--model", str(folder), "--out",
+               str(out), "--num-frames", "5", "--height", "32", "--width", "48", "--steps", "4", "--seed", "1",
+               "--device", "cpu", "--step-cache", "100", "--strip"])
+    assert rc == 0
+    strip = np.asarray(Image.open(out.with_suffix(".png")))
+    settings = dict(num_frames=5, height=32, width=48, steps=4, seed=1, progress=False)
+    cached, plain = (np.concatenate(list(pipe(example_image, "zoom in slowly", step_cache=t, **settings).frames.numpy()),
+                                    axis=1) for t in (100.0, None))
+    assert np.array_equal(strip, cached) and not np.array_equal(strip, plain)

@@ -55,7 +55,7 @@ def test_read_upload_accepts_a_photo_and_refuses_text_oversized_and_missing(tmp_
 
 
 def test_page_defaults_come_from_the_loaded_model():
-    from flashi2v.tiny import random_tiny_pipeline
+    from flashi2v.random_components import random_tiny_pipeline
     from flashi2v.ui import build_app, model_settings
 
     pipe = random_tiny_pipeline(seed=0)
@@ -73,7 +73,7 @@ def test_page_defaults_come_from_the_loaded_model():
 def test_out_of_range_settings_get_the_pipelines_message(tmp_path):
     """The page adds no checks of its own: what the sliders cannot stop (a request to the server) is refused
     with the pipeline's line, shown as the page's error."""
-    from flashi2v.tiny import random_tiny_pipeline
+    from flashi2v.random_components import random_tiny_pipeline
     from flashi2v.ui import build_app
 
     app = build_app(random_tiny_pipeline(seed=0), output_dir=tmp_path, examples=[])
@@ -81,7 +81,7 @@ def test_out_of_range_settings_get_the_pipelines_message(tmp_path):
     image = str(photo(tmp_path / "p.png"))
     settings = dict(prompt="the camera pans left", negative_prompt="", seed=0, frames=5, steps=1, guidance=1.0,
                     cutoff=0.1, solver="euler", history=[])
-    with pytest.raises(gr.Error, match="num_frames 6 is not of the form 4k\\+1: use e.g. 5"):
+    with pytest.raises(gr.Error, match="num_frames 6 is not of the form 4k\\+1 for this model: use e.g. 5"):
         generate(image, **{**settings, "frames": 6})
     with pytest.raises(gr.Error, match="cutoff 1.5 is out of range"):
         generate(image, **{**settings, "cutoff": 1.5})

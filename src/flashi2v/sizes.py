@@ -14,16 +14,17 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*$")
 
 def parse_size(size, what: str = "size") -> int:
     """5_000_000, '5GB', '500MB', '1.5GiB', '4096' -> bytes (> 0); anything else raises FlashI2VError."""
+    what = f"{what} " if what else ""  # "" when the caller (argparse) names the option itself
     if isinstance(size, bool):
-        raise FlashI2VError(f"{what} {size!r} is not a size: write e.g. 2GB, 500MB or a number of bytes")
+        raise FlashI2VError(f"{what}{size!r} is not a size: write e.g. 2GB, 500MB or a number of bytes")
     if isinstance(size, int):
         value = size
     else:
         m = _SIZE_RE.match(str(size))
         unit = m.group(2).upper() if m else None
         if not m or unit not in _UNITS:
-            raise FlashI2VError(f"{what} {str(size)!r} is not a size: write e.g. 2GB, 500MB or a number of bytes")
+            raise FlashI2VError(f"{what}{str(size)!r} is not a size: write e.g. 2GB, 500MB or a number of bytes")
         value = int(float(m.group(1)) * _UNITS[unit])
     if value <= 0:
-        raise FlashI2VError(f"{what} {size!r} must be more than 0 bytes: write e.g. 2GB or 500MB")
+        raise FlashI2VError(f"{what}{size!r} must be more than 0 bytes: write e.g. 2GB or 500MB")
     return value

@@ -20,6 +20,7 @@ import torch.nn as nn
 from ..config import TransformerConfig
 from ..errors import FlashI2VError
 from ..jsonfile import read_json_object
+from ..safetensors_files import load_safetensors_set
 from ..sizes import parse_size
 
 CONFIG_NAME = "config.json"
@@ -103,35 +104,9 @@ def is_our_folder(folder: Path) -> bool:
         return False
 
 
-def _corrupt(path: Path, err: Exception) -> FlashI2VError:
-    return FlashI2VError(f"weights file '{path}' is truncated or corrupt ({str(err).splitlines()[0][:120]}): "
-                         "save or download it again")
-
-
 def read_state(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of ``model.safetensors``, or of each shard an index lists (our own saves only)."""
-    from safetensors import safe_open
-
-    files = [path]
-    if path.name.endswith(".index.json"):
-        try:
-            weight_map = json.loads(path.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise FlashI2VError(f"'{path}' is not a valid shard index ({err}): save the model again") from err
-        files = [path.parent / name for name in dict.fromkeys(weight_map.values())]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise FlashI2VError(f"'{path.parent}' lacks {len(missing)} shard(s) (first: {missing[0]}): "
-                                "copy every shard next to the index")
-    state = {}
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt", device="cpu") as f:
-                for key in f.keys():  # noqa: SIM118 - a safe_open handle is not a dict
-                    state[key] = f.get_tensor(key)
-        except Exception as err:  # safetensors raises its own SafetensorError / OSError types
-            raise _corrupt(file, err) from err
-    return state
+    return load_safetensors_set(path)
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

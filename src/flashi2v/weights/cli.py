@@ -18,7 +18,7 @@ from .layouts import LAYOUTS
 def shard_size(text: str) -> int:
     """--max-shard-size: bytes, or N followed by KB, MB or GB (e.g. 5GB, 500MB), checked as it is parsed."""
     try:
-        return parse_size(text, "--max-shard-size")
+        return parse_size(text, "")
     except FlashI2VError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

@@ -21,7 +21,8 @@ from ..model.io import DEFAULT_SHARD_BYTES, is_our_folder, save_state_sharded, s
 from ..outputs import check_output, staged_folder
 from . import components, layouts
 from ..jsonfile import expect_type, read_json_object
-from .readers import PICKLE_SUFFIXES, WeightSet, as_meta, read_weight_file, shard_files
+from ..safetensors_files import shard_files
+from .readers import PICKLE_SUFFIXES, WeightSet, as_meta, read_weight_file
 from ..sizes import parse_size
 from .transformer import (
     LoadReport,
