@@ -25,8 +25,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from flashi2v.cli import main as cli_main
-from flashi2v.video import center_crop_resize, read_video_frames, write_mp4
+from flashi2v.cli import main as cli_main  # noqa: E402 - after the sys.path edits above
+from flashi2v.video import center_crop_resize, read_video_frames, write_mp4  # noqa: E402
 
 FRAMES, HEIGHT, WIDTH = 33, 120, 160
 SOURCES = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from flashi2v import flow
-from flashi2v.sampling import euler, flashi2v_velocity
+from flashi2v.paradigms import Condition, dit_input
+from flashi2v.sampling import conditioned_velocity, euler
 
 
 def test_static_shift_7_maps_half_to_0875():
@@ -41,14 +42,14 @@ def test_velocity_target_does_not_depend_on_phi():
     x, eps = torch.randn(2, 4, 3, 5, 5), torch.randn(2, 4, 3, 5, 5)
     s1, s2 = torch.tensor([0.7, 0.3]), torch.tensor([0.2, 0.1])
     for phi in (torch.zeros_like(x), 3 * torch.randn_like(x)):
-        z1 = flow.shifted_interpolation(x, eps, phi, s1)
-        z2 = flow.shifted_interpolation(x, eps, phi, s2)
+        z1 = dit_input(flow.interpolation(x, eps, s1), Condition(shift=phi))
+        z2 = dit_input(flow.interpolation(x, eps, s2), Condition(shift=phi))
         slope = (z1 - z2) / (s1 - s2).view(-1, 1, 1, 1, 1)
         torch.testing.assert_close(slope, flow.velocity_target(x, eps), rtol=1e-4, atol=1e-4)
     # the ends of the flow are both shifted by phi
     phi = torch.randn_like(x)
-    torch.testing.assert_close(flow.shifted_interpolation(x, eps, phi, torch.ones(2)), eps - phi)
-    torch.testing.assert_close(flow.shifted_interpolation(x, eps, phi, torch.zeros(2)), x - phi)
+    torch.testing.assert_close(dit_input(flow.interpolation(x, eps, torch.ones(2)), Condition(shift=phi)), eps - phi)
+    torch.testing.assert_close(dit_input(flow.interpolation(x, eps, torch.zeros(2)), Condition(shift=phi)), x - phi)
 
 
 def test_loss_is_float32_mse_against_eps_minus_x():
@@ -98,7 +99,7 @@ def test_euler_with_oracle_returns_x(steps, shift):
     x, eps, phi = (torch.randn(1, 4, 3, 6, 6, generator=g) for _ in range(3))
     oracle = ExactVelocityOracle(x, phi)
     context = torch.zeros(1, 2, 8)
-    velocity = flashi2v_velocity(oracle, phi, torch.zeros_like(x), context, context, guidance=5.0)
+    velocity = conditioned_velocity(oracle, Condition(phi, torch.zeros_like(x)), context, context, guidance=5.0)
     z = euler(velocity, eps.clone(), flow.sigma_schedule(steps, shift))
     torch.testing.assert_close(z, x, rtol=0, atol=2e-5)
     # decoding z directly is right; adding phi back would be wrong
@@ -117,6 +118,6 @@ def test_cfg_combines_branches():
     z = torch.randn(2, 4, 1, 2, 2)
     cond, uncond = torch.full((2, 3, 5), 2.0), torch.full((2, 3, 5), 0.5)
     for batch_cfg in (True, False):
-        v = flashi2v_velocity(TextScale(), torch.zeros_like(z), torch.zeros_like(z), cond, uncond, 4.0,
-                              batch_cfg=batch_cfg)(z, torch.tensor(0.5))
+        v = conditioned_velocity(TextScale(), Condition(torch.zeros_like(z), torch.zeros_like(z)), cond, uncond, 4.0,
+                                 batch_cfg=batch_cfg)(z, torch.tensor(0.5))
         torch.testing.assert_close(v, z * (0.5 + 4.0 * (2.0 - 0.5)))

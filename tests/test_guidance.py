@@ -7,7 +7,8 @@ import torch
 
 from flashi2v import FlashI2VError, FlashI2VPipeline, fourier
 from flashi2v.builtin import builtin_available
-from flashi2v.sampling import cfg, flashi2v_velocity, mean_free_cfg
+from flashi2v.paradigms import Condition
+from flashi2v.sampling import cfg, conditioned_velocity, mean_free_cfg
 
 SMALL = dict(num_frames=5, steps=2)  # at the model's 128 x 128
 BATCH_TOL = dict(rtol=1e-4, atol=3e-4)  # one batch of both branches vs one branch at a time
@@ -30,7 +31,7 @@ def branches(pipe, example_image):
     z = torch.randn((1, pipe.transformer.config.in_dim, 2, 32, 32), generator=torch.Generator().manual_seed(0))
 
     def velocity(guidance, mode="cfg", ctx=context):
-        v = flashi2v_velocity(pipe.transformer, phi_s, s_high, ctx, negative, guidance, guidance_mode=mode)
+        v = conditioned_velocity(pipe.transformer, Condition(phi_s, s_high), ctx, negative, guidance, guidance_mode=mode)
         return lambda z, sigma: torch.no_grad()(v)(z, sigma)
 
     return velocity, context, negative, z, torch.tensor(0.7)

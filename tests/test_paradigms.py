@@ -177,3 +177,24 @@ def test_default_paradigm_keeps_the_t2v_start_and_concat_starts_at_zero():
     assert model.patch_embedding.weight.shape[1] == 32
     assert model.patch_embedding.weight[:, 16:].abs().max() == 0 and model.patch_embedding.weight[:, :16].abs().max() > 0
     assert model.learnable_proj.proj[0].weight.shape[1] == 16  # phi and the Fourier branch read the latent's channels
+
+
+def test_objective_is_the_flow_loss_of_the_shifted_state(transformer):
+    """docs/method.md section 3, written out: || DiT(sigma eps + (1 - sigma) x - phi(s), 1000 sigma, c, s_high)
+    - (eps - x) ||^2, on a model whose every weight is random (phi included)."""
+    from flashi2v.train.objective import FlashI2VObjective
+
+    model = FlashI2VTransformer.from_config("tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    g = torch.Generator().manual_seed(3)
+    x, eps = torch.randn(2, 16, 2, 4, 4, generator=g), torch.randn(2, 16, 2, 4, 4, generator=g)
+    s, context = torch.randn(2, 16, 1, 4, 4, generator=g), torch.randn(2, 5, 32, generator=g)
+    sigma, rho = torch.tensor([0.3, 0.8]), torch.tensor([0.2, 0.6])
+    with torch.no_grad():
+        loss = FlashI2VObjective(model)(x, s, context, sigma, eps, rho)
+        sig = sigma.view(-1, 1, 1, 1, 1)
+        z = sig * eps + (1 - sig) * x - model.learnable_proj(s, 2)
+        v = model(z, 1000 * sigma, context, fourier.fourier_features(s, rho, 2))
+    torch.testing.assert_close(loss, ((v - (eps - x)) ** 2).mean(), rtol=1e-6, atol=1e-7)

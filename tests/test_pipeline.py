@@ -12,7 +12,8 @@ from PIL import Image
 from flashi2v import FlashI2VError, FlashI2VPipeline, flow, fourier
 from flashi2v.cli import main
 from flashi2v.model.attention import fa3_available, fa4_available
-from flashi2v.sampling import flashi2v_velocity
+from flashi2v.paradigms import Condition
+from flashi2v.sampling import conditioned_velocity
 from flashi2v.video import read_video_frames, to_uint8
 
 SMALL = dict(num_frames=9, height=64, width=96, steps=3)
@@ -42,8 +43,8 @@ def test_random_pipeline_has_a_velocity_and_leaves_the_noise(pipe, example_image
     with torch.no_grad():
         s = pipe.encode_image([example_image], 64, 96)
         phi_s = pipe.transformer.learnable_proj(s, 3)
-        v = flashi2v_velocity(pipe.transformer, phi_s, fourier.fourier_features(s, 0.1, 3),
-                              pipe.encode_prompt(["a dog runs"]))(eps, torch.tensor(1.0))
+        v = conditioned_velocity(pipe.transformer, Condition(phi_s, fourier.fourier_features(s, 0.1, 3)),
+                                 pipe.encode_prompt(["a dog runs"]))(eps, torch.tensor(1.0))
     assert phi_s.abs().mean() > 1e-2 and v.abs().mean() > 0.1  # the latent shift and the velocity are non-zero
 
 

@@ -5,7 +5,8 @@ import torch
 
 from flashi2v import FlashI2VError, FlashI2VPipeline, flow
 from flashi2v.builtin import builtin_available
-from flashi2v.sampling import SOLVERS, flashi2v_velocity, model_evaluations
+from flashi2v.paradigms import Condition
+from flashi2v.sampling import SOLVERS, conditioned_velocity, model_evaluations
 
 MU, SD = 0.3, 0.5  # data ~ N(MU, SD^2): the exact velocity field and ODE solution are known in closed form
 
@@ -43,7 +44,7 @@ class ShiftedOracle(torch.nn.Module):
 def test_every_solver_lands_on_the_sample_of_an_exact_velocity(solver, steps):
     g = torch.Generator().manual_seed(steps)
     x, eps, phi = (torch.randn(1, 4, 3, 6, 6, generator=g) for _ in range(3))
-    velocity = flashi2v_velocity(ShiftedOracle(x, phi), phi, torch.zeros_like(x), torch.zeros(1, 2, 8))
+    velocity = conditioned_velocity(ShiftedOracle(x, phi), Condition(phi, torch.zeros_like(x)), torch.zeros(1, 2, 8))
     z = SOLVERS[solver](velocity, eps.clone(), flow.sigma_schedule(steps, 4.0))
     torch.testing.assert_close(z, x, rtol=0, atol=3e-5)
 

@@ -24,11 +24,11 @@ from flashi2v.eval.motion import classify_motion, colour_drift, pair_motions
 from flashi2v.eval.quality import DIRECTIONAL, evaluation_prompt
 from flashi2v.photos import evaluation_photos
 
-_plain_velocity = pipeline_module.flashi2v_velocity
+_plain_velocity = pipeline_module.conditioned_velocity
 
 
 def guided_inside(lo: float, hi: float):
-    """A drop-in for ``flashi2v_velocity``: guided for lo <= sigma <= hi, the conditional branch elsewhere."""
+    """A drop-in for ``conditioned_velocity``: guided for lo <= sigma <= hi, the conditional branch elsewhere."""
     def velocity_factory(model, phi_s, s_high, context, negative_context=None, guidance=1.0, **kwargs):
         guided = _plain_velocity(model, phi_s, s_high, context, negative_context, guidance, **kwargs)
         conditional = _plain_velocity(model, phi_s, s_high, context, None, 1.0, **kwargs)
@@ -65,7 +65,7 @@ def main() -> None:
         for spec in args.settings:
             overrides, interval = parse_setting(spec)
             pipe.defaults = {**base, **overrides}
-            pipeline_module.flashi2v_velocity = guided_inside(*interval) if interval else _plain_velocity
+            pipeline_module.conditioned_velocity = guided_inside(*interval) if interval else _plain_velocity
             drifts, correct = [], 0
             for photo in photos:
                 for motion in DIRECTIONAL:
@@ -80,7 +80,7 @@ def main() -> None:
             summaries.append(f"{spec}, seed {args.seed}: drift max {max(drifts):.2f} % / mean {sum(drifts) / len(drifts):.2f} %, "
                              f"{sum(d <= 3 for d in drifts)}/{len(drifts)} within 3 %, motion read right {correct}/{len(drifts)}")
             print(summaries[-1], flush=True)
-    pipeline_module.flashi2v_velocity = _plain_velocity
+    pipeline_module.conditioned_velocity = _plain_velocity
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print("\n".join(summaries))

@@ -65,7 +65,7 @@ def main() -> None:
             for _ in range(args.draws):
                 eps = torch.randn(x.shape, generator=g)
                 sig = torch.full((x.shape[0],), sigma)
-                z = flow.shifted_interpolation(x, eps, phi_s, sig)
+                z = flow.interpolation(x, eps, sig) - phi_s
                 for k, s_high in variants.items():
                     v = pipe.transformer(z, 1000.0 * sig, context, s_high).float()
                     e = (v - (eps - x)) ** 2
