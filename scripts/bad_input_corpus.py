@@ -479,20 +479,15 @@ def malformed_file_cases() -> list[Case]:
         "a bare string line": '"clips/a.mp4"\n',
         "only blank lines": "\n\n",
     }
-    for label, text in lines_cases.items():
-        def setup(d, ws, text=text):
-            shutil.copytree(ws["clips"], d / "clips")
-            (d / "clips.jsonl").write_text(text)
-        cases.append(Case(f"data filter .jsonl: {label}", "malformed files",
-                          ["data", "filter", "{d}/clips.jsonl", "--out", "{d}/kept.jsonl"], setup=setup))
     json_cases = {"a mapping, not a list": '{"path": "clips/a.mp4", "cap": "a"}', "invalid JSON": '[{"path": ',
                   "a number": "5", "records of numbers": "[1, 2]"}
-    for label, text in json_cases.items():
-        def setup(d, ws, text=text):
-            shutil.copytree(ws["clips"], d / "clips")
-            (d / "clips.json").write_text(text)
-        cases.append(Case(f"data filter .json: {label}", "malformed files",
-                          ["data", "filter", "{d}/clips.json", "--out", "{d}/kept.jsonl"], setup=setup))
+    for suffix, table in ((".jsonl", lines_cases), (".json", json_cases)):
+        for label, text in table.items():
+            def setup(d, ws, text=text, name=f"clips{suffix}"):
+                shutil.copytree(ws["clips"], d / "clips")
+                (d / name).write_text(text)
+            cases.append(Case(f"data filter {suffix}: {label}", "malformed files",
+                              ["data", "filter", f"{{d}}/clips{suffix}", "--out", "{d}/kept.jsonl"], setup=setup))
 
     def non_utf8(d, ws):
         (d / "clips.jsonl").write_bytes(b'{"path": "a.mp4", "cap": "caf\xe9"}\n')

@@ -71,21 +71,22 @@ def positive_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
+def whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    value = whole_number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
     return value
 
 
 def seed_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = whole_number(text)
     if not SEED_RANGE[0] <= value < SEED_RANGE[1]:
         raise argparse.ArgumentTypeError(f"{text} is out of range: use 0 to 2**63 - 1")
     return value
@@ -441,16 +442,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "See benchmarks/step_cache.py")
     g.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory, slower)")
     g.add_argument("--no-fast", action="store_true", help="on a GPU, skip the fast path (compiled blocks, cuDNN "
-                   "attention; compiling costs ~10-30 s per video size)")
+                   "attention; the first video of each size compiles: docs/performance.md)")
     g.add_argument("--attention", default=None, choices=sorted(ATTENTION_BACKEND_NAMES),
                    help="attention kernels (default: the fastest available; 'fa4' needs pip install flash-attn-4, 'fa3' "
                    "a flash_attn_3 build: benchmarks/build_fa3.sh)")
     g.add_argument("--offload-text-encoder", action="store_true", help="on a GPU, keep the text encoder in CPU "
-                   "memory and stream it layer by layer (umT5-XXL: ~11 GB less GPU memory)")
+                   "memory and stream it layer by layer (what it saves: docs/performance.md)")
     g.add_argument("--offload-transformer", action="store_true", help="on a GPU, move the transformer to CPU memory "
-                   "while the VAE decodes (1.3B: 2.65 GiB lower peak; pins its weights once, a few seconds)")
+                   "while the VAE decodes (a lower peak; pins its weights once)")
     g.add_argument("--vae-fp32", action="store_true", help="on a GPU, decode the video in float32 instead of the "
-                   "default bfloat16 (2x slower, 4 GiB more memory; pixels differ by ~1 uint8 level)")
+                   "default bfloat16 (slower, more memory; pixels differ slightly)")
     g.set_defaults(func=cmd_generate)
 
     # convert / inspect: their arguments (layout names) live with the weights code, which imports torch.
