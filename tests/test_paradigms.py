@@ -74,7 +74,10 @@ def test_input_width_follows_from_the_paradigm(vae, transformer, image, name, ex
     t = paradigms.latent_frames(FRAMES, vae.temporal_factor)
     cond = p.condition(transformer, latents, t, 0.1)
     z = torch.randn(2, 16, t, SIZE // 8, SIZE // 8)
-    assert paradigms.dit_input(z, cond).shape == (2, 16 + extra, t, SIZE // 8, SIZE // 8)
+    dit_in = paradigms.dit_input(z, cond)
+    assert dit_in.shape == (2, 16 + extra, t, SIZE // 8, SIZE // 8)
+    if extra:  # the condition's channels follow the flow state, as they are
+        assert torch.equal(dit_in[:, :16], z) and torch.equal(dit_in[:, 16:], cond.extra)
     assert (cond.shift is not None) == p.uses_shift and (cond.fourier_features is not None) == p.uses_fourier
 
 
