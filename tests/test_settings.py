@@ -186,3 +186,11 @@ def test_broken_pipeline_json_is_one_line(tmp_path):
     (tmp_path / "pipeline.json").write_text('{"defaults": {"steps": 2,')
     with pytest.raises(FlashI2VError, match="pipeline.json' is not valid JSON"):
         FlashI2VPipeline.from_pretrained(tmp_path)
+    for text, problem in [('{"defaults": {"steps": "ten"}}', "steps 'ten' must be a whole number"),
+                          ('{"defaults": {"steps": 0}}', "steps 0 is out of range"),
+                          ('{"defaults": {"stepz": 4}}', "unknown default"),
+                          ('{"signed_fourier": "yes"}', "signed_fourier"),
+                          ('{"defaults": [1]}', "must be a JSON object")]:
+        (tmp_path / "pipeline.json").write_text(text)
+        with pytest.raises(FlashI2VError, match=problem):
+            FlashI2VPipeline.from_pretrained(tmp_path)

@@ -21,6 +21,7 @@ from . import flow
 from .device import device_memory_bytes, resolve_device
 from .encoders import UMT5TextEncoder, WanVAE, load_text_encoder, load_vae
 from .errors import FlashI2VError, FlashI2VWarning
+from .jsonfile import read_json_object
 from .model import FlashI2VTransformer
 from .paradigms import Paradigm, check_input_width, get_paradigm
 from .sampling import SOLVERS, conditioned_velocity, model_evaluations
@@ -386,13 +387,24 @@ class FlashI2VPipeline:
 
 
 def _read_pipeline_config(path: Path) -> dict:
-    """pipeline.json ({} when absent); a broken one is a one-line error naming the file."""
+    """pipeline.json ({} when absent); a broken one (invalid JSON, a default of the wrong type or out of range,
+    an unknown key) is a one-line error naming the file, before any weights load."""
     if not path.is_file():
         return {}
+    settings = read_json_object(path)
+    defaults = settings.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise FlashI2VError(f"'{path}': \"defaults\" must be a JSON object of generation settings: restore the file")
+    if not isinstance(settings.get("signed_fourier", False), bool):
+        raise FlashI2VError(f"'{path}': \"signed_fourier\" must be true or false: restore the file")
+    unknown = sorted(set(defaults) - set(GenerationSettings.names()) - {"negative_prompt"})
+    if unknown:
+        raise FlashI2VError(f"'{path}': unknown default(s) {unknown}: use {', '.join(GenerationSettings.names())} "
+                            "or negative_prompt")
+    if not isinstance(defaults.get("negative_prompt", ""), str):
+        raise FlashI2VError(f"'{path}': \"negative_prompt\" must be a string: restore the file")
     try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FlashI2VError(f"'{path}' is not valid JSON ({err}): restore it from the model's download") from None
-    if not isinstance(settings, dict) or not isinstance(settings.get("defaults", {}) or {}, dict):
-        raise FlashI2VError(f"'{path}' must hold a JSON object with an optional \"defaults\" object: restore it")
+        GenerationSettings(**{k: v for k, v in defaults.items() if k != "negative_prompt"}).check()
+    except FlashI2VError as err:
+        raise FlashI2VError(f"'{path}': default {err}: restore the file") from None
     return settings
