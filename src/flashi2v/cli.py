@@ -293,19 +293,20 @@ def cmd_eval_motion(args) -> None:
     import json
     import tempfile
 
-    from tqdm.auto import tqdm
-
-    from .eval.quality import VIDEOS_PER_PHOTO, evaluate_motion_model, seeds_table, summarise_seeds
     from .photos import evaluation_photos
-    from .pipeline import FlashI2VPipeline
 
-    pipe = FlashI2VPipeline.from_pretrained(args.model, device=resolve_device(args.device))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     seeds = args.seed
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
-        photos = evaluation_photos(args.photos, tmp)
+        photos = evaluation_photos(args.photos, tmp)  # before torch and the model load: a bad folder fails at once
+        out.mkdir(parents=True, exist_ok=True)
+        from tqdm.auto import tqdm
+
+        from .eval.quality import VIDEOS_PER_PHOTO, evaluate_motion_model, seeds_table, summarise_seeds
+        from .pipeline import FlashI2VPipeline
+
+        pipe = FlashI2VPipeline.from_pretrained(args.model, device=resolve_device(args.device))
         with tqdm(total=len(seeds) * len(photos) * VIDEOS_PER_PHOTO, desc="eval motion", unit="video") as bar:
             def advance(row: dict) -> None:
                 bar.set_postfix(seed=seed, video=f"{Path(row['photo']).stem} {row['motion']}", refresh=False)
