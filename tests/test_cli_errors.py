@@ -35,7 +35,7 @@ def generate(out, *extra):
 def test_existing_output_is_kept_unless_overwrite(tmp_path, capsys):
     out = tmp_path / "v.mp4"
     out.write_bytes(b"my video")
-    one_line_error(capsys, generate(out, *TINY), "exists already: pass --overwrite")
+    one_line_error(capsys, generate(out, *TINY), "already exists: pick a new file, or pass --overwrite")
     assert out.read_bytes() == b"my video"
     assert generate(out, *TINY, "--overwrite") == 0
     assert out.read_bytes() != b"my video" and out.stat().st_size > 100
@@ -46,13 +46,13 @@ def test_batch_checks_every_output_before_any_work(tmp_path, capsys):
     (tmp_path / "v_001.mp4").write_bytes(b"keep")
     rc = main(["generate", "--image", EXAMPLE, "--prompts-file", str(tmp_path / "prompts.txt"),
                "--out", str(tmp_path / "v.mp4"), *TINY])
-    one_line_error(capsys, rc, "v_001.mp4' exists already")
+    one_line_error(capsys, rc, "v_001.mp4' already exists")
     assert not (tmp_path / "v_000.mp4").exists() and (tmp_path / "v_001.mp4").read_bytes() == b"keep"
 
 
 def test_existing_strip_png_is_kept(tmp_path, capsys):
     (tmp_path / "v.png").write_bytes(b"strip")
-    one_line_error(capsys, generate(tmp_path / "v.mp4", *TINY, "--strip"), "v.png' exists already")
+    one_line_error(capsys, generate(tmp_path / "v.mp4", *TINY, "--strip"), "v.png' already exists")
     assert (tmp_path / "v.png").read_bytes() == b"strip"
 
 

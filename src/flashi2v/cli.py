@@ -141,25 +141,6 @@ def _jobs(args) -> list[tuple[str, str, Path]]:
     return [(im, pr, out.with_name(f"{out.stem}_{i:03d}.mp4")) for i, (im, pr) in enumerate(zip(images, prompts))]
 
 
-def check_output_paths(paths: list[Path], overwrite: bool) -> None:
-    """Before any work: every output can be written, and none exists unless ``overwrite``."""
-    for path in paths:
-        if path.is_dir():
-            raise FlashI2VFileError(f"--out '{path}' is a folder: give a file name, e.g. '{path / 'video.mp4'}'", path)
-        if path.exists() and not overwrite:
-            raise FlashI2VFileError(f"'{path}' exists already: pass --overwrite to replace it, or choose another --out",
-                                    path)
-        folder = path.parent
-        while not folder.exists() and folder != folder.parent:  # the writer creates the missing folders
-            folder = folder.parent
-        if not folder.is_dir():
-            raise FlashI2VFileError(f"cannot write '{path}': '{folder}' is a file, not a folder; choose another --out",
-                                    path)
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise FlashI2VFileError(f"cannot write '{path}': no permission to write in '{folder}'; choose a folder "
-                                    "you can write", path)
-
-
 def cmd_generate(args) -> None:
     jobs = _jobs(args)
     # Fail on bad flags, outputs or images in milliseconds, before importing torch or loading any weights.
@@ -172,7 +153,10 @@ def cmd_generate(args) -> None:
     if args.seed is not None:
         check_seed(args.seed + len(jobs) - 1)  # batch mode uses seed + index
     outputs = [out for _, _, out in jobs] + ([out.with_suffix(".png") for _, _, out in jobs] if args.strip else [])
-    check_output_paths(outputs, args.overwrite)
+    from .outputs import check_output
+
+    for path in outputs:
+        check_output(path, (), args.overwrite, folder=False)
 
     from .video import load_image
 

@@ -1,7 +1,7 @@
 """Where results are written: never over an input, never over something the user did not ask to replace,
 and never half-written under the final name (a temporary sibling is renamed into place at the end).
 
-Used by ``convert``, ``data filter`` and ``data cache``; each names its own option in the messages.
+Used by ``generate``, ``convert``, ``data filter`` and ``data cache``; each names its own option in the messages.
 """
 
 from __future__ import annotations
@@ -40,11 +40,19 @@ def check_output(out: str | os.PathLike, inputs: Iterable[tuple[str, str | os.Pa
     if folder and out.exists() and not out.is_dir():
         raise FlashI2VError(f"output '{out}' is an existing file, not a folder: pick a new folder name")
     if not folder and out.is_dir():
-        raise FlashI2VError(f"output '{out}' is a folder: give a file name")
+        raise FlashI2VError(f"output '{out}' is a folder: give a file name, e.g. '{out / 'out'}'")
     exists = (out.is_dir() and any(out.iterdir())) if folder else out.exists()
     if exists and not overwrite:
         raise FlashI2VError(f"output '{out}' already exists{' and is not empty' if folder else ''}: pick a new "
                             f"{'folder' if folder else 'file'}, or pass {flag} to replace it")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:  # the writer creates the missing folders
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FlashI2VError(f"cannot write '{out}': '{parent}' is a file, not a folder; choose another output")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FlashI2VError(f"cannot write '{out}': no permission to write in '{parent}'; choose a folder you can "
+                            "write")
     return out
 
 
