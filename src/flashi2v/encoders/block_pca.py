@@ -8,7 +8,8 @@ import torch
 
 from flashi2v.errors import FlashI2VError
 
-from .files import load_safetensors, read_json
+from ..jsonfile import read_json
+from .files import load_safetensors
 
 class BlockPCACodec(torch.nn.Module):
     """The built-in model's latent space: pixel blocks projected on their principal components.
@@ -173,7 +174,7 @@ class BlockPCACodec(torch.nn.Module):
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu", tiling: bool = False):
         folder = Path(folder)
         fix = "the codec was not saved completely: rebuild it (or reinstall flashi2v for the built-in model)"
-        cfg = read_json(folder / cls.CONFIG, fix)
+        cfg = read_json(folder / cls.CONFIG)
         try:
             codec = cls(cfg["spatial"], cfg["temporal"], cfg["channels"], cfg.get("colour_channels", 0))
         except (KeyError, TypeError, AttributeError) as err:

@@ -68,16 +68,6 @@ def check_weight_files(folder: Path, fix: str) -> None:
         check_safetensors(path, fix)
 
 
-def read_json(path: Path, fix: str):
-    """A JSON file, or one line naming it and the fix."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FlashI2VError(f"'{path}' is missing: {fix}") from None
-    except (OSError, ValueError) as err:
-        raise FlashI2VError(f"'{path}' is not valid JSON ({_first_line(err)}): {fix}") from None
-
-
 def load_safetensors(path: Path, fix: str) -> dict[str, torch.Tensor]:
     """Every tensor of one safetensors file, or one line naming it and the fix."""
     from safetensors.torch import load_file

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .block_pca import BlockPCACodec
-from .files import read_json
+from ..jsonfile import read_json
 from .precomputed import PrecomputedTextEncoder
 from .sentence import SentenceTextEncoder
 from .umt5 import UMT5TextEncoder
@@ -16,7 +16,7 @@ from .wan_vae import WanVAE
 def load_vae(folder: str | Path, device="cpu", tiling: bool = False):
     """The latent codec stored in ``folder``: the Wan VAE (diffusers) or the built-in model's block-PCA codec."""
     config = Path(folder) / "config.json"
-    spec = read_json(config, "re-download the vae/ folder, or save the codec again") if config.is_file() else None
+    spec = read_json(config) if config.is_file() else None
     name = spec.get("_class_name") if isinstance(spec, dict) else None
     if name == BlockPCACodec.__name__:
         return BlockPCACodec.from_pretrained(folder, device=device)

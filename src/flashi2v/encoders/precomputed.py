@@ -8,7 +8,8 @@ import torch
 
 from flashi2v.errors import FlashI2VError
 
-from .files import load_safetensors, read_json
+from ..jsonfile import read_json
+from .files import load_safetensors
 
 class PrecomputedTextEncoder(torch.nn.Module):
     """Embeddings looked up from a table computed once by the real text encoder (caption -> L x D).
@@ -32,7 +33,7 @@ class PrecomputedTextEncoder(torch.nn.Module):
     def from_pretrained(cls, text_encoder_folder: str | Path, tokenizer_folder=None, device="cpu", dtype=None):
         folder = Path(text_encoder_folder)
         fix = "the table was not saved completely: build it again (PrecomputedTextEncoder.build)"
-        captions = read_json(folder / "captions.json", fix)
+        captions = read_json(folder / "captions.json")
         tensors = load_safetensors(folder / cls.FILE, fix)
         if not isinstance(captions, list) or len(captions) != len(tensors) or any(str(i) not in tensors for i in range(len(captions))):
             raise FlashI2VError(f"'{folder}': captions.json and {cls.FILE} do not match: {fix}")

@@ -9,7 +9,8 @@ from transformers import AutoTokenizer
 
 from flashi2v.errors import FlashI2VError
 
-from .files import check_weight_files, library_error, read_json
+from ..jsonfile import read_json
+from .files import check_weight_files, library_error
 from .umt5 import UMT5TextEncoder
 
 class SentenceTextEncoder(UMT5TextEncoder):
@@ -56,7 +57,7 @@ class SentenceTextEncoder(UMT5TextEncoder):
     @classmethod
     def from_pretrained(cls, text_encoder_folder: str | Path, tokenizer_folder=None, device="cpu", dtype=None):
         path = Path(text_encoder_folder) / cls.SOURCE
-        spec = read_json(path, "write it again with SentenceTextEncoder.save_pretrained")
+        spec = read_json(path)
         if not isinstance(spec, dict) or not isinstance(spec.get("source"), str):
             raise FlashI2VError(f"'{path}' names no \"source\": write it again with SentenceTextEncoder.save_pretrained")
         return cls.from_source(spec["source"], device)
