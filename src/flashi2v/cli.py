@@ -335,6 +335,15 @@ def cmd_eval_videos(args) -> None:
           + (f"; VBench-I2V names: {metrics['vbench_i2v']}" if metrics.get("vbench_i2v") else ""))
 
 
+def cmd_study_leakage(args) -> None:
+    from .study import STAGES, load_study_config, run_leakage_study
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else list(STAGES)
+    config = load_study_config(args.config, args.overrides)
+    run_leakage_study(config, args.out, stages, device=args.device, progress=not args.no_progress,
+                      config_name=args.config)  # prints each stage's outcome and the report's path
+
+
 def cmd_data_synth(args) -> None:
     from .data.synthetic.write_set import write_synthetic_set
 
@@ -535,6 +544,24 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--workers", type=int, default=0, help="rendering processes (default: this one)")
     y.set_defaults(func=cmd_data_synth)
     d.set_defaults(func=lambda a: d.print_help())
+
+    st = sub.add_parser("study", help="studies that train and compare models on equal terms (the leakage study)")
+    stsub = st.add_subparsers(dest="study_command", metavar="STUDY")
+    lk = stsub.add_parser("leakage", help="train every I2V paradigm alike, evaluate in and out of domain, report",
+                          description="The paper's comparison of the ways the condition image enters the model: every "
+                          "paradigm trained with the same backbone, data, steps and seeds, sampled alike, evaluated "
+                          "with `eval videos` in and out of domain; writes OUT/report/leakage-study.md. Presets: "
+                          "leakage-study (GPU), leakage-study-smoke (CPU, about a minute). Stages continue where a "
+                          "stopped study left off.")
+    lk.add_argument("config", help="study YAML or preset name (leakage-study, leakage-study-smoke)")
+    lk.add_argument("overrides", nargs="*", help="key=value overrides (seeds=[0,1] train.recipe.steps=200 ...)")
+    lk.add_argument("--out", default="outputs/leakage-study", help="study folder (default %(default)s)")
+    lk.add_argument("--stages", default=None, help="comma-separated subset of prepare,train,generate,evaluate,report "
+                    "(default: all)")
+    lk.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
+    lk.add_argument("--no-progress", action="store_true", help="no progress bars")
+    lk.set_defaults(func=cmd_study_leakage)
+    st.set_defaults(func=lambda a: st.print_help())
 
     u = sub.add_parser("ui", help="start a local web page to generate videos (pip install 'flashi2v[ui]')",
                        description="Serve a web page (Gradio) over the pipeline: upload a photo, set the prompt and "

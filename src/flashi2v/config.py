@@ -112,6 +112,9 @@ PRESETS: dict[str, TransformerConfig] = {
     # The built-in model: block-PCA latents (4x4 pixels x 4 frames -> 16 channels), all-MiniLM-L6-v2 text (384-d).
     "builtin": TransformerConfig(dim=320, ffn_dim=1280, num_heads=5, num_layers=6, in_dim=16, out_dim=16, text_dim=384,
                                  freq_dim=128, text_len=32),
+    # The built-in backbone's interfaces (block-PCA latents, MiniLM text) at test size: the leakage study's CPU smoke run.
+    "builtin-tiny": TransformerConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=1, in_dim=16, out_dim=16, text_dim=384,
+                                      freq_dim=32, text_len=32),
     # For tests: every code path of the 1.3B (3-D RoPE split, cross-attn norm, both embeddings) in KBs.
     "tiny": TransformerConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32, freq_dim=32, text_len=16),
 }

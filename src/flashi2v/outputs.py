@@ -83,6 +83,20 @@ def staged_folder(dst: str | os.PathLike):
             shutil.rmtree(tmp)
 
 
+@contextmanager
+def staged_file(path: str | os.PathLike):
+    """Yield a temporary path beside ``path`` to write; on success it is renamed over ``path``, on any failure
+    removed (``path`` is left as it was)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to a temporary sibling and rename it over ``path``: readers see the old or the
     new file, never a truncated one."""

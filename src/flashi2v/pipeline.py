@@ -23,7 +23,7 @@ from .encoders import UMT5TextEncoder, WanVAE, load_text_encoder, load_vae
 from .errors import FlashI2VError, FlashI2VWarning
 from .jsonfile import read_json_object
 from .model import FlashI2VTransformer
-from .paradigms import Paradigm, check_input_width, get_paradigm
+from .paradigms import ConditionLatents, Paradigm, check_input_width, get_paradigm
 from .sampling import SOLVERS, conditioned_velocity, model_evaluations
 from .settings import GenerationSettings, LatentFactors, check_fits, check_seed, estimate_bytes, far_from_trained
 from .step_cache import step_cache_scope
@@ -296,7 +296,7 @@ class FlashI2VPipeline:
         guidance: float | None = None,
         shift: float | None = None,
         cutoff: float | None = None,
-        seed: int | None = None,
+        seed: int | list[int] | None = None,
         generator: torch.Generator | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
@@ -323,7 +323,9 @@ class FlashI2VPipeline:
             num_frames=num_frames, height=height, width=width, steps=steps, guidance=guidance,
             guidance_mode=guidance_mode, solver=solver, shift=shift, cutoff=cutoff))
         num_frames, height, width, steps, guidance, guidance_mode, solver, shift, cutoff = dataclasses.astuple(settings)
-        check_seed(seed)
+        seeds = list(seed) if isinstance(seed, (list, tuple)) else None  # one per video: batch-size independent
+        for one in seeds if seeds is not None else [seed]:
+            check_seed(one)
         if negative_prompt is None:
             negative_prompt = self.defaults.get("negative_prompt", WAN_NEGATIVE_PROMPT)
         single = isinstance(prompt, str) or (prompt is None and prompt_embeds is not None and prompt_embeds.shape[0] == 1)
@@ -333,6 +335,9 @@ class FlashI2VPipeline:
         if len(images) != batch:
             raise FlashI2VError(f"got {len(images)} images for {batch} prompts: pass one image, or one per prompt")
         self.check_size(settings, batch)
+        if seeds is not None and (len(seeds) != batch or generator is not None):
+            raise FlashI2VError(f"got {len(seeds)} seeds for {batch} videos" if generator is None else
+                                "pass seed or generator, not both: a list of seeds makes one generator per video")
 
         # 2. Encode the prompt and (for CFG) the negative prompt.
         #    Prompt and negative prompt go through the text encoder together: one pass of its weights.
@@ -352,16 +357,25 @@ class FlashI2VPipeline:
 
         # 3. Start from noise: z = eps at sigma = 1 (the latent's channels, whatever the DiT's input width).
         latent_frames, latent_height, latent_width = self.latent_factors.latent_shape(num_frames, height, width)
-        if generator is None:
-            generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
         shape = (batch, self.transformer.config.out_dim, latent_frames, latent_height, latent_width)
-        z = self.prepare_noise(shape, seed, generator)
+        if seeds is not None:  # video k of the batch is the video generated alone with seed[k]
+            generators = [torch.Generator().manual_seed(one) for one in seeds]
+            z = torch.cat([self.prepare_noise((1, *shape[1:]), None, g) for g in generators])
+        else:
+            if generator is None:
+                generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+            generators = [generator]
+            z = self.prepare_noise(shape, seed, generator)
 
         # 4. Encode the condition image as the model's paradigm says; for FlashI2V phi(s) and s_high, once
         #    for the whole generation (a concatenating paradigm's channels, likewise).
         paradigm = self.paradigm
-        latents = paradigm.encode_condition(self.encode_latents, self.image_pixels(images, height, width), num_frames,
-                                            self.vae.temporal_factor, training=False, generator=generator)
+        pixels = self.image_pixels(images, height, width)
+        parts = [paradigm.encode_condition(self.encode_latents, part, num_frames, self.vae.temporal_factor,
+                                           training=False, generator=g)
+                 for part, g in zip(pixels.split(len(pixels) // len(generators)), generators)]
+        latents = ConditionLatents(*(None if t[0] is None else torch.cat(t)
+                                     for t in zip(*((p.s, p.extra) for p in parts))))
         self._transformer_to_device()  # back from the CPU if the last decode offloaded it
         condition = paradigm.condition(self.transformer, latents, latent_frames, cutoff, self.signed_fourier)
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import AutoencoderKLWan
+
+if TYPE_CHECKING:  # diffusers is imported where a Wan VAE is built, so the other components load without it
+    from diffusers import AutoencoderKLWan
 
 from flashi2v.errors import FlashI2VError
 from flashi2v.fast_path.vae_decoder import fuse_wan_decoder
@@ -46,6 +50,8 @@ class WanVAE(torch.nn.Module):
         folder = check_model_folder(folder, "VAE", "vae")
         fix = "re-download the vae/ folder (see README)"
         check_weight_files(folder, fix)
+        from diffusers import AutoencoderKLWan
+
         try:
             vae = AutoencoderKLWan.from_pretrained(folder, torch_dtype=torch.float32, local_files_only=True)
         except Exception as err:  # diffusers, safetensors and torch raise many types for a bad file

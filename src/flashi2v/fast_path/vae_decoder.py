@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import AutoencoderKLWan
+
+if TYPE_CHECKING:  # diffusers is imported where a Wan VAE is built, so the other components load without it
+    from diffusers import AutoencoderKLWan
 
 def _fused_decoder_classes():
     """Subclasses of diffusers' WanRMS_norm and WanCausalConv3d with leaner bf16/fp16 forwards (float32

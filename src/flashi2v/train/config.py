@@ -36,6 +36,7 @@ class DataSection:
     index: str | None = None  # clip index (.json/.jsonl) or a folder of videos with .txt captions
     cache: str | None = None  # folder written by `flashi2v data cache`; used instead of decoding videos
     photos: str | None = None  # folder of photos: camera-motion clips rendered on the fly (the built-in model)
+    clips: str | None = None  # clip file (flashi2v.data.clip_file): pre-rendered uint8 clips, memory-mapped
     synthetic_clips: int = 100_000  # distinct rendered clips per epoch
     real_clips: str | None = None  # .pt list of pre-decoded real clips mixed in (~10 % of samples)
     colour_jitter: float = 0.0  # rendered clips: per-clip colour change of the photo (CameraMotionClips)
@@ -313,7 +314,9 @@ def validate(c: TrainConfig) -> None:
         raise FlashI2VError(f"data.height/width {c.data.height}x{c.data.width} must be multiples of 16")
     if not c.output.dir.strip():
         raise FlashI2VError("output.dir is empty: give the run folder, e.g. output.dir=runs/my-run")
-    if c.data.index is None and c.data.cache is None and c.data.photos is None:
-        raise FlashI2VError("no training data: set data.index (clip index or video folder), data.cache or data.photos")
+    sources = [k for k in ("index", "cache", "photos", "clips") if getattr(c.data, k) is not None]
+    if not sources:
+        raise FlashI2VError("no training data: set data.index (clip index or video folder), data.cache, data.photos "
+                            "or data.clips")
     if not all(0 <= b < 1 for b in c.optim.betas):
         raise FlashI2VError(f"optim.betas must both be in [0, 1), got {list(c.optim.betas)}")

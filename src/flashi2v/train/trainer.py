@@ -89,6 +89,10 @@ def build_data(cfg: TrainConfig, dp_rank: int, dp_size: int, device: torch.devic
     d = cfg.data
     if cfg.data.cache:
         dataset, collate, cached = CachedLatentDataset(cfg.data.cache), collate_cached, True
+    elif cfg.data.clips:
+        from ..data.clip_file import ClipFile
+
+        dataset, collate, cached = ClipFile(cfg.data.clips), collate_clips, False
     elif cfg.data.photos:
         from torch.utils.data import ConcatDataset
 
