@@ -98,7 +98,7 @@ def _probe_steps(c: LeakageStudyConfig, root: Path, device: str, parallel: int, 
     paces = []
     for _, cfg, _ in jobs:
         rows = [json.loads(line) for line in (Path(cfg.output.dir) / "metrics.jsonl").read_text().splitlines()]
-        paces.append(statistics.median(r["sec_per_step"] for r in rows[len(rows) // 3:]))
+        paces.append(statistics.median(r["sec_per_step"] for r in rows[len(rows) // 2:]))  # all runs stepping by then
     steps = max(1, int(0.97 * c.fill_minutes * 60 / max(paces)))
     log(f"train: probe {max(paces):.3f} s/step for the slowest of {len(jobs)} runs side by side: {steps} steps fill "
         f"{c.fill_minutes} minutes")
