@@ -55,7 +55,7 @@ class LeakageStudyConfig:
     model.paradigm, model.components, data.clips, recipe.seed and output.dir. ``train_clips``: camera-motion clips
     rendered once from the training photos (``photos``: a folder, or "bundled": the 12 training photos of the
     built-in model) and shared by every run. ``jobs``: training runs at once (separate processes; 0: all of them on
-    a GPU, 1 on a CPU). ``fill_minutes``: on a GPU, time a few steps of every run side by side first and set
+    a GPU, 1 on a CPU). ``fill_minutes``: time a few steps of every run side by side first and set
     recipe.steps so that all runs end together within this many minutes (null: train.recipe.steps as given).
     ``eval_chunk``: frames per chunk of the chunk-wise curves."""
 

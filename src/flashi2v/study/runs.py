@@ -112,7 +112,7 @@ def train_all(c: LeakageStudyConfig, root: str | Path, device: str = "auto", pro
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     render_training_clips(c, root, log=log)
     parallel = c.jobs or (len(c.paradigms) * len(c.seeds) if device.startswith("cuda") else 1)
-    if c.fill_minutes and device.startswith("cuda"):
+    if c.fill_minutes:
         steps_file = root / "filled_steps.json"
         if steps_file.is_file():
             steps = json.loads(steps_file.read_text())["steps"]
