@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 python3 -m flashi2v.cli study leakage "${CONFIG:-leakage-study}" --out "$study" --stages "$stages" --no-progress \
     2>&1 | tee "$OUT/study.log"
 cd "$study"
-files=$(ls -d study.json filled_steps.json runs/*.yaml runs/*.log runs/*/config.json runs/*/metrics.jsonl \
+files=$(ls -d study.json filled_steps.json probe/runs/*.log runs/*.yaml runs/*.log runs/*/config.json runs/*/metrics.jsonl \
         runs/*/loss_curve.png eval/*/*/metrics.json eval/*/*/summary.md report 2>/dev/null || true)
 tar -czf "$OUT/results.tgz" $files
 if [ -d videos ]; then

@@ -94,15 +94,27 @@ def _probe_steps(c: LeakageStudyConfig, root: Path, device: str, parallel: int, 
             jobs.append((run_name(p, s), cfg, False))
     failed = _run_all(jobs, probe_root, device, parallel, progress, "probe")
     if failed:
-        raise FlashI2VError(f"study: the probe of {', '.join(failed)} failed: see {probe_root / 'runs'}/<run>.log")
+        raise FlashI2VError(f"study: the probe of {', '.join(failed)} failed ({_last_error(probe_root, failed[0])}): "
+                            f"see {probe_root / 'runs'}/<run>.log")
     paces = []
     for _, cfg, _ in jobs:
         rows = [json.loads(line) for line in (Path(cfg.output.dir) / "metrics.jsonl").read_text().splitlines()]
         paces.append(statistics.median(r["sec_per_step"] for r in rows[len(rows) // 2:]))  # all runs stepping by then
-    steps = max(1, int(0.97 * c.fill_minutes * 60 / max(paces)))
-    log(f"train: probe {max(paces):.3f} s/step for the slowest of {len(jobs)} runs side by side: {steps} steps fill "
-        f"{c.fill_minutes} minutes")
+    waves = -(-len(jobs) // parallel)  # runs go `parallel` at a time: the minutes are shared by the waves
+    steps = max(1, int(0.97 * c.fill_minutes * 60 / (max(paces) * waves)))
+    log(f"train: probe {max(paces):.3f} s/step for the slowest run, {parallel} side by side: {steps} steps x {waves} "
+        f"wave(s) fill {c.fill_minutes} minutes")
     return steps
+
+
+def _last_error(root: Path, name: str) -> str:
+    """The first run's error line (the CLI prints errors as 'flashi2v: error: ...'), shortened."""
+    try:
+        lines = (root / "runs" / f"{name}.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    errors = [line.split("error:", 1)[1].strip() for line in lines if "flashi2v: " in line and "error:" in line]
+    return (errors[-1] if errors else (lines[-1] if lines else "empty log"))[:200]
 
 
 def train_all(c: LeakageStudyConfig, root: str | Path, device: str = "auto", progress: bool = True, log=print) -> dict:
@@ -133,8 +145,8 @@ def train_all(c: LeakageStudyConfig, root: str | Path, device: str = "auto", pro
         log(f"train: {len(jobs)} run(s), {parallel} at a time on {device}")
         failed = _run_all(jobs, root, device, parallel, progress, "train")
         if failed:
-            raise FlashI2VError(f"study: training of {', '.join(failed)} failed: see {root / 'runs'}/<run>.log "
-                                "(rerun the train stage to resume)")
+            raise FlashI2VError(f"study: training of {', '.join(failed)} failed ({_last_error(root, failed[0])}): see "
+                                f"{root / 'runs'}/<run>.log (rerun the train stage to resume)")
     return {name: _steps_done(run_dir(root, name)) for name in c.run_names()}
 
 
