@@ -80,7 +80,8 @@ def noise_augment(image: torch.Tensor, sigma: torch.Tensor | float, generator: t
 def sample_augmentation_sigma(batch: int, mean: float = -3.0, std: float = 0.5,
                               generator: torch.Generator | None = None) -> torch.Tensor:
     """sigma_img = exp(N(mean, std)) per sample (CogVideoX's noise-augmentation law)."""
-    return torch.exp(mean + std * torch.randn(batch, generator=generator))
+    device = generator.device if generator is not None else None  # a CUDA generator draws on its own device
+    return torch.exp(mean + std * torch.randn(batch, generator=generator, device=device))
 
 
 def latent_frames(num_frames: int, temporal_factor: int) -> int:
