@@ -133,6 +133,14 @@ def fidelity(frame, image) -> tuple[float, float]:
     return min(psnr(frame, image), 100.0), ssim(frame, image)
 
 
+def colour_offset(frame, image) -> float:
+    """Largest difference of a channel's mean between a frame and the condition image, in % of 0..255: a colour
+    cast of the first frame (0 for a faithful copy; PSNR mixes it with every other error)."""
+    a = np.asarray(frame, np.float64).reshape(-1, 3).mean(0)
+    b = np.asarray(image, np.float64).reshape(-1, 3).mean(0)
+    return float(np.abs(a - b).max() / 255 * 100)
+
+
 def sharpness(gray: np.ndarray) -> float:
     """Mean gradient magnitude of luma frames (levels per pixel): falls as a video blurs."""
     gy, gx = np.gradient(gray, axis=(1, 2))

@@ -23,6 +23,7 @@ from flashi2v.eval.clip_metrics import (
     FEATURE_NAMES,
     chunk_metrics,
     chunks,
+    colour_offset,
     fidelity,
     is_dynamic,
 )
@@ -143,10 +144,12 @@ def _measure(frames: np.ndarray, fps: float, image: np.ndarray | None, config: V
         "colour_drift": float(colour_drift(frames[[0, -1]])) if config.colour_drift else None,
         "psnr_first": None,
         "ssim_first": None,
+        "colour_offset_first": None,
         "features": np.mean([r["features"] for r in rows], axis=0).tolist(),
     }
     if image is not None:
         whole["psnr_first"], whole["ssim_first"] = fidelity(frames[0], image)
+        whole["colour_offset_first"] = colour_offset(frames[0], image)
     else:
         for row in rows:
             row["psnr_first"] = row["ssim_first"] = None
@@ -225,7 +228,7 @@ def _summarise(sets: dict[str, _Set], stems: list[str], skipped: list[dict], con
     gen, ref = sets["generated"], sets["reference"]
     num_chunks = min(len(rows) for s in (gen, ref) for rows in s.chunk_rows)
     summary = {}
-    for key in ("motion", "motion_top5", "flicker", "colour_drift", "psnr_first", "ssim_first"):
+    for key in ("motion", "motion_top5", "flicker", "colour_drift", "psnr_first", "ssim_first", "colour_offset_first"):
         summary[key] = {side: _mean(r[key] for r in s.rows) for side, s in sets.items()}
     summary["dynamic_share"] = {side: float(np.mean([r["dynamic"] for r in s.rows])) for side, s in sets.items()}
     summary["feature_frechet"] = frechet_distance_of([r["features"] for r in gen.rows], [r["features"] for r in ref.rows],
@@ -267,6 +270,7 @@ _LABELS = {
     "colour_drift": "colour drift from frame 0 (%)",
     "psnr_first": "PSNR of frame 0 vs condition image (dB)",
     "ssim_first": "SSIM of frame 0 vs condition image",
+    "colour_offset_first": "colour cast of frame 0 vs condition image (%)",
 }
 
 
