@@ -16,7 +16,6 @@ import pytest
 import torch
 import yaml
 from helpers_layouts import outputs, randomized_tiny, save_mindspeed, to_diffusers
-from safetensors.torch import save_file
 
 from flashi2v import FlashI2VError, FlashI2VTransformer
 from flashi2v.hub import cache as hub_cache

@@ -66,7 +66,10 @@ def hub_errors(ref: HubRef, what: str = "download"):
     """Translate huggingface_hub / network failures while talking about ``ref`` into FlashI2VError."""
     from huggingface_hub import errors as e
 
+    # Newer huggingface_hub names more failures; with an older one these clauses match nothing extra.
     incomplete = getattr(e, "IncompleteSnapshotError", ())
+    no_token = getattr(e, "LocalTokenNotFoundError", ())
+    xet = getattr(e, "XetDownloadError", ConnectionError)
     repo = ref.repo_id
     try:
         yield
@@ -84,7 +87,7 @@ def hub_errors(ref: HubRef, what: str = "download"):
     except incomplete as err:
         raise FlashI2VError(f"the {what} of {repo} is incomplete in the cache (interrupted?), and the Hub cannot be "
                             f"reached: connect and run again to finish it ({_first_line(err)})") from None
-    except e.LocalTokenNotFoundError:
+    except no_token:
         raise FlashI2VError(f"the {what} of {repo} needs a Hugging Face token and none is set: log in "
                             "(`hf auth login`) or set HF_TOKEN") from None
     except e.OfflineModeIsEnabled:
@@ -104,7 +107,7 @@ def hub_errors(ref: HubRef, what: str = "download"):
                                 "it (`hf auth login` or HF_TOKEN)") from None
         raise FlashI2VError(f"the {what} of {repo} failed ({_first_line(err)}): run again; files already downloaded "
                             "are kept and the download resumes") from None
-    except (ConnectionError, TimeoutError, e.XetDownloadError) as err:
+    except (ConnectionError, TimeoutError, xet) as err:
         raise FlashI2VError(_unreachable(ref, what, err)) from None
     except Exception as err:
         if type(err).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests", "urllib3"):
