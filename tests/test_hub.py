@@ -172,6 +172,7 @@ def test_each_layout_loads_offline_and_converts_once(kind, caches, components, t
     assert record["sha"] == sha and record["components_repo"] == (None if kind == "diffusers" else DEFAULT_COMPONENTS_REPO)
     for name in ("vae", "text_encoder", "tokenizer"):
         assert (folder / name).is_dir()
+    assert (folder / "vae" / "diffusion_pytorch_model.safetensors").stat().st_nlink > 1  # linked to the download
 
     # The second load uses the converted entry: it works with the download gone, and converts nothing.
     for snapshot_file in (caches.hub / f"models--{REPO.replace('/', '--')}" / "snapshots" / sha).rglob("*"):
