@@ -294,6 +294,19 @@ def test_hub_errors_are_one_line(error, message, online, monkeypatch):
     assert "\n" not in str(err.value)
 
 
+def test_no_network_is_one_line_that_suggests_offline_mode(online, monkeypatch):
+    import httpx2
+    from huggingface_hub import HfApi
+
+    def model_info(self, repo_id, **kwargs):
+        raise httpx2.ConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(HfApi, "model_info", model_info)
+    with pytest.raises(FlashI2VError, match=r"cannot reach the Hugging Face Hub to look up someone/FlashI2V-tiny "
+                                            r"\(nor a folder here.*HF_HUB_OFFLINE=1"):
+        resolve_model(REPO)
+
+
 def test_download_that_cannot_fit_is_refused_before_it_starts(online, monkeypatch):
     from huggingface_hub import HfApi
 
