@@ -198,6 +198,18 @@ def test_pipeline_runs_a_hub_model_and_revision_pins_its_commit(caches, componen
     assert out.frames.shape == (5, 32, 32, 3)
 
 
+def test_processes_starting_together_convert_once(caches, components, tmp_path, capsys):
+    """torchrun starts one process per GPU, each loading the model: one converts, the others wait and reuse."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _companion(caches.hub, components)
+    put_in_hub_cache(caches.hub, REPO, source_files("mindspeed", randomized_tiny(seed=8, proj_kernel="3x3x3"), tmp_path))
+    with ThreadPoolExecutor(3) as pool:
+        folders = list(pool.map(lambda _: resolve_model(REPO), range(3)))
+    assert len(set(folders)) == 1 and hub_cache.entry_problem(folders[0].parent) is None
+    assert capsys.readouterr().err.count("converting") == 1
+
+
 def test_damaged_or_unfinished_entry_is_rebuilt(caches, components, tmp_path, capsys):
     _companion(caches.hub, components)
     source = randomized_tiny(seed=3, proj_kernel="3x3x3")
@@ -256,7 +268,7 @@ def test_interrupted_download_is_reported_not_used(caches, components, tmp_path)
     put_in_hub_cache(caches.hub, REPO, files, listed={"flashi2v_1_3B.pt": weights})  # the big file never arrived
     with pytest.raises(FlashI2VError, match="incomplete in the cache .*connect and run again"):
         resolve_model(REPO)
-    assert not any(caches.converted.glob("*")) if caches.converted.exists() else True
+    assert hub_cache.cached_models(caches.converted) == [] and hub_cache.leftovers(caches.converted) == []
 
 
 def _http_error(cls, status: int):
@@ -407,7 +419,7 @@ def test_cache_list_and_clear(caches, components, tmp_path, capsys):
     assert main(["cache", "clear", "--downloads"]) == 0
     out = capsys.readouterr().out
     assert "removed 1 converted model(s) and 1 unfinished build(s)" in out
-    assert not any(caches.converted.iterdir())
+    assert not any(caches.converted.iterdir())  # entries, unfinished builds and their lock files
     assert not (caches.hub / f"models--{REPO.replace('/', '--')}").exists()
     assert not (caches.hub / f"models--{DEFAULT_COMPONENTS_REPO.replace('/', '--')}").exists()
 

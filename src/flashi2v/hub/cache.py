@@ -105,6 +105,14 @@ def read_record(entry: Path) -> dict:
         return {}
 
 
+def entry_lock(entry: Path):
+    """A lock file beside ``entry`` (``.NAME.lock``), held while it is checked and built."""
+    from filelock import FileLock
+
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(entry.with_name(f".{entry.name}.lock")))
+
+
 def mark_used(entry: Path) -> None:
     try:
         os.utime(entry / ENTRY_FILE)
@@ -160,7 +168,7 @@ def cached_models(root: Path | None = None) -> list[CachedModel]:
 def leftovers(root: Path | None = None) -> list[Path]:
     """Temporary folders of builds that were interrupted (``.NAME.partial-*``, ``.NAME.old-*``)."""
     root = cache_dir() if root is None else root
-    return sorted(p for p in root.iterdir() if p.name.startswith(".")) if root.is_dir() else []
+    return sorted(p for p in root.iterdir() if p.name.startswith(".") and p.is_dir()) if root.is_dir() else []
 
 
 def list_cache() -> str:
@@ -195,10 +203,13 @@ def clear_cache(repo_id: str | None = None, downloads: bool = False) -> str:
     freed = sum(m.size - m.shared for m in models)
     for m in models:
         shutil.rmtree(m.path)
+        m.path.with_name(f".{m.path.name}.lock").unlink(missing_ok=True)
     stale = leftovers(root) if repo_id is None else []
     for p in stale:
         freed += _sizes(p)[0]
         shutil.rmtree(p, ignore_errors=True)
+    for lock in root.glob(".*.lock") if repo_id is None else ():
+        lock.unlink(missing_ok=True)
     lines = [f"removed {len(models)} converted model(s)" + (f" and {len(stale)} unfinished build(s)" if stale else "")
              + f", {format_size(freed)} freed"]
     if downloads:

@@ -166,12 +166,12 @@ class HubModel:
             raise LocalEntryNotFoundError(f"{repo}: no cached revision")
         try:
             from huggingface_hub import get_cached_repo_tree
+            from huggingface_hub.errors import CachedRepoTreeNotFoundError
 
             return sha, {f.path: f.size for f in get_cached_repo_tree(repo, revision=sha, cache_dir=self.hub_cache)}
-        except Exception:  # no cached listing (older huggingface_hub, or files copied in): what is on disk
+        except (ImportError, CachedRepoTreeNotFoundError):  # an older huggingface_hub, or files copied in by hand
             snapshot = folder / "snapshots" / sha
-            files = {p.relative_to(snapshot).as_posix(): None for p in snapshot.rglob("*") if p.is_file()}
-            return sha, files
+            return sha, {p.relative_to(snapshot).as_posix(): None for p in snapshot.rglob("*") if p.is_file()}
 
     # 2-4.
     def folder(self) -> Path:
@@ -186,13 +186,16 @@ class HubModel:
         if self.ref.subpath:
             name += "@" + self.ref.subpath.replace("/", "--")
         entry = cache.cache_dir() / name
-        problem = cache.entry_problem(entry) if entry.exists() else None
-        if entry.exists() and problem is None:
-            cache.mark_used(entry)
-            return entry / cache.MODEL_DIR
-        if problem:
-            _note(f"the converted cache entry {entry} is damaged ({problem}): rebuilding it")
-        return self.build(entry, sha, plan, files)
+        # One conversion per entry, even when several processes start at once (torchrun starts one per GPU):
+        # the others wait here, then find the entry complete.
+        with cache.entry_lock(entry):
+            problem = cache.entry_problem(entry) if entry.exists() else None
+            if entry.exists() and problem is None:
+                cache.mark_used(entry)
+                return entry / cache.MODEL_DIR
+            if problem:
+                _note(f"the converted cache entry {entry} is damaged ({problem}): rebuilding it")
+            return self.build(entry, sha, plan, files)
 
     def download(self, jobs: list[tuple[HubRef, list[str], dict, str]], convert_bytes: int) -> list[Path]:
         """Check the space, then fetch each job's (ref, patterns, listing, sha) files; their snapshot folders."""
@@ -251,6 +254,14 @@ class HubModel:
             jobs.append((companion, patterns, cfiles, csha))
         weights = [p for p in plan.patterns if not any(p.startswith(c) for c in plan.components.values())]
         convert_bytes = download_size(files, weights) if plan.kind != "flashi2v" else 0
+        # Components are hard links when both caches share a disk and the component is a ready folder; an original
+        # .pth is converted (written again), and across disks everything is copied.
+        same_disk = _existing_parent(self.hub_cache).stat().st_dev == _existing_parent(entry.parent).stat().st_dev
+        for name, path in plan.components.items():
+            if not same_disk or path.endswith(".pth"):
+                convert_bytes += download_size(files, [path, f"{path}/*"])
+        if not same_disk and len(jobs) > 1:
+            convert_bytes += download_size(jobs[1][2], jobs[1][1])
         snapshot, *rest = self.download(jobs, convert_bytes)
         parts = {name: snapshot / path for name, path in plan.components.items()}
         parts.update({name: rest[0] / name for name in plan.missing})
@@ -267,6 +278,9 @@ class HubModel:
                 settings = snapshot / plan.transformer / "pipeline.json"
                 if settings.is_file():
                     shutil.copyfile(settings, model / "pipeline.json")
+            if "initialised from T2V" in report:
+                _note(f"{self.ref.repo_id} is a text-to-video model: its FlashI2V modules start at zero, so it is a "
+                      "starting point for training rather than an image-to-video model")
             cache.write_entry(staging, {
                 "repo_id": self.ref.repo_id, "revision": self.ref.revision, "sha": sha, "subpath": self.ref.subpath,
                 "kind": plan.kind, "components_repo": self.components_repo if rest else None,
