@@ -319,6 +319,18 @@ def test_no_network_is_one_line_that_suggests_offline_mode(online, monkeypatch):
         resolve_model(REPO)
 
 
+def test_the_size_to_come_and_the_free_space_are_said_first(caches, components, capsys):
+    from flashi2v.hub.resolve import HubModel
+
+    sha = _companion(caches.hub, components)
+    # vae/config.json is in the cache already (not counted); transformer/ is not asked for.
+    listing = {"vae/config.json": 10**9, "text_encoder/big.safetensors": 3 * 2**30, "transformer/x": 10**12}
+    model = HubModel(HubRef(DEFAULT_COMPONENTS_REPO), DEFAULT_COMPONENTS_REPO)
+    model.check_space([(HubRef(DEFAULT_COMPONENTS_REPO), ["vae/*", "text_encoder/*"], listing, sha)], 0)
+    err = capsys.readouterr().err
+    assert f"downloading 3.0 GB from {DEFAULT_COMPONENTS_REPO} into {caches.hub} (" in err and " free)" in err
+
+
 def test_download_that_cannot_fit_is_refused_before_it_starts(online, monkeypatch):
     from huggingface_hub import HfApi
 
