@@ -254,10 +254,12 @@ def test_our_own_folder_is_used_from_the_download(caches, components, make_tiny_
 
 
 def test_offline_and_not_cached_names_both_readings(caches):
-    with pytest.raises(FlashI2VError, match=r"not in the Hugging Face cache .*HF_HUB_OFFLINE.*\./outputs/x") as err:
+    with pytest.raises(FlashI2VError, match=r"^'outputs/x' is no folder here, and the Hub model outputs/x is not in the "
+                                            r"Hugging Face cache .*HF_HUB_OFFLINE.*check the folder path$") as err:
         resolve_model("outputs/x")
     assert "\n" not in str(err.value)
-    with pytest.raises(FlashI2VError, match="not in the Hugging Face cache"):
+    with pytest.raises(FlashI2VError, match=r"^the Hub model someone/FlashI2V-tiny@no-such-branch is not in the "
+                                            r"Hugging Face cache .*to download it once$"):
         resolve_model(REPO + "@no-such-branch")
 
 
@@ -290,7 +292,7 @@ def online(caches, monkeypatch):
 
 @pytest.mark.parametrize("error, message", [
     ("GatedRepoError", "gated repository: accept its terms"),
-    ("RepositoryNotFoundError", r"no Hub model repository 'someone/FlashI2V-tiny' \(nor a folder here"),
+    ("RepositoryNotFoundError", r"^'someone/FlashI2V-tiny' is no folder here, and no Hub model repository"),
     ("RevisionNotFoundError", "has no revision 'nope'"),
 ])
 def test_hub_errors_are_one_line(error, message, online, monkeypatch):
@@ -314,8 +316,8 @@ def test_no_network_is_one_line_that_suggests_offline_mode(online, monkeypatch):
         raise httpx2.ConnectError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(HfApi, "model_info", model_info)
-    with pytest.raises(FlashI2VError, match=r"cannot reach the Hugging Face Hub to look up someone/FlashI2V-tiny "
-                                            r"\(nor a folder here.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(FlashI2VError, match=r"^'someone/FlashI2V-tiny' is no folder here, and the Hugging Face Hub "
+                                            r"cannot be reached .*the folder path, the connection .*HF_HUB_OFFLINE=1"):
         resolve_model(REPO)
 
 
@@ -443,4 +445,4 @@ def test_generate_with_an_uncached_hub_model_offline_is_one_line(caches, example
                  "--out", str(tmp_path / "v.mp4"), "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "nobody/nothing is not in the Hugging Face cache" in err and "HF_HUB_OFFLINE" in err
+    assert "the Hub model nobody/nothing is not in the Hugging Face cache" in err and "HF_HUB_OFFLINE" in err

@@ -140,8 +140,7 @@ class CachedModel:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime((self.path / ENTRY_FILE).stat().st_mtime)) \
             if (self.path / ENTRY_FILE).exists() else "-"
         state = "ok" if self.problem is None else "damaged"
-        shared = f" ({format_size(self.shared)} shared with the download)" if self.shared else ""
-        return f"{self.repo_id:<40} {sha:<12} {format_size(self.size):>9}{shared}  {state:<7}  {used}"
+        return f"{self.repo_id:<40} {sha:<12} {format_size(self.size):>9} {format_size(self.shared):>9}  {state:<7}  {used}"
 
 
 def _sizes(folder: Path) -> tuple[int, int]:
@@ -179,9 +178,10 @@ def list_cache() -> str:
     if not models:
         lines.append("  (none)")
     else:
-        lines.append(f"  {'REPOSITORY':<40} {'COMMIT':<12} {'SIZE':>9}  {'STATE':<7}  LAST USED")
+        lines.append(f"  {'REPOSITORY':<40} {'COMMIT':<12} {'SIZE':>9} {'LINKED':>9}  {'STATE':<7}  LAST USED")
         lines += ["  " + m.row() for m in models]
-        lines.append(f"  total {format_size(sum(m.size for m in models))}")
+        lines.append(f"  total {format_size(sum(m.size for m in models))}; LINKED: hard links to the downloads' files, "
+                     "the space of which is freed only when both are deleted")
     stale = leftovers(root)
     if stale:
         lines.append(f"  {len(stale)} unfinished build folder(s), {format_size(sum(_sizes(p)[0] for p in stale))}: "

@@ -57,8 +57,11 @@ def resolve_model(ref: str | os.PathLike, components_repo: str | None = None, to
 # -- huggingface_hub's errors as one line each --------------------------------------------------------
 
 
-def _both_readings(ref: HubRef) -> str:
-    return "" if ref.explicit else f" (nor a folder here: write ./{ref.repo_id} for a local folder)"
+def _folder_too(ref: HubRef) -> str:
+    """For a plain ORG/NAME that could also have meant a folder: the start of a message naming both readings."""
+    if ref.explicit or ref.revision or ref.subpath:
+        return ""
+    return f"'{ref.repo_id}' is no folder here, and "
 
 
 @contextmanager
@@ -79,8 +82,8 @@ def hub_errors(ref: HubRef, what: str = "download"):
         raise FlashI2VError(f"{repo} is a gated repository: accept its terms at https://huggingface.co/{repo}, then log "
                             "in (`hf auth login`) or set HF_TOKEN") from None
     except e.RepositoryNotFoundError:
-        raise FlashI2VError(f"no Hub model repository '{repo}'{_both_readings(ref)}, or it is private and you are not "
-                            "logged in: check the id, or log in (`hf auth login` / HF_TOKEN)") from None
+        raise FlashI2VError(f"{_folder_too(ref)}no Hub model repository '{repo}' exists, or it is private and you are "
+                            "not logged in: check the path or id, or log in (`hf auth login` / HF_TOKEN)") from None
     except e.RevisionNotFoundError:
         raise FlashI2VError(f"{repo} has no revision '{ref.revision}': use a branch, tag or commit that exists "
                             f"(see https://huggingface.co/{repo}/tree/main), or leave out @REVISION") from None
@@ -95,9 +98,9 @@ def hub_errors(ref: HubRef, what: str = "download"):
                             "to download it once, or pass a local folder") from None
     except e.LocalEntryNotFoundError:
         if cache.offline():
-            raise FlashI2VError(f"{repo}{'@' + ref.revision if ref.revision else ''} is not in the Hugging Face cache "
-                                f"({cache.hub_cache_dir()}) and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE to "
-                                f"download it once{_both_readings(ref)}") from None
+            raise FlashI2VError(f"{_folder_too(ref)}the Hub model {ref} is not in the Hugging Face cache "
+                                f"({cache.hub_cache_dir()}) and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE to download "
+                                "it once" + (", or check the folder path" if _folder_too(ref) else "")) from None
         raise FlashI2VError(f"cannot reach the Hugging Face Hub for {repo} and it is not cached: check the "
                             "connection (or HF_ENDPOINT) and run again") from None
     except e.HfHubHTTPError as err:
@@ -118,8 +121,9 @@ def hub_errors(ref: HubRef, what: str = "download"):
 def _unreachable(ref: HubRef, what: str, err: BaseException) -> str:
     detail = f"{type(err).__name__}: {_first_line(err)}"
     if what == "file listing":
-        return (f"cannot reach the Hugging Face Hub to look up {ref.repo_id}{_both_readings(ref)} ({detail}): check the "
-                "connection (or HF_ENDPOINT), or set HF_HUB_OFFLINE=1 to use what is cached")
+        return (f"{_folder_too(ref)}the Hugging Face Hub cannot be reached to look up {ref.repo_id} ({detail}): check "
+                + ("the folder path, " if _folder_too(ref) else "")
+                + "the connection (or HF_ENDPOINT), or set HF_HUB_OFFLINE=1 to use what is cached")
     return (f"the {what} of {ref.repo_id} was interrupted ({detail}): run again; files already downloaded are kept "
             "and the download resumes")
 
