@@ -487,8 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     cl.set_defaults(func=cmd_cache_list)
     cc = casub.add_parser("clear", help="delete converted models (all, or those of one repository)")
     cc.add_argument("repo", nargs="?", default=None, help="only the models converted from this ORG/NAME")
-    cc.add_argument("--downloads", action="store_true", help="also delete huggingface_hub's downloads of those "
-                    "repositories (they are downloaded again when next used)")
+    cc.add_argument("--downloads", action="store_true", help="also delete huggingface_hub's downloads of the "
+                    "repositories they were made from (downloaded again when next used; the shared components "
+                    "repository is kept)")
     cc.set_defaults(func=cmd_cache_clear)
     ca.set_defaults(func=lambda a: ca.print_help())
 

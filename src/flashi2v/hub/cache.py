@@ -193,7 +193,8 @@ def list_cache() -> str:
 
 def clear_cache(repo_id: str | None = None, downloads: bool = False) -> str:
     """Delete the converted models (all, or those made from ``repo_id``) and unfinished builds; with
-    ``downloads``, also huggingface_hub's downloads of those repositories. Returns what was freed."""
+    ``downloads``, also huggingface_hub's downloads of the repositories they were made from (not of the
+    components repository, which other programs may share). Returns what was freed."""
     root = cache_dir()
     models = [m for m in cached_models(root) if repo_id is None or m.repo_id == repo_id]
     if repo_id is not None and not models:
@@ -213,9 +214,12 @@ def clear_cache(repo_id: str | None = None, downloads: bool = False) -> str:
     lines = [f"removed {len(models)} converted model(s)" + (f" and {len(stale)} unfinished build(s)" if stale else "")
              + f", {format_size(freed)} freed"]
     if downloads:
-        repos = {m.repo_id for m in models} | ({r for m in models if (r := m.record.get("components_repo"))}
-                                               if repo_id is None else set())
-        lines.append(_clear_downloads(repos))
+        lines.append(_clear_downloads({m.repo_id for m in models}))
+        kept = sorted({r for m in models if (r := m.record.get("components_repo"))})
+        if kept:
+            # Other programs (diffusers) may use these too: deleting them is the user's call, with hf's own command.
+            lines.append(f"kept the download of {', '.join(kept)} (VAE / text encoder / tokenizer; other programs may "
+                         f"use it): `hf cache rm {' '.join('model/' + r for r in kept)}` removes it")
     return "\n".join(lines)
 
 
