@@ -58,7 +58,7 @@ def model_card(folder: str | os.PathLike, repo_id: str, training_data: str | Non
     shown = ", ".join(f"{k}={v}" for k, v in defaults.items() if k != "negative_prompt") or "the FlashI2V-1.3B ones"
     return (f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---\n\n"
             f"# {repo_id.split('/')[-1]}\n\n"
-            f"An image-to-video model for flashi2v (`pip install flashi2v`; {format_size(size)}): a Wan2.1-style "
+            f"An image-to-video model for the flashi2v library ({format_size(size)}): a Wan2.1-style "
             f"diffusion transformer conditioned on the image with the `{paradigm}` paradigm.\n\n"
             "## Use\n\n```bash\n"
             f"flashi2v generate --model {repo_id} --image photo.jpg --prompt \"the camera pans left\" --out video.mp4\n"
