@@ -22,7 +22,6 @@ BUILTIN = "builtin"
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _REVISION = r"[A-Za-z0-9._-]+"  # branch, tag or commit; "refs/pr/N" would be ambiguous with a path inside the repo
 _REPO = re.compile(rf"^(?P<repo>{_NAME}/{_NAME})(?:@(?P<revision>{_REVISION}))?(?P<subpath>/.*)?$")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -37,11 +36,6 @@ class HubRef:
     def __str__(self) -> str:
         text = self.repo_id + (f"@{self.revision}" if self.revision else "") + (f"/{self.subpath}" if self.subpath else "")
         return HUB_PREFIX + text if self.explicit else text
-
-    @property
-    def pinned(self) -> bool:
-        """The revision is a full commit sha: what it names can never change."""
-        return bool(self.revision and _SHA.match(self.revision))
 
 
 def looks_like_path(text: str) -> bool:
