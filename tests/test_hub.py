@@ -308,6 +308,25 @@ def test_hub_errors_are_one_line(error, message, online, monkeypatch):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("raised, message", [
+    (lambda e, httpx2: httpx2.ReadError("connection reset by peer"), "was interrupted .* run again; files already"),
+    (lambda e, httpx2: e.XetDownloadError("chunk fetch failed"), "was interrupted .* the download resumes"),
+    (lambda e, httpx2: _http_error(e.HfHubHTTPError, 503), r"failed \(boom\): run again"),
+    (lambda e, httpx2: _http_error(e.HfHubHTTPError, 401), r"refused access .*\(HTTP 401\): log in"),
+    (lambda e, httpx2: e.LocalTokenNotFoundError("no token"), "needs a Hugging Face token .*hf auth login"),
+])
+def test_download_failures_are_one_line_that_says_what_to_do(raised, message):
+    import httpx2
+    from huggingface_hub import errors as e
+
+    from flashi2v.hub.resolve import hub_errors
+
+    with pytest.raises(FlashI2VError, match=message) as err:
+        with hub_errors(HubRef(REPO)):
+            raise raised(e, httpx2)
+    assert "\n" not in str(err.value) and REPO in str(err.value)
+
+
 def test_no_network_is_one_line_that_suggests_offline_mode(online, monkeypatch):
     import httpx2
     from huggingface_hub import HfApi
