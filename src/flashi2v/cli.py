@@ -372,6 +372,26 @@ def cmd_ui(args) -> None:
               dtype=_dtype(args.dtype) if args.dtype else None, max_upload_mb=args.max_upload_mb)
 
 
+def cmd_cache_list(args) -> None:
+    from .hub.cache import list_cache
+
+    print(list_cache())
+
+
+def cmd_cache_clear(args) -> None:
+    from .hub.cache import clear_cache
+
+    print(clear_cache(args.repo, downloads=args.downloads))
+
+
+def cmd_upload(args) -> None:
+    from .hub.upload import push_to_hub
+
+    url = push_to_hub(args.folder, args.repo_id, private=args.private or None, revision=args.revision,
+                      commit_message=args.message, training_data=args.training_data)
+    print(f"uploaded {args.folder} to {args.repo_id}: {url}")
+
+
 def _model_default(name: str) -> str:
     """Help text for a setting whose default comes from the model: never one fixed number."""
     return f"default: the model's (built-in {getattr(BUILTIN, name)}, FlashI2V-1.3B {getattr(REFERENCE, name)})"
@@ -397,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", help="text prompt describing the video")
     g.add_argument("--images-file", help="batch mode: UTF-8 text file with one image path per line")
     g.add_argument("--prompts-file", help="batch mode: UTF-8 text file with one prompt per line")
-    g.add_argument("--model", help="pipeline folder (transformer/, vae/, text_encoder/, tokenizer/); "
-                   "default: the built-in model")
+    g.add_argument("--model", help="a pipeline folder (transformer/, vae/, text_encoder/, tokenizer/), a Hugging Face "
+                   "Hub model ORG/NAME[@REVISION] (e.g. yunyangge/FlashI2V-1.3B: downloaded and converted once, then "
+                   "cached; `flashi2v cache list`), or 'builtin'; default: the built-in model")
     g.add_argument("--out", default="outputs/flashi2v.mp4",
                    help="output mp4 (batch mode numbers them: NAME_000.mp4, ...); default %(default)s")
     g.add_argument("--overwrite", action="store_true", help="replace outputs that exist already (default: refuse)")
@@ -454,6 +475,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("inspect", help="show the layout, config, dtypes and key problems of a checkpoint",
                    populate=".weights.cli:add_inspect_arguments")
 
+    up = sub.add_parser("upload", help="upload a model folder to the Hugging Face Hub with a model card",
+                        description="Push a flashi2v model folder (transformer/, vae/, text_encoder/, ...) to a Hub "
+                        "model repository in one commit, creating the repository if needed, with a README.md model "
+                        "card (paradigm, config, training data) unless the folder has its own. Then anyone can run "
+                        "`flashi2v generate --model REPO_ID`. Needs a token: `hf auth login` or HF_TOKEN.")
+    up.add_argument("folder", help="the model folder")
+    up.add_argument("repo_id", help="ORG/NAME of the Hub repository")
+    up.add_argument("--private", action="store_true", help="create the repository as private")
+    up.add_argument("--revision", default=None, help="branch to commit to (created if needed; default: main)")
+    up.add_argument("--message", default=None, help="commit message")
+    up.add_argument("--training-data", default=None, help="what the model was trained on, for the model card")
+    up.set_defaults(func=cmd_upload)
+
+    ca = sub.add_parser("cache", help="see or free the space of Hub models converted for flashi2v",
+                        description="Hub models (--model ORG/NAME) are converted once into flashi2v's cache "
+                        "($FLASHI2V_CACHE, else $HF_HOME/flashi2v); the downloads stay in huggingface_hub's cache.")
+    casub = ca.add_subparsers(dest="cache_command", metavar="CACHE_COMMAND")
+    cl = casub.add_parser("list", help="the converted models, their size and state")
+    cl.set_defaults(func=cmd_cache_list)
+    cc = casub.add_parser("clear", help="delete converted models (all, or those of one repository)")
+    cc.add_argument("repo", nargs="?", default=None, help="only the models converted from this ORG/NAME")
+    cc.add_argument("--downloads", action="store_true", help="also delete huggingface_hub's downloads of the "
+                    "repositories they were made from (downloaded again when next used; the shared components "
+                    "repository is kept)")
+    cc.set_defaults(func=cmd_cache_clear)
+    ca.set_defaults(func=lambda a: ca.print_help())
+
     t = sub.add_parser("train", help="train / fine-tune FlashI2V (one process, or many through torchrun + FSDP2)",
                        description="Train with a YAML config (or a preset name: tiny, flashi2v-1.3b) and "
                        "section.key=value overrides, e.g. `flashi2v train tiny data.index=clips.jsonl recipe.steps=50`. "
@@ -471,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     esub = e.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND")
     m = esub.add_parser("motion", help="prompt following, frame-0 fidelity, colour drift, detail knob",
                         description="Generate pan/tilt/zoom/still videos from photos and measure them.")
-    m.add_argument("--model", default="builtin", help="pipeline folder or 'builtin' (default %(default)s)")
+    m.add_argument("--model", default="builtin", help="pipeline folder, Hub model ORG/NAME[@REVISION] or 'builtin' "
+                   "(default %(default)s)")
     m.add_argument("--photos", default="held-out", help="folder of photos, or 'held-out': the photos the built-in "
                    "model never saw in training (default %(default)s)")
     m.add_argument("--out", default="outputs/eval-motion", help="folder for quality.json/.md and PNG strips")
@@ -567,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve a web page (Gradio) over the pipeline: upload a photo, set the prompt and "
                        "settings, watch the steps, play and download the video. The model is loaded once; "
                        "generations run one at a time.")
-    u.add_argument("--model", help="pipeline folder (default: the built-in model)")
+    u.add_argument("--model", help="pipeline folder or Hub model ORG/NAME[@REVISION] (default: the built-in model)")
     u.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine "
                    "only; 0.0.0.0 opens it to the network, with no login)")
     u.add_argument("--port", type=positive_int, default=7860, help="TCP port (default %(default)s)")

@@ -165,20 +165,24 @@ class FlashI2VPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None, vae_tiling: bool = False,
-                        text_encoder=None, paradigm: str | None = None) -> "FlashI2VPipeline":
-        """Load a pipeline folder ("builtin": the small model shipped in the package). ``dtype`` is the transformer's and text encoder's compute dtype
+                        text_encoder=None, paradigm: str | None = None, components_repo: str | None = None,
+                        token: str | bool | None = None) -> "FlashI2VPipeline":
+        """Load a pipeline folder, ``"builtin"`` (the small model shipped in the package), or a Hugging Face Hub
+        model ``"ORG/NAME[@REVISION]"`` (e.g. ``"yunyangge/FlashI2V-1.3B"``; ``flashi2v.hub``): downloaded into
+        huggingface_hub's cache, converted once from any published layout into flashi2v's cache, reused after.
+        ``components_repo``: where a Hub model without VAE / text encoder / tokenizer takes them (default
+        Wan-AI/Wan2.1-T2V-1.3B-Diffusers); ``token``: a Hub token (default: HF_TOKEN or the stored login).
+        ``dtype`` is the transformer's and text encoder's compute dtype
         (the VAE's weights stay float32; it decodes in float32 unless ``enable_bf16_vae_decode()``). ``text_encoder``:
         a loaded encoder to use instead of the folder's (e.g. where the folder's package is not installed); the
         folder's pipeline.json settings apply either way. The model samples with the paradigm it was trained
         with (its config.json); ``paradigm``, when given, must be that one."""
-        if str(folder) == "builtin":
-            from .builtin import builtin_path
-
-            folder = builtin_path()
         device = resolve_device(device)  # "auto", or a one-line error for a device this machine lacks
         if dtype is None and torch.device(device).type == "cpu":
             dtype = torch.float32  # half precision on a CPU is slow and imprecise
-        folder = Path(folder)
+        from .hub.resolve import resolve_model
+
+        folder = resolve_model(folder, components_repo=components_repo, token=token)  # a folder stays as it is
         if not folder.is_dir():
             raise FlashI2VError(f"model folder '{folder}' does not exist: pass a folder with transformer/, vae/, text_encoder/, tokenizer/")
         for sub in ("transformer", "vae") + (("text_encoder",) if text_encoder is None else ()):
@@ -200,7 +204,15 @@ class FlashI2VPipeline:
         return cls(transformer, vae, text_encoder, signed_fourier=config.get("signed_fourier", False),
                    defaults=config.get("defaults"))
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
+    def save_pretrained(self, folder: str | os.PathLike, push_to_hub: bool = False, repo_id: str | None = None,
+                        private: bool | None = None, token: str | bool | None = None,
+                        training_data: str | None = None) -> None:
+        """Write the pipeline folder; with ``push_to_hub``, also upload it to ``repo_id`` with a model card
+        (``flashi2v.hub.push_to_hub``; ``training_data``: a sentence for the card)."""
+        if push_to_hub:
+            from .hub.refs import check_repo_id
+
+            check_repo_id(repo_id)  # before writing anything
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         settings = {"signed_fourier": self.signed_fourier, "defaults": self.defaults}
@@ -208,6 +220,10 @@ class FlashI2VPipeline:
         self.transformer.save_pretrained(folder / "transformer")
         self.vae.save_pretrained(folder / "vae")
         self.text_encoder.save_pretrained(folder / "text_encoder", folder / "tokenizer")
+        if push_to_hub:
+            from .hub.upload import push_to_hub as push
+
+            push(folder, repo_id, private=private, token=token, training_data=training_data)
 
     def to(self, device: str | torch.device) -> "FlashI2VPipeline":
         device = resolve_device(device)

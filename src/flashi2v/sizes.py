@@ -28,3 +28,11 @@ def parse_size(size, what: str = "size") -> int:
     if value <= 0:
         raise FlashI2VError(f"{what}{size!r} must be more than 0 bytes: write e.g. 2GB or 500MB")
     return value
+
+
+def format_size(n: int) -> str:
+    """Bytes as people read them, in the binary units ``parse_size`` takes: 512 B, 3.2 MB, 17.4 GB."""
+    for unit, scale in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"

@@ -9,6 +9,7 @@ Configs are read off the tensor shapes; defaults are those of the released files
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -161,27 +162,38 @@ def load_umt5_original(path: str | Path, **config_overrides):
 # -- writing our pipeline folder -------------------------------------------------------------------
 
 
-def _copy_folder(src: Path, dst: Path) -> None:
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link to the file (symlinks followed, as in a Hub snapshot) where the file system allows, else a copy."""
+    try:
+        os.link(os.path.realpath(src), dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def copy_folder(src: Path, dst: Path, link: bool = False) -> None:
+    """Copy ``src`` to ``dst``; ``link``: hard-link the files instead (no second copy of a multi-GB download
+    that is never modified in place, e.g. a Hub cache's blobs)."""
     if dst.exists():
         shutil.rmtree(dst)
-    shutil.copytree(src, dst)
+    shutil.copytree(src, dst, copy_function=_link_or_copy if link else shutil.copy2)
 
 
-def write_vae(src: str | Path, dst: str | Path, max_shard_size: str = "5GB") -> str:
-    """A diffusers ``vae/`` folder is copied; an original ``Wan2.1_VAE.pth`` is converted."""
+def write_vae(src: str | Path, dst: str | Path, max_shard_size: str = "5GB", link: bool = False) -> str:
+    """A diffusers ``vae/`` folder is copied (hard-linked with ``link``); an original ``Wan2.1_VAE.pth`` is converted."""
     src, dst = Path(src), Path(dst)
     if src.is_dir():
         if not (src / "config.json").is_file():
             raise FlashI2VError(f"VAE folder '{src}' has no config.json: pass the vae/ folder of a -Diffusers repo or {VAE_ORIGINAL_NAME}")
-        _copy_folder(src, dst)
+        copy_folder(src, dst, link)
         return f"vae: copied diffusers folder {src}"
     load_wan_vae_original(src).save_pretrained(dst, safe_serialization=True, max_shard_size=max_shard_size)
     return f"vae: converted {src.name} (original Wan layout) with diffusers' converter"
 
 
 def write_text_encoder(src: str | Path, dst: str | Path, dtype: torch.dtype | None = None,
-                       max_shard_size: str = "5GB") -> str:
-    """A transformers ``text_encoder/`` folder is copied (or re-saved in ``dtype``); the original .pth is converted."""
+                       max_shard_size: str = "5GB", link: bool = False) -> str:
+    """A transformers ``text_encoder/`` folder is copied (hard-linked with ``link``; re-saved in ``dtype`` when
+    given); the original .pth is converted."""
     from transformers import UMT5EncoderModel
 
     src, dst = Path(src), Path(dst)
@@ -190,7 +202,7 @@ def write_text_encoder(src: str | Path, dst: str | Path, dtype: torch.dtype | No
             raise FlashI2VError(f"text encoder folder '{src}' has no config.json: pass the text_encoder/ folder "
                                 f"of a -Diffusers repo or {UMT5_ORIGINAL_NAME}")
         if dtype is None:
-            _copy_folder(src, dst)
+            copy_folder(src, dst, link)
             return f"text_encoder: copied transformers folder {src}"
         model = UMT5EncoderModel.from_pretrained(src, dtype=dtype, local_files_only=True)
         what = f"re-saved {src} in {dtype}"

@@ -187,7 +187,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, layout: str | None = No
                        dtype=None, vae: str | Path | None = None, text_encoder: str | Path | None = None,
                        tokenizer: str | Path | None = None, num_heads: int | None = None,
                        proj_kernel: str | None = None, text_len: int | None = None,
-                       max_shard_size=DEFAULT_SHARD_BYTES, overwrite: bool = False) -> str:
+                       max_shard_size=DEFAULT_SHARD_BYTES, overwrite: bool = False, link_files: bool = False) -> str:
     """Write our pipeline folder ``dst`` (transformer/, [transformer_ema/], vae/, text_encoder/, tokenizer/).
 
     ``src`` is anything ``transformer_candidates`` accepts; VAE, text encoder and tokenizer are taken
@@ -196,6 +196,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path, layout: str | None = No
     ``dst`` must not overlap any source; an existing non-empty ``dst`` is replaced only with
     ``overwrite``. Everything is written to a temporary folder beside ``dst`` and renamed into place
     at the end, so a failure midway leaves no half model folder (and the old ``dst`` intact).
+    ``link_files``: component folders already in the diffusers / transformers layout are hard-linked instead
+    of copied where the file system allows (``flashi2v.hub`` does so for the files of its read-only Hub cache).
     Returns a human-readable report.
     """
     src, dst = Path(src), Path(dst)
@@ -213,7 +215,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, layout: str | None = No
     with staged_folder(dst) as tmp:
         lines = _convert_into(tmp, src, candidates, parts, layout=layout, allow_partial=allow_partial, dtype=dtype,
                               num_heads=num_heads, proj_kernel=proj_kernel, text_len=text_len,
-                              max_shard_size=max_shard_size)
+                              max_shard_size=max_shard_size, link_files=link_files)
         absent = [name for name in ("vae", "text_encoder", "tokenizer") if not (tmp / name).is_dir()]
     if absent:
         lines.append(f"note: {dst} has no {', '.join(absent)} yet: pass --vae/--text-encoder/--tokenizer "
@@ -223,7 +225,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, layout: str | None = No
 
 
 def _convert_into(out: Path, src: Path, candidates: list[Candidate], parts: dict[str, Path], dtype,
-                  max_shard_size: int, **load_kwargs) -> list[str]:
+                  max_shard_size: int, link_files: bool = False, **load_kwargs) -> list[str]:
     lines = []
     for folder, candidate in _weight_sets_to_write(candidates):
         model, report = _load_candidate(candidate, str(src), dtype=dtype, **load_kwargs)
@@ -231,9 +233,10 @@ def _convert_into(out: Path, src: Path, candidates: list[Candidate], parts: dict
         lines += [f"{folder}: from {candidate.label}", *("  " + line for line in report.summary().splitlines())]
         del model
     if "vae" in parts:
-        lines.append(components.write_vae(parts["vae"], out / "vae", max_shard_size))
+        lines.append(components.write_vae(parts["vae"], out / "vae", max_shard_size, link=link_files))
     if "text_encoder" in parts:
-        lines.append(components.write_text_encoder(parts["text_encoder"], out / "text_encoder", dtype, max_shard_size))
+        lines.append(components.write_text_encoder(parts["text_encoder"], out / "text_encoder", dtype, max_shard_size,
+                                                   link=link_files))
     if "tokenizer" in parts:
         lines.append(components.write_tokenizer(parts["tokenizer"], out / "tokenizer"))
     return lines
