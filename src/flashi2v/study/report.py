@@ -114,7 +114,10 @@ def mean_sd(values) -> tuple[float, float]:
 
 def compare(a, b) -> tuple[str, float, float]:
     """('lower' | 'higher' | 'undecided', mean(a) - mean(b), 2 x standard error of that difference)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
+    a = np.asarray([x for x in a if x is not None], float)
+    b = np.asarray([x for x in b if x is not None], float)
+    if not len(a) or not len(b):
+        return "undecided", float("nan"), float("inf")  # not measured
     diff = float(a.mean() - b.mean())
     var = (a.var(ddof=1) / len(a) if len(a) > 1 else 0.0) + (b.var(ddof=1) / len(b) if len(b) > 1 else 0.0)
     margin = 2.0 * math.sqrt(var)
@@ -123,6 +126,10 @@ def compare(a, b) -> tuple[str, float, float]:
     if abs(diff) <= margin:
         return "undecided", diff, margin
     return ("lower" if diff < 0 else "higher"), diff, margin
+
+
+def _avg(values) -> float:
+    return mean_sd(values)[0]
 
 
 def slope(values) -> float:
@@ -158,16 +165,16 @@ def _read_json(path: Path):
 def collect(c: LeakageStudyConfig, root: str | Path) -> dict:
     """Per paradigm and set: per-seed values of every summary number and curve; per run: the loss rows."""
     root = Path(root)
-    keys = ("motion", "motion_top5", "flicker", "colour_drift", "psnr_first", "ssim_first")
+    keys = ("motion", "motion_top5", "flicker", "colour_drift", "psnr_first", "ssim_first", "colour_offset_first")
     out = {"paradigms": {}, "reference": {}, "codec": {}, "steps": {}}
     for set_name in SETS:
         codec = _read_json(eval_dir(root, "codec", set_name) / "metrics.json")
         s = codec["summary"]
-        out["reference"][set_name] = {k: s[k]["reference"] for k in keys if k not in ("psnr_first", "ssim_first")}
+        out["reference"][set_name] = {k: s.get(k, {}).get("reference") for k in keys if not k.endswith("_first")}
         out["reference"][set_name]["dynamic_share"] = s["dynamic_share"]["reference"]
         out["reference"][set_name]["videos"] = codec["videos"]
         out["codec"][set_name] = {"feature_frechet": s["feature_frechet"], "curve": codec["curves"]["feature_frechet"],
-                                  "start": codec["curves"]["start"], **{k: s[k]["generated"] for k in keys}}
+                                  "start": codec["curves"]["start"], **{k: s.get(k, {}).get("generated") for k in keys}}
     for p in c.paradigms:
         entry = {"seeds": list(c.seeds), "loss": {}}
         for set_name in SETS:
@@ -175,8 +182,8 @@ def collect(c: LeakageStudyConfig, root: str | Path) -> dict:
             for seed in c.seeds:
                 m = _read_json(eval_dir(root, run_name(p, seed), set_name) / "metrics.json")
                 s = m["summary"]
-                for k in keys:
-                    per[k].append(s[k]["generated"])
+                for k in keys:  # .get: evaluations written before a metric existed lack it
+                    per[k].append(s.get(k, {}).get("generated"))
                 per["dynamic_share"].append(s["dynamic_share"]["generated"])
                 per["feature_frechet"].append(s["feature_frechet"])
                 per["curve"].append(m["curves"]["feature_frechet"])
@@ -251,20 +258,22 @@ def claims(c: LeakageStudyConfig, data: dict) -> list[dict]:
     if {"flashi2v", "fourier"} <= have:
         ev, rs = [], []
         for s in SETS:
-            r, d, m = compare(P["fourier"][s]["colour_drift"], P["flashi2v"][s]["colour_drift"])
-            rs.append(r)
-            ev.append(f"{s}: {np.mean(P['fourier'][s]['colour_drift']):.2f} % vs {np.mean(P['flashi2v'][s]['colour_drift']):.2f} % ({r})")
-        part("3 (Fig. 4c)", "Fourier guidance alone drifts in colour (more than FlashI2V).",
+            for key, label in (("colour_offset_first", "colour cast of frame 0"), ("colour_drift", "drift")):
+                r, d, m = compare(P["fourier"][s][key], P["flashi2v"][s][key])
+                rs.append(r)
+                ev.append(f"{s} {label} {_avg(P['fourier'][s][key]):.2f} % vs {_avg(P['flashi2v'][s][key]):.2f} % ({r})")
+        part("3 (Fig. 4c)", "Fourier guidance alone drifts in colour (its colours leave the condition image's more than "
+             "FlashI2V's).",
              _verdict("higher" in rs and "lower" not in rs, "lower" in rs and "higher" not in rs),
-             "colour drift, fourier vs flashi2v: " + "; ".join(ev))
+             "fourier vs flashi2v: " + "; ".join(ev))
     if {"flashi2v", "latent-shift"} <= have:
         ev, rs = [], []
         for s in SETS:
             for key, unit in (("psnr_first", " dB"), ("ssim_first", "")):
                 r, d, m = compare(P["latent-shift"][s][key], P["flashi2v"][s][key])
                 rs.append(r)
-                ev.append(f"{s} {key.split('_')[0].upper()} {np.mean(P['latent-shift'][s][key]):.3f}{unit} vs "
-                          f"{np.mean(P['flashi2v'][s][key]):.3f}{unit} ({r})")
+                ev.append(f"{s} {key.split('_')[0].upper()} {_avg(P['latent-shift'][s][key]):.3f}{unit} vs "
+                          f"{_avg(P['flashi2v'][s][key]):.3f}{unit} ({r})")
         part("3 (Fig. 4c)", "Latent shifting alone mismatches details (frame 0 less faithful to the condition image "
              "than FlashI2V's).",
              _verdict("lower" in rs and "higher" not in rs, "higher" in rs and "lower" not in rs),
@@ -298,9 +307,10 @@ def plot_chunk_curves(data: dict, path: Path) -> Path:
         ax.set_title(SET_TITLES[s], fontsize=10)
         ax.set_xlabel("chunk start frame")
         ax.set_ylabel("Frechet distance, weight-free features")
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle("Chunk-wise distance to the reference clips over time (mean of seeds, band: min-max)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -356,7 +366,7 @@ def plot_metrics(data: dict, path: Path) -> Path:
     return path
 
 
-def plot_strips(c: LeakageStudyConfig, root: Path, path: Path, frames_shown=(0, 4, 8, 12, 16)) -> Path | None:
+def plot_strips(c: LeakageStudyConfig, root: Path, path: Path, frames_shown=(0, 8, 16)) -> Path | None:
     """One clip of each set: the reference, then every paradigm's video (first seed), frames side by side."""
     from PIL import Image, ImageDraw
 
@@ -383,15 +393,34 @@ def plot_strips(c: LeakageStudyConfig, root: Path, path: Path, frames_shown=(0, 
         canvas.paste(Image.fromarray(strip), (label_w, y))
         draw.text((4, y + strip.shape[0] // 2 - 6), label, fill="black")
         y += strip.shape[0]
-    canvas.save(path)
+    canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)  # small enough for docs/
     return path
 
 
 # ---- the report ------------------------------------------------------------------------------------------
 
+def _num(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _pm(values, digits: int = 2) -> str:
     m, sd = mean_sd(values)
     return "-" if math.isnan(m) else f"{m:.{digits}f} +- {sd:.{digits}f}"
+
+
+def _scale(data: dict, batch: int) -> str:
+    """How far the runs trained, in numbers: the context every verdict below needs."""
+    steps = max(data["steps"].values())
+    final = {p: np.mean([smoothed_loss(rows, 1.0) for rows in e["loss"].values()]) for p, e in data["paradigms"].items()}
+    first = {p: np.mean([smoothed_loss(rows, 0.1) for rows in e["loss"].values()]) for p, e in data["paradigms"].items()}
+    psnr = [np.mean(e["in-domain"]["psnr_first"]) for e in data["paradigms"].values()]
+    return (f"**Scale.** Each run trained {steps} steps of {batch} clips ({steps * batch:,} clips seen). The training loss "
+            f"went from {min(first.values()):.2f}-{max(first.values()):.2f} (at 10 % of the steps) to "
+            f"{min(final.values()):.2f}-{max(final.values()):.2f}, and frame 0 reaches {min(psnr):.1f}-{max(psnr):.1f} dB "
+            f"PSNR against the condition image in domain, where the codec alone reaches "
+            f"{data['codec']['in-domain']['psnr_first']:.1f} dB: these models are early in training, and the verdicts "
+            "below compare the paradigms at that stage. Longer runs (`fill_minutes`, or `train.recipe.steps` without "
+            "it) may change them.")
 
 
 def markdown(c: LeakageStudyConfig, data: dict, verdicts: list[dict], config_name: str, figures: dict) -> str:
@@ -434,6 +463,8 @@ def markdown(c: LeakageStudyConfig, data: dict, verdicts: list[dict], config_nam
         f"paradigm as the Wan VAE and umT5 are in the paper. The **{CODEC}** row is the reference clips encoded and "
         "decoded by that codec: no model can do better on the distance than this floor.",
         "",
+        _scale(data, recipe.get("batch_size", 1)),
+        "",
         "## The claims",
         "",
         "Rule: two paradigms differ when the difference of their seed means exceeds twice its standard error; a curve "
@@ -446,8 +477,8 @@ def markdown(c: LeakageStudyConfig, data: dict, verdicts: list[dict], config_nam
         lines.append(f"| {v['claim']} | {v['statement']} | **{v['verdict']}** | {v['evidence']} |")
     keys = (("feature_frechet", "distance, whole clip", 2), ("motion", "motion (px/frame)", 3),
             ("dynamic_share", "dynamic share", 2), ("flicker", "flicker (levels)", 2),
-            ("colour_drift", "colour drift (%)", 2), ("psnr_first", "frame-0 PSNR (dB)", 2),
-            ("ssim_first", "frame-0 SSIM", 3))
+            ("colour_drift", "colour drift (%)", 2), ("colour_offset_first", "frame-0 colour cast (%)", 2),
+            ("psnr_first", "frame-0 PSNR (dB)", 2), ("ssim_first", "frame-0 SSIM", 3))
     for s in SETS:
         ref = data["reference"][s]
         lines += ["", f"## {SET_TITLES[s][0].upper() + SET_TITLES[s][1:]}", "",
@@ -461,10 +492,10 @@ def markdown(c: LeakageStudyConfig, data: dict, verdicts: list[dict], config_nam
                          + f" | {' / '.join(f'{x:.1f}' for x in curve)} | {trend(e['slope'])} |")
         cd = data["codec"][s]
         lines.append(f"| {CODEC} | {cd['feature_frechet']:.2f} | {cd['motion']:.3f} | - | {cd['flicker']:.2f} | "
-                     f"{cd['colour_drift']:.2f} | {cd['psnr_first']:.2f} | {cd['ssim_first']:.3f} | "
-                     f"{' / '.join(f'{x:.1f}' for x in cd['curve'])} | - |")
+                     f"{cd['colour_drift']:.2f} | {_num(cd['colour_offset_first'])} | {cd['psnr_first']:.2f} | "
+                     f"{cd['ssim_first']:.3f} | {' / '.join(f'{x:.1f}' for x in cd['curve'])} | - |")
         lines.append(f"| reference clips | 0 | {ref['motion']:.3f} | {ref['dynamic_share']:.2f} | {ref['flicker']:.2f} | "
-                     f"{ref['colour_drift']:.2f} | - | - | - | - |")
+                     f"{ref['colour_drift']:.2f} | 0 | - | - | - | - |")
     lines += ["", "## Training loss", "",
               "| paradigm | " + " | ".join(f"loss at {int(a * 100)} %" for a in (0.1, 0.25, 0.5, 1.0)) + " |",
               "|---|---|---|---|---|"]
