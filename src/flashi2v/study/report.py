@@ -518,6 +518,10 @@ def markdown(c: LeakageStudyConfig, data: dict, verdicts: list[dict], config_nam
         f"flashi2v study leakage {config_name} --out DIR --stages report            # the report from the results alone",
         "```",
         "",
+        "On a GPU machine that lacks scikit-video or the MiniLM package, prepare the kit where they are and run the "
+        "other stages there: `bash scripts/leakage_study_on_device.sh train,generate,evaluate,report` (it packs the "
+        "results into files of at most 15 MB).",
+        "",
         "Stages: `prepare` (CPU: the kit of codec, caption table, photos and both sets), `train` (GPU: every run as its "
         "own `flashi2v train` process, side by side), `generate`, `evaluate`, `report`. A stopped study continues "
         "where it stopped. Each run's config (`runs/<run>/config.json`), loss log (`metrics.jsonl`) and each "
