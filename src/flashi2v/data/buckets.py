@@ -78,7 +78,7 @@ def bucket_histogram(assigned: Sequence[int | None], buckets: Sequence[Bucket],
                      unassigned: dict[str, int]) -> list[str]:
     """Lines of a text histogram: clips per bucket, then the unassigned clips by reason."""
     counts = Counter(i for i in assigned if i is not None)
-    total = max(1, len(assigned))
+    total = max(1, sum(counts.values()) + sum(unassigned.values()))
     width = max(counts.values(), default=0)
     lines = []
     for i, (f, h, w) in enumerate(buckets):

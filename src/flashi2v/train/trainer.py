@@ -124,13 +124,20 @@ def bucketed_data(cfg: TrainConfig, records, dp_rank: int, dp_size: int, device:
     from ..data.buckets import BucketBatchSampler, assign_buckets, bucket_histogram
     from .config import check_buckets
 
+    from ..data import FilterConfig, filter_clips
+
     d = cfg.data
     buckets = check_buckets(d.buckets)
-    assigned, unassigned = assign_buckets(records, buckets, d.fps, d.bucket_aspect_tolerance)
+    # sizes and lengths from the index, or probed now (containers only) for the records that lack them
+    probed, rejected = filter_clips(records, FilterConfig(num_frames=min(b[0] for b in buckets), fps=d.fps),
+                                    progress=False)
+    assigned, unassigned = assign_buckets(probed, buckets, d.fps, d.bucket_aspect_tolerance)
+    unassigned.update({reason: n for reason, n in rejected.items() if n})
+    total, records = len(records), probed
     kept = [(r, buckets[i], i) for r, i in zip(records, assigned) if i is not None]
     if dp_rank == 0 and sum(unassigned.values()):
         log.warning("%d of %d clips fit no bucket and are left out (%s); `flashi2v data filter --buckets` shows "
-                    "the histogram", sum(unassigned.values()), len(records),
+                    "the histogram", sum(unassigned.values()), total,
                     ", ".join(f"{k}: {n}" for k, n in unassigned.items() if n))
     if not kept:
         raise FlashI2VError(f"no clip of data.index fits a bucket of data.buckets ({', '.join(f'{k}: {n}' for k, n in unassigned.items() if n)}): "
