@@ -164,7 +164,7 @@ def _adapter_files(path: str | os.PathLike) -> tuple[Path, Path]:
 def read_lora(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], TransformerConfig | None]:
     """(adapter config, tensors, the transformer config it was trained on or None) of an adapter folder,
     checked: a LoRA adapter, a positive rank, tensors of that rank. One-line errors, no code executed."""
-    from .safetensors_files import _safe_open, corrupt
+    from .safetensors_files import load_safetensors, safetensors_metadata
 
     config_path, weights_path = _adapter_files(path)
     config = read_json_object(config_path)
@@ -177,12 +177,8 @@ def read_lora(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], T
         raise FlashI2VError(f"'{config_path}': key 'lora_alpha' must be a positive number, got {alpha!r}")
     if config.get("use_dora") or config.get("rank_pattern") or config.get("alpha_pattern"):
         raise FlashI2VError(f"'{config_path}' uses DoRA or per-layer ranks, which flashi2v does not load")
-    with _safe_open(weights_path) as f:
-        metadata = f.metadata() or {}
-        try:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle is not a dict
-        except Exception as err:
-            raise corrupt(weights_path, err) from err
+    metadata = safetensors_metadata(weights_path)
+    tensors = load_safetensors(weights_path)
     bad = [k for k in tensors if not k.startswith(PEFT_PREFIX)]
     if bad or not tensors:
         raise FlashI2VError(f"'{weights_path}' is not in peft's layout (key {bad[0] if bad else 'none'!r}, expected "
