@@ -209,10 +209,11 @@ def check_base(config: TransformerConfig, trained_on: TransformerConfig | None, 
                             "was trained on")
 
 
-def load_lora(transformer: nn.Module, path: str | os.PathLike, scale: float = 1.0):
+def load_lora(transformer: nn.Module, path: str | os.PathLike, scale: float = 1.0, adapter_dtype: torch.dtype | None = None):
     """Put the adapter folder ``path`` onto ``transformer`` (unmerged; ``merge_lora`` folds it in), its update
-    multiplied by ``scale`` (0: the base model, 1: as trained). Adapters are cast to the model's dtype and
-    device. Returns the peft LoraConfig."""
+    multiplied by ``scale`` (0: the base model, 1: as trained). Adapters go to the model's device and dtype
+    (``adapter_dtype``: another one, e.g. float32 to merge into bf16 weights with one rounding). Returns the
+    peft LoraConfig."""
     peft = _peft()
     if not (isinstance(scale, (int, float)) and -10 <= scale <= 10):
         raise FlashI2VError(f"LoRA scale {scale!r}: use a number such as 1.0 (0 turns the LoRA off)")
@@ -259,7 +260,7 @@ def load_lora(transformer: nn.Module, path: str | os.PathLike, scale: float = 1.
     transformer.to(device=device)
     for name, p in transformer.named_parameters():
         if ".lora_" in name:
-            p.data = p.data.to(dtype)
+            p.data = p.data.to(adapter_dtype or dtype)
     transformer.requires_grad_(False)
     set_lora_scale(transformer, scale)
     transformer.lora_config = config

@@ -83,7 +83,7 @@ class FlashI2VPipeline:
         costs; the scale is fixed). Load before enable_fast_path. A LoRA of another model is refused."""
         from .lora import load_lora, merge_lora
 
-        load_lora(self.transformer, path, scale)
+        load_lora(self.transformer, path, scale, adapter_dtype=torch.float32 if merge else None)
         if merge:
             merge_lora(self.transformer)
         return self

@@ -370,6 +370,9 @@ def build(cfg: TrainConfig, info: DistInfo) -> Run:
     if cfg.lora.rank:  # before checkpointing, compile and FSDP, which wrap the layers peft replaces
         from ..lora import apply_lora
 
+        if not cfg.model.init and info.is_main:
+            log.warning("lora.rank is set but model.init is not: the adapters fine-tune the preset's random "
+                        "initialisation; set model.init to the model to adapt")
         apply_lora(transformer, cfg.lora.rank, cfg.lora.alpha or cfg.lora.rank, cfg.lora.targets,
                    train_flashi2v_modules=cfg.lora.flashi2v_modules == "train",
                    base_dtype=torch.bfloat16 if cfg.recipe.precision == "bf16" else torch.float32)
