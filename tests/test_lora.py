@@ -239,3 +239,13 @@ def test_lora_under_fsdp2_matches_one_process(data, tmp_path):
     _, b, _ = read_lora(tmp_path / "two" / "lora")
     for key in a:  # bf16 gradients can flip the sign of Adam's ~lr-sized first steps for a few tiny gradients
         assert (b[key] - a[key]).abs().mean() <= 0.05 * a[key].abs().mean(), key
+
+
+def test_the_lora_preset_loads_and_builds_a_lora_model():
+    config = load_config("flashi2v-1.3b-lora", ["data.cache=unused"])
+    assert config.lora.rank == 32 and config.recipe.activation_checkpointing == "full"
+    tiny = pretrained_like()
+    apply_lora(tiny, config.lora.rank, config.lora.alpha, config.lora.targets,
+               train_flashi2v_modules=config.lora.flashi2v_modules == "train")
+    trained = {n.split(".")[0] for n, p in tiny.named_parameters() if p.requires_grad}
+    assert trained == {"blocks"}  # frozen FlashI2V modules: only the adapters train
