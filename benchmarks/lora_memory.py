@@ -57,8 +57,10 @@ def build_variant(name: str, state: dict, cfg, device, rank: int, checkpointing:
         transformer = FlashI2VTransformer.from_config(cfg)
     transformer.to_empty(device=device).train()
     transformer.load_state_dict(state)
-    if parts[0] == "lora":
+    lora = parts[0] == "lora"
+    if lora:
         apply_lora(transformer, rank, rank, base_dtype=torch.bfloat16)
+    ema = None if lora else make_ema(transformer)  # as the trainer: before checkpointing and compile
     objective = FlashI2VObjective(transformer)
     apply_activation_checkpointing(transformer, checkpointing)
     if "compile" in parts:
@@ -66,7 +68,7 @@ def build_variant(name: str, state: dict, cfg, device, rank: int, checkpointing:
 
         torch._dynamo.reset()  # a fresh cache per variant
         apply_compile(transformer)
-    ema = TrainableEMA(transformer) if parts[0] == "lora" else make_ema(transformer)
+    ema = TrainableEMA(transformer) if lora else ema
     params = [p for p in objective.parameters() if p.requires_grad]
     if "8bit" in parts:
         from torchao.optim import AdamW8bit  # ImportError: the row reports it, the other variants still run
