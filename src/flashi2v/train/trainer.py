@@ -120,11 +120,9 @@ def build_data(cfg: TrainConfig, dp_rank: int, dp_size: int, device: torch.devic
 def bucketed_data(cfg: TrainConfig, records, dp_rank: int, dp_size: int, device: torch.device):
     """Clips of mixed sizes in resolution / length buckets (flashi2v.data.buckets): each batch from one bucket.
     Clips that fit no bucket are left out, counted by reason in one warning."""
-    from ..data import DataConfig, VideoClipDataset, collate_clips
+    from ..data import DataConfig, FilterConfig, VideoClipDataset, collate_clips, filter_clips
     from ..data.buckets import BucketBatchSampler, assign_buckets, bucket_histogram
     from .config import check_buckets
-
-    from ..data import FilterConfig, filter_clips
 
     d = cfg.data
     buckets = check_buckets(d.buckets)
@@ -140,9 +138,10 @@ def bucketed_data(cfg: TrainConfig, records, dp_rank: int, dp_size: int, device:
                     "the histogram", sum(unassigned.values()), total,
                     ", ".join(f"{k}: {n}" for k, n in unassigned.items() if n))
     if not kept:
-        raise FlashI2VError(f"no clip of data.index fits a bucket of data.buckets ({', '.join(f'{k}: {n}' for k, n in unassigned.items() if n)}): "
-                            "add buckets of the clips' sizes, raise data.bucket_aspect_tolerance, or run "
-                            "`flashi2v data filter` to record the clips' sizes in the index")
+        reasons = ", ".join(f"{k}: {n}" for k, n in unassigned.items() if n)
+        raise FlashI2VError(f"no clip of data.index fits a bucket of data.buckets ({reasons}): add buckets of the "
+                            "clips' sizes or raise data.bucket_aspect_tolerance (`flashi2v data filter --buckets` "
+                            "shows the histogram)")
     if dp_rank == 0:
         log.info("buckets:\n%s", "\n".join(bucket_histogram(assigned, buckets, unassigned)))
     dataset = VideoClipDataset([r for r, _, _ in kept], DataConfig(d.num_frames, d.fps, d.height, d.width),
