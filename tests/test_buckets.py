@@ -123,3 +123,9 @@ def test_clips_that_fit_no_bucket_are_counted(mixed_clips, tmp_path, capsys, cap
 def test_bad_bucket_lists_are_refused(value, message):
     with pytest.raises(FlashI2VError, match=message):
         load_config("tiny", ["data.index=x.json", f"data.buckets={value}"])
+
+
+def test_a_bucket_list_that_fits_no_clip_stops_with_the_counts(mixed_clips, tmp_path):
+    with pytest.raises(FlashI2VError, match="no clip of data.index fits a bucket.*aspect ratio fits no bucket: 4"):
+        build(load_config("tiny", [f"data.index={mixed_clips}", f"output.dir={tmp_path}", "data.num_workers=0",
+                                   "data.buckets=[[5,32,128]]"]), DistInfo())
