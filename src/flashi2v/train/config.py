@@ -294,7 +294,7 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         if values is None:
             values = {}
         if not isinstance(values, dict):
-            raise FlashI2VError(f"config '{path}' must be a mapping of sections (model:, data:, optim:, recipe:, "
+            raise FlashI2VError(f"config '{path}' must be a mapping of sections (model:, data:, optim:, recipe:, lora:, "
                                 f"output:), got a {type(values).__name__}")
     for text in overrides or []:
         (section, key), value = _parse_override(text)
