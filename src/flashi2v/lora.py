@@ -81,7 +81,8 @@ def has_lora(module: nn.Module) -> bool:
 
 
 def inject_lora(transformer: nn.Module, config) -> None:
-    """peft's adapters (of ``config``, a LoraConfig) on its target layers, in place (module names gain ``.base_layer`` / ``.lora_A.default``).
+    """peft's adapters (of ``config``, a LoraConfig) on its target layers, in place (module names gain
+    ``.base_layer`` / ``.lora_A.default``).
     modules_to_save stay out of the injected config: peft would wrap those modules in copies, while the
     model calls them directly; their weights are trained in place instead."""
     import copy

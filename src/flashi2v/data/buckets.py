@@ -37,7 +37,8 @@ def aspect_fits(height: int, width: int, bucket: Bucket, tolerance: float) -> bo
     return max(ratio, 1 / ratio) <= 1 + tolerance
 
 
-def bucket_for(record: ClipRecord, buckets: Sequence[Bucket], fps: float, tolerance: float) -> tuple[int | None, str | None]:
+def bucket_for(record: ClipRecord, buckets: Sequence[Bucket], fps: float,
+               tolerance: float) -> tuple[int | None, str | None]:
     """(index of the clip's bucket, None) or (None, why no bucket fits)."""
     if not record.has_info:
         return None, NO_SIZE

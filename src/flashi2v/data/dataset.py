@@ -129,7 +129,8 @@ class VideoClipDataset(Dataset):
         c = self.config
         return self.shapes[index] if self.shapes is not None else (c.num_frames, c.height, c.width)
 
-    def _load(self, record: ClipRecord, found: list[tuple[str, str]], shape: tuple[int, int, int]) -> torch.Tensor | None:
+    def _load(self, record: ClipRecord, found: list[tuple[str, str]],
+              shape: tuple[int, int, int]) -> torch.Tensor | None:
         """Decode one clip, or record why not (appending to ``found``) and return None."""
         if record.path in self.skipped.reasons:
             return None
