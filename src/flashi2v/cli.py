@@ -162,7 +162,14 @@ def cmd_generate(args) -> None:
 
     for image, _, _ in jobs:
         load_image(image)
+    if args.lora_scale is not None and not args.lora:
+        raise FlashI2VError("--lora-scale needs --lora PATH (the adapter folder to scale)")
     import torch
+
+    if args.lora:
+        from .lora import read_lora
+
+        read_lora(args.lora)  # a missing or broken adapter fails before the model loads
 
     from .pipeline import FlashI2VPipeline
 
@@ -195,6 +202,8 @@ def cmd_generate(args) -> None:
         print("note: no --model given: using a RANDOMLY INITIALISED tiny FlashI2V (it has learned nothing, the "
               "video will be noise-like). Pass --model DIR for real weights.", file=sys.stderr)
         pipe = random_tiny_pipeline(seed=0).to(device)
+    if args.lora:
+        load_lora_for_generate(pipe, args.lora, args.lora_scale)
     if context_parallel:
         from .context_parallel import apply_context_parallel
 
@@ -227,6 +236,31 @@ def cmd_generate(args) -> None:
             print(f"wrote {Path(out).with_suffix('.png')} (frames side by side)")
 
 
+def load_lora_for_generate(pipe, path: str, scale: float | None) -> None:
+    """Load and merge a LoRA: merged, sampling costs what the base model costs and the fast path applies as is."""
+    pipe.load_lora(path, 1.0 if scale is None else scale, merge=True)
+    print(f"applied LoRA {path} (scale {1.0 if scale is None else scale:g}, merged)", file=sys.stderr)
+
+
+def cmd_lora_merge(args) -> None:
+    """A pipeline folder whose transformer has the LoRA folded in (the other components copied)."""
+    from .outputs import check_output, staged_folder
+
+    model = args.model
+    inputs = [("LoRA", args.lora)] + ([] if model == "builtin" else [("model folder", model)])
+    check_output(args.out, inputs, args.overwrite, folder=True)
+    from .lora import read_lora
+
+    read_lora(args.lora)
+    from .pipeline import FlashI2VPipeline
+
+    pipe = FlashI2VPipeline.from_pretrained(model, device="cpu")  # float32: the merge rounds once, when saved
+    pipe.load_lora(args.lora, args.scale, merge=True)
+    with staged_folder(args.out) as tmp:
+        pipe.save_pretrained(tmp)
+    print(f"wrote {args.out} ({model} with LoRA {args.lora} merged at scale {args.scale:g})")
+
+
 def cmd_train(args) -> None:
     import logging
 
@@ -247,6 +281,9 @@ def cmd_data_filter(args) -> None:
     from .data.index import check_index_output
 
     check_index_output(args.out, args.index, overwrite=args.overwrite)  # before probing: never empty the input
+    buckets = parse_buckets(args.buckets) if args.buckets else None
+    if not 0 <= args.bucket_aspect_tolerance <= 1:
+        raise FlashI2VError(f"--bucket-aspect-tolerance {args.bucket_aspect_tolerance} must be in [0, 1] (e.g. 0.15)")
     config = FilterConfig(min_pixels=args.min_pixels, min_aspect=args.min_aspect, max_aspect=args.max_aspect,
                           num_frames=args.num_frames, fps=args.fps)
     records = load_clip_index(args.index)
@@ -255,6 +292,25 @@ def cmd_data_filter(args) -> None:
     print(f"kept {len(kept)} of {len(records)} clips -> {args.out}")
     for reason, count in sorted(counts.items()):
         print(f"  rejected {reason}: {count}")
+    if buckets:
+        from .data.buckets import assign_buckets, bucket_histogram
+
+        assigned, unassigned = assign_buckets(kept, buckets, args.fps, args.bucket_aspect_tolerance)
+        print(f"buckets (frames x height x width) of the {len(kept)} kept clips:")
+        print("\n".join(bucket_histogram(assigned, buckets, unassigned)))
+
+
+def parse_buckets(text: str) -> list[tuple[int, int, int]]:
+    """--buckets '[[49,480,832],[49,832,480]]' (YAML / JSON), checked as the training config checks it."""
+    import yaml
+
+    from .train.config import check_buckets
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise FlashI2VError(f"--buckets {text!r} is not a list: give e.g. '[[49,480,832],[49,832,480]]'") from None
+    return check_buckets(value)
 
 
 def cmd_data_cache(args) -> None:
@@ -467,7 +523,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "while the VAE decodes (a lower peak; pins its weights once)")
     g.add_argument("--vae-fp32", action="store_true", help="on a GPU, decode the video in float32 instead of the "
                    "default bfloat16 (slower, more memory; pixels differ slightly)")
+    g.add_argument("--lora", default=None, metavar="PATH", help="LoRA adapter folder (peft layout, e.g. a training "
+                   "run's lora/), merged into the model before sampling")
+    g.add_argument("--lora-scale", type=finite_float, default=None, metavar="S",
+                   help="strength of the LoRA's update (default 1.0; 0 is the base model)")
     g.set_defaults(func=cmd_generate)
+
+    lo = sub.add_parser("lora", help="LoRA adapters: merge one into a model folder")
+    losub = lo.add_subparsers(dest="lora_command", metavar="COMMAND")
+    mg = losub.add_parser("merge", help="write a model folder with a LoRA folded into its transformer (sampling at the "
+                          "base model's speed)")
+    mg.add_argument("--model", default="builtin", help="pipeline folder the LoRA was trained on (default %(default)s)")
+    mg.add_argument("--lora", required=True, metavar="PATH", help="LoRA adapter folder")
+    mg.add_argument("--out", required=True, help="pipeline folder to write")
+    mg.add_argument("--scale", type=finite_float, default=1.0, help="strength of the LoRA (default %(default)s)")
+    mg.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    mg.set_defaults(func=cmd_lora_merge)
 
     # convert / inspect: their arguments (layout names) live with the weights code, which imports torch.
     sub.add_parser("convert", help="convert FlashI2V / Wan2.1 weights of any published layout to a flashi2v model "
@@ -563,6 +634,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--num-frames", type=int, default=49, help="frames needed at --fps (default %(default)s)")
     f.add_argument("--fps", type=positive_float, default=16.0, help="training frame rate (default %(default)s)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing --out file (never the input index)")
+    f.add_argument("--buckets", default=None, metavar="LIST", help="also show how the kept clips fall into training "
+                   "buckets (data.buckets), e.g. '[[49,480,832],[49,832,480]]'; set --num-frames to the shortest")
+    f.add_argument("--bucket-aspect-tolerance", type=finite_float, default=0.15,
+                   help="as data.bucket_aspect_tolerance (default %(default)s)")
     f.set_defaults(func=cmd_data_filter)
     c = dsub.add_parser("cache", help="precompute VAE latents and text embeddings into safetensors shards",
                         description="Encode every clip once; train with data.cache=OUT to skip the encoders.")

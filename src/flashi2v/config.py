@@ -15,6 +15,10 @@ PROJ_KERNELS = ("1x3x3", "3x3x3")
 # config can be checked without importing torch.
 PARADIGM_NAMES = ("flashi2v", "latent-shift", "fourier", "repeat-concat", "zero-pad-concat", "inpaint")
 CONCAT_PARADIGMS = ("repeat-concat", "zero-pad-concat", "inpaint")  # these widen the DiT's input (in_dim > out_dim)
+# The layers a LoRA adapts by default (flashi2v.lora): attention (self and cross: q, k, v, o) and FFN projections,
+# named relative to a block; here so that a training config can be checked without importing torch.
+LORA_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
+                "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
 
 
 @dataclass(frozen=True)

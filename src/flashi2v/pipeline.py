@@ -77,6 +77,24 @@ class FlashI2VPipeline:
         self.transformer_offload = False  # see enable_transformer_offload
         self._transformer_home: torch.device | None = None  # where the transformer runs while offloaded
 
+    def load_lora(self, path: str | os.PathLike, scale: float = 1.0, merge: bool = False) -> "FlashI2VPipeline":
+        """Apply a LoRA adapter folder (peft layout, e.g. a training run's lora/) to the transformer, its update
+        times ``scale``. ``merge``: fold it into the base weights at once (sampling then costs what the base
+        costs; the scale is fixed). Load before enable_fast_path. A LoRA of another model is refused."""
+        from .lora import load_lora, merge_lora
+
+        load_lora(self.transformer, path, scale, adapter_dtype=torch.float32 if merge else None)
+        if merge:
+            merge_lora(self.transformer)
+        return self
+
+    def merge_lora(self) -> "FlashI2VPipeline":
+        """Fold the loaded LoRA into the base weights (flashi2v.lora.merge_lora)."""
+        from .lora import merge_lora
+
+        merge_lora(self.transformer)
+        return self
+
     def enable_fast_path(self, **kwargs) -> "FlashI2VPipeline":
         """Speed up the transformer in place with ``flashi2v.fast_path.recipe.apply_fast_path`` (FA4 or cuDNN
         attention, GELU in the matmul epilogue, Triton norm kernels, fused QKV, compiled blocks; same function to bf16

@@ -51,6 +51,13 @@ def load_safetensors(path: str | Path, meta: bool = False) -> dict[str, torch.Te
     return out
 
 
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file's header (empty when it has none)."""
+    path = Path(path)
+    with _safe_open(path) as f:
+        return dict(f.metadata() or {})
+
+
 def _st_dtype(name: str) -> torch.dtype:
     table = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,

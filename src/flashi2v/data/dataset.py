@@ -87,11 +87,17 @@ class VideoClipDataset(Dataset):
     returned, which differs from the requested one when bad clips were skipped.
     """
 
-    def __init__(self, records: Sequence[ClipRecord], config: DataConfig = DataConfig()):
+    def __init__(self, records: Sequence[ClipRecord], config: DataConfig = DataConfig(),
+                 shapes: Sequence[tuple[int, int, int]] | None = None):
+        """``shapes``: each record's (frames, height, width) (its bucket, flashi2v.data.buckets) instead of
+        config's; a bad clip is then replaced by the next one of the same shape, so a batch keeps one shape."""
         if not records:
             raise FlashI2VError("VideoClipDataset got no clip records; check the index or the filter settings")
         self.records = list(records)
         self.config = config
+        self.shapes = None if shapes is None else [tuple(s) for s in shapes]
+        if self.shapes is not None and len(self.shapes) != len(self.records):
+            raise FlashI2VError(f"VideoClipDataset got {len(self.shapes)} shapes for {len(self.records)} records")
         self.skipped = SkipLog()
 
     def __len__(self) -> int:
@@ -99,9 +105,12 @@ class VideoClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         found: list[tuple[str, str]] = []
+        shape = self.shape(index)
         for attempt in range(len(self.records)):
             i = (index + attempt) % len(self.records)
-            video = self._load(self.records[i], found)
+            if self.shapes is not None and self.shapes[i] != shape:
+                continue
+            video = self._load(self.records[i], found, shape)
             if video is not None:
                 return {
                     "video": video,
@@ -111,17 +120,23 @@ class VideoClipDataset(Dataset):
                     "skipped": found,
                 }
         raise FlashI2VError(
-            f"none of the {len(self.records)} clips can be decoded as {self.config.num_frames} frames at "
+            f"none of the {len(self.records)} clips can be decoded as {shape[0]} frames of {shape[1]}x{shape[2]} at "
             f"{self.config.fps:g} fps (bad clips by reason: {self.skipped.counts}); run filter_clips on the index"
         )
 
-    def _load(self, record: ClipRecord, found: list[tuple[str, str]]) -> torch.Tensor | None:
+    def shape(self, index: int) -> tuple[int, int, int]:
+        """(frames, height, width) that clip ``index`` is decoded to."""
+        c = self.config
+        return self.shapes[index] if self.shapes is not None else (c.num_frames, c.height, c.width)
+
+    def _load(self, record: ClipRecord, found: list[tuple[str, str]],
+              shape: tuple[int, int, int]) -> torch.Tensor | None:
         """Decode one clip, or record why not (appending to ``found``) and return None."""
         if record.path in self.skipped.reasons:
             return None
-        c = self.config
+        frames, height, width = shape
         try:
-            return decode_clip(record, c.num_frames, c.fps, c.height, c.width)
+            return decode_clip(record, frames, self.config.fps, height, width)
         except ClipError as e:
             self._skip(record.path, e.reason, str(e), found)
         except Exception as e:  # noqa: BLE001 - one odd file must not end a training run

@@ -266,19 +266,26 @@ def _sync_folder(folder: Path) -> None:
     _fsync(folder)
 
 
+def _options(trainable_only: bool) -> StateDictOptions:
+    """A LoRA run saves and restores only the trainable weights: the frozen base is rebuilt from its source."""
+    return StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
+
+
 def save_checkpoint(root: Path, step: int, info: DistInfo, *, model, ema, optimizer, train_state: dict,
-                    keep: int) -> Path:
-    """Write step ``step`` atomically and prune to the newest ``keep`` folders. Collective: call on every rank."""
+                    keep: int, trainable_only: bool = False) -> Path:
+    """Write step ``step`` atomically and prune to the newest ``keep`` folders. Collective: call on every rank.
+    ``trainable_only``: leave frozen parameters out of the model and optimizer state (a LoRA run)."""
     final = root / f"step-{step:08d}"
     tmp = root / f"step-{step:08d}.tmp"
     if info.is_main:
         shutil.rmtree(tmp, ignore_errors=True)  # an earlier crash's incomplete write of this step
         tmp.mkdir(parents=True)
     barrier(info)
+    options = _options(trainable_only)
     state = {
-        "model": get_model_state_dict(model),
+        "model": get_model_state_dict(model, options=options),
         "ema": get_model_state_dict(ema),
-        "optim": get_optimizer_state_dict(model, optimizer),
+        "optim": get_optimizer_state_dict(model, optimizer, options=options),
     }
     with warnings.catch_warnings():  # a single process is a supported case, not worth a warning
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -347,19 +354,20 @@ def _load_dcp(state: dict, folder: Path) -> None:
                         "from an older step folder")
 
 
-def load_checkpoint(folder: Path, info: DistInfo, *, model, ema, optimizer) -> dict:
+def load_checkpoint(folder: Path, info: DistInfo, *, model, ema, optimizer, trainable_only: bool = False) -> dict:
     """Restore model, EMA, optimizer and this rank's RNG from ``folder``; return its train_state."""
     train_state, metadata = check_checkpoint(folder)
+    options = _options(trainable_only)
     state = {
-        "model": get_model_state_dict(model),
+        "model": get_model_state_dict(model, options=options),
         "ema": get_model_state_dict(ema),
-        "optim": get_optimizer_state_dict(model, optimizer),
+        "optim": get_optimizer_state_dict(model, optimizer, options=options),
     }
     _check_shapes(folder, metadata, state)
     _load_dcp(state, folder)
-    set_model_state_dict(model, state["model"])
+    set_model_state_dict(model, state["model"], options=options)
     set_model_state_dict(ema, state["ema"])
-    set_optimizer_state_dict(model, optimizer, state["optim"])
+    set_optimizer_state_dict(model, optimizer, state["optim"], options=options)
     rng_file = folder / f"rng-{info.rank}.pt"
     if rng_file.is_file():  # a run resumed on more ranks than it was saved with: new ranks keep their seed
         rng = _read_rng(rng_file)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import PARADIGM_NAMES, PRESETS, PROJ_KERNELS
+from ..config import LORA_TARGETS, PARADIGM_NAMES, PRESETS, PROJ_KERNELS
 from ..errors import FlashI2VError
 
 
@@ -46,6 +46,12 @@ class DataSection:
     width: int = 832
     fps: float = 16.0
     num_workers: int = 2
+    # Resolution and length buckets for a clip index of mixed sizes: a list of [frames, height, width]. Each clip
+    # goes to the bucket with the most frames, then the largest area, among those it fills without upscaling and
+    # whose aspect ratio is within bucket_aspect_tolerance of its own; every batch comes from one bucket.
+    # Unset: every clip is cropped and resized to num_frames x height x width.
+    buckets: list | None = None
+    bucket_aspect_tolerance: float = 0.15  # |width/height of clip over bucket - 1| allowed (the crop's share)
 
 
 LR_DECAYS = ("constant", "linear", "cosine")
@@ -77,6 +83,9 @@ class OptimSection:
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     ema_warmup: bool = False  # ramp the decay up from 0.1 (for models trained from scratch)
+    # AdamW with 8-bit moment estimates (torchao.optim.AdamW8bit, pip install torchao): a quarter of the
+    # optimizer's memory; only worth it for full fine-tuning (a LoRA's states are small)
+    eight_bit_states: bool = False
 
 
 @dataclass
@@ -111,6 +120,18 @@ class RecipeSection:
 
 
 @dataclass
+class LoraSection:
+    """LoRA through peft (flashi2v.lora): rank 0 trains the whole model (the reference recipe)."""
+
+    rank: int = 0
+    alpha: float | None = None  # the update is scaled by alpha / rank; unset: alpha = rank (scale 1)
+    targets: list = field(default_factory=lambda: list(LORA_TARGETS))  # Linear layers of every block
+    # FlashI2V's learnable_proj and fourier_embedding: "train" them in full (they are new to a Wan2.1-T2V base)
+    # or "freeze" them (adapting a FlashI2V model that already has them)
+    flashi2v_modules: str = "train"
+
+
+@dataclass
 class OutputSection:
     dir: str = "runs/flashi2v"
     checkpoint_every: int = 500
@@ -129,6 +150,7 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     recipe: RecipeSection = field(default_factory=RecipeSection)
+    lora: LoraSection = field(default_factory=LoraSection)
     output: OutputSection = field(default_factory=OutputSection)
 
     def to_dict(self) -> dict:
@@ -152,6 +174,8 @@ RANGES: dict[str, tuple] = {
     "recipe.caption_dropout": (0, 1), "recipe.sigma_sampling": ("logit_normal", "uniform"),
     "recipe.rho_range": (0, 1), "recipe.mean_loss_weight": (0, None), "recipe.channel_loss_power": (0, 4),
     "recipe.seed": (0, None), "recipe.context_parallel": (1, None), "recipe.time_limit_min": (0, None, "> 0"),
+    "data.bucket_aspect_tolerance": (0, 1),
+    "lora.rank": (0, None), "lora.alpha": (0, None, "> 0"), "lora.flashi2v_modules": ("train", "freeze"),
     "output.checkpoint_every": (1, None), "output.keep": (1, None), "output.log_every": (1, None),
     "output.sample_every": (0, None), "output.sample_steps": (1, None),
 }
@@ -271,7 +295,7 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         if values is None:
             values = {}
         if not isinstance(values, dict):
-            raise FlashI2VError(f"config '{path}' must be a mapping of sections (model:, data:, optim:, recipe:, "
+            raise FlashI2VError(f"config '{path}' must be a mapping of sections (model:, data:, optim:, recipe:, lora:, "
                                 f"output:), got a {type(values).__name__}")
     for text in overrides or []:
         (section, key), value = _parse_override(text)
@@ -318,5 +342,30 @@ def validate(c: TrainConfig) -> None:
     if not sources:
         raise FlashI2VError("no training data: set data.index (clip index or video folder), data.cache, data.photos "
                             "or data.clips")
+    if c.data.buckets is not None:
+        check_buckets(c.data.buckets)
+    if not (isinstance(c.lora.targets, list) and c.lora.targets and all(isinstance(t, str) and t for t in c.lora.targets)):
+        raise FlashI2VError(f"lora.targets {c.lora.targets!r}: give a list of block layer names, e.g. {list(LORA_TARGETS[:2])}")
     if not all(0 <= b < 1 for b in c.optim.betas):
         raise FlashI2VError(f"optim.betas must both be in [0, 1), got {list(c.optim.betas)}")
+
+
+def check_buckets(buckets) -> list[tuple[int, int, int]]:
+    """data.buckets as (frames, height, width) triples: 4k+1 frames, sides multiples of 16, no duplicates."""
+    example = "data.buckets=[[49,480,832],[49,832,480],[81,480,480]]"
+    if not isinstance(buckets, list) or not buckets:
+        raise FlashI2VError(f"data.buckets {buckets!r}: give a list of [frames, height, width], e.g. {example}")
+    out = []
+    for b in buckets:
+        if not (isinstance(b, (list, tuple)) and len(b) == 3 and all(type(v) is int and v > 0 for v in b)):
+            raise FlashI2VError(f"data.buckets entry {b!r} is not [frames, height, width] of positive integers: "
+                                f"e.g. {example}")
+        frames, height, width = b
+        if (frames - 1) % 4:
+            raise FlashI2VError(f"data.buckets entry {list(b)}: {frames} frames is not of the form 4k+1 (e.g. 49)")
+        if height % 16 or width % 16:
+            raise FlashI2VError(f"data.buckets entry {list(b)}: height and width must be multiples of 16")
+        out.append((frames, height, width))
+    if len(set(out)) != len(out):
+        raise FlashI2VError(f"data.buckets lists a bucket twice: {buckets}")
+    return out

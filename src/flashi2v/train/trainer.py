@@ -23,7 +23,7 @@ from ..model import FlashI2VTransformer, load_state_dict_strict
 from ..paradigms import ConditionLatents, Paradigm, check_input_width, paradigm_config
 from .checkpoint import full_state_dict, load_checkpoint, save_checkpoint
 from .config import TrainConfig, lr_multiplier
-from .ema import ema_decay, make_ema, update_ema
+from .ema import TrainableEMA, ema_decay, make_ema, update_ema
 from .objective import FlashI2VObjective, draw_noise
 from .parallel import (DistInfo, all_mean, apply_activation_checkpointing, apply_context_parallel_groups, apply_fsdp,
                        barrier, init_distributed)
@@ -107,13 +107,53 @@ def build_data(cfg: TrainConfig, dp_rank: int, dp_size: int, device: torch.devic
         dataset, collate, cached = ConcatDataset(parts), collate_clips, False
     else:
         records = load_clip_index(cfg.data.index)
+        if d.buckets is not None:
+            return bucketed_data(cfg, records, dp_rank, dp_size, device)
         dataset = VideoClipDataset(records, DataConfig(d.num_frames, d.fps, d.height, d.width))
         collate, cached = collate_clips, False
+    if d.buckets is not None:
+        raise FlashI2VError("data.buckets groups the clips of data.index by size; it does not apply to data.cache or "
+                            "data.photos (one size each): unset data.buckets")
     sampler = ResumableSampler(len(dataset), dp_rank, dp_size, seed=cfg.recipe.seed)
     loader = DataLoader(dataset, batch_size=cfg.recipe.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.data.num_workers > 0)
     return dataset, sampler, loader, cached
+
+
+def bucketed_data(cfg: TrainConfig, records, dp_rank: int, dp_size: int, device: torch.device):
+    """Clips of mixed sizes in resolution / length buckets (flashi2v.data.buckets): each batch from one bucket.
+    Clips that fit no bucket are left out, counted by reason in one warning."""
+    from ..data import DataConfig, FilterConfig, VideoClipDataset, collate_clips, filter_clips
+    from ..data.buckets import BucketBatchSampler, assign_buckets, bucket_histogram
+    from .config import check_buckets
+
+    d = cfg.data
+    buckets = check_buckets(d.buckets)
+    # sizes and lengths from the index, or probed now (containers only) for the records that lack them
+    probed, rejected = filter_clips(records, FilterConfig(num_frames=min(b[0] for b in buckets), fps=d.fps),
+                                    progress=False)
+    assigned, unassigned = assign_buckets(probed, buckets, d.fps, d.bucket_aspect_tolerance)
+    unassigned.update({reason: n for reason, n in rejected.items() if n})
+    total, records = len(records), probed
+    kept = [(r, buckets[i], i) for r, i in zip(records, assigned) if i is not None]
+    if dp_rank == 0 and sum(unassigned.values()):
+        log.warning("%d of %d clips fit no bucket and are left out (%s); `flashi2v data filter --buckets` shows "
+                    "the histogram", sum(unassigned.values()), total,
+                    ", ".join(f"{k}: {n}" for k, n in unassigned.items() if n))
+    if not kept:
+        reasons = ", ".join(f"{k}: {n}" for k, n in unassigned.items() if n)
+        raise FlashI2VError(f"no clip of data.index fits a bucket of data.buckets ({reasons}): add buckets of the "
+                            "clips' sizes or raise data.bucket_aspect_tolerance (`flashi2v data filter --buckets` "
+                            "shows the histogram)")
+    if dp_rank == 0:
+        log.info("buckets:\n%s", "\n".join(bucket_histogram(assigned, buckets, unassigned)))
+    dataset = VideoClipDataset([r for r, _, _ in kept], DataConfig(d.num_frames, d.fps, d.height, d.width),
+                               shapes=[b for _, b, _ in kept])
+    sampler = BucketBatchSampler([i for _, _, i in kept], cfg.recipe.batch_size, dp_rank, dp_size, seed=cfg.recipe.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_clips, num_workers=d.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=d.num_workers > 0)
+    return dataset, sampler, loader, False
 
 
 def latent_shape(cfg: TrainConfig, vae) -> tuple[int, int, int, int]:
@@ -177,15 +217,24 @@ class Conditioner:
 
 
 def save_sample(cfg: TrainConfig, step: int, transformer_state: dict, transformer_config, vae, text_encoder,
-                out_dir: Path) -> Path:
-    """Generate the fixed validation video with the current weights; save mp4 and a PNG strip."""
+                out_dir: Path, lora_config=None) -> Path:
+    """Generate the fixed validation video with the current weights; save mp4 and a PNG strip. ``lora_config``:
+    the state holds a LoRA's base and adapters, merged here for sampling."""
     from ..pipeline import FlashI2VPipeline
     from ..video import save_png_strip
 
     with torch.device("meta"):
         model = FlashI2VTransformer.from_config(transformer_config)
+    if lora_config is not None:
+        from ..lora import inject_lora
+
+        inject_lora(model, lora_config)
     load_state_dict_strict(model, transformer_state, source="training state")
-    model.to(vae.device).eval()
+    if lora_config is not None:
+        from ..lora import merge_lora
+
+        merge_lora(model)
+    model.to(vae.device).float().eval()
     pipe = FlashI2VPipeline(model, vae, text_encoder, signed_fourier=cfg.model.signed_fourier)
     d = cfg.data
     out = pipe(cfg.output.sample_image, cfg.output.sample_prompt, num_frames=d.num_frames, height=d.height,
@@ -222,7 +271,7 @@ def plot_losses(metrics_file: Path, png: Path) -> None:
 
 
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "loss_curve.png", "config.json", "ema_transformer", "samples",
-               "tensorboard")  # what a run writes into output.dir; --overwrite removes these and nothing else
+               "tensorboard", "lora", "ema_lora")  # what a run writes into output.dir; --overwrite removes these and nothing else
 
 
 @dataclass
@@ -254,6 +303,10 @@ class Run:
     @property
     def ckpt_dir(self) -> Path:
         return self.out_dir / "checkpoints"
+
+    @property
+    def lora(self) -> bool:
+        return bool(self.cfg.lora.rank)
 
 
 def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "auto", progress: bool = True,
@@ -317,7 +370,16 @@ def claim_output_dir(out_dir: Path, info: DistInfo, resume, overwrite: bool) -> 
 def build(cfg: TrainConfig, info: DistInfo) -> Run:
     """Model, EMA, objective (parallelism applied from outside), optimizer, schedule, data, frozen encoders."""
     transformer = build_transformer(cfg)
-    ema = make_ema(transformer)
+    if cfg.lora.rank:  # before checkpointing, compile and FSDP, which wrap the layers peft replaces
+        from ..lora import apply_lora
+
+        if not cfg.model.init and info.is_main:
+            log.warning("lora.rank is set but model.init is not: the adapters fine-tune the preset's random "
+                        "initialisation; set model.init to the model to adapt")
+        apply_lora(transformer, cfg.lora.rank, cfg.lora.alpha or cfg.lora.rank, cfg.lora.targets,
+                   train_flashi2v_modules=cfg.lora.flashi2v_modules == "train",
+                   base_dtype=torch.bfloat16 if cfg.recipe.precision == "bf16" else torch.float32)
+    ema = None if cfg.lora.rank else make_ema(transformer)  # a LoRA's EMA follows its trainable weights (below)
     objective = FlashI2VObjective(transformer, cfg.model.signed_fourier, cfg.recipe.mean_loss_weight)
     if cfg.recipe.grad_checkpointing:  # the bool of older configs; the mode says which activations stay
         apply_activation_checkpointing(transformer, cfg.recipe.activation_checkpointing)
@@ -328,12 +390,11 @@ def build(cfg: TrainConfig, info: DistInfo) -> Run:
     dp_rank, dp_size = apply_context_parallel_groups(transformer, info, cfg.recipe.context_parallel)
     if info.distributed:
         apply_fsdp(objective, transformer.blocks)
-        apply_fsdp(ema, ema.blocks)
+        if ema is not None:
+            apply_fsdp(ema, ema.blocks)
     objective.to(info.device)
-    ema.to(info.device)
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay,
-                                  fused=info.device.type == "cuda" or None)
+    ema = TrainableEMA(transformer) if ema is None else ema.to(info.device)
+    optimizer = build_optimizer(cfg, [p for p in objective.parameters() if p.requires_grad], info.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
         lr_multiplier, warmup=cfg.optim.warmup_steps, total=cfg.recipe.steps, decay=cfg.optim.decay,
         min_ratio=cfg.optim.min_lr_ratio))
@@ -361,10 +422,27 @@ def build(cfg: TrainConfig, info: DistInfo) -> Run:
                Path(cfg.output.dir), result=TrainResult(output_dir=Path(cfg.output.dir)))
 
 
+def build_optimizer(cfg: TrainConfig, params: list, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; with optim.eight_bit_states, torchao's AdamW8bit (8-bit moments)."""
+    o = cfg.optim
+    if o.eight_bit_states:
+        try:
+            from torchao.optim import AdamW8bit
+        except ImportError:
+            raise FlashI2VError("optim.eight_bit_states needs torchao (pip install torchao), or set it to false") from None
+        return AdamW8bit(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
+                             fused=device.type == "cuda" or None)
+
+
 def model_settings(cfg: TrainConfig) -> dict:
     """The settings a checkpoint's weights depend on; a resume must keep them."""
-    return {"preset": cfg.model.preset, "proj_kernel": cfg.model.proj_kernel, "signed_fourier": cfg.model.signed_fourier,
-            "paradigm": cfg.model.paradigm}
+    settings = {"preset": cfg.model.preset, "proj_kernel": cfg.model.proj_kernel,
+                "signed_fourier": cfg.model.signed_fourier, "paradigm": cfg.model.paradigm}
+    if cfg.lora.rank:  # absent for full fine-tuning, as in checkpoints written before LoRA existed
+        settings["lora"] = {"rank": cfg.lora.rank, "alpha": cfg.lora.alpha or cfg.lora.rank,
+                            "targets": list(cfg.lora.targets), "flashi2v_modules": cfg.lora.flashi2v_modules}
+    return settings
 
 
 def restore(run: Run, resume: str | bool) -> None:
@@ -387,12 +465,24 @@ def restore(run: Run, resume: str | bool) -> None:
     if differ:
         raise FlashI2VError(f"checkpoint '{folder}' was trained with other model settings ({'; '.join(differ)}): "
                             "resume with the same model.* settings, or start a new run in another output.dir")
-    state = load_checkpoint(folder, run.info, model=run.objective, ema=run.ema, optimizer=run.optimizer)
+    state = load_checkpoint(folder, run.info, model=run.objective, ema=run.ema, optimizer=run.optimizer,
+                            trainable_only=run.lora)
     run.scheduler.load_state_dict(state["scheduler"])
     run.sampler.load_state_dict(state["sampler"])
     run.step = state["step"]
     if run.info.is_main:
         log.info("resumed from %s at step %d", folder, run.step)
+
+
+def batch_shape(run: Run, batch: dict) -> tuple[tuple, float]:
+    """(latent shape, timestep shift) of a batch: the run's, or a bucket's (data.buckets: sizes differ by batch)."""
+    if run.cfg.data.buckets is None or "video" not in batch:
+        return run.shape, run.shift
+    _, _, frames, height, width = batch["video"].shape
+    vae = run.vae
+    shape = (run.shape[0], (frames - 1) // vae.temporal_factor + 1, height // vae.spatial_factor,
+             width // vae.spatial_factor)
+    return shape, training_shift(run.cfg, shape, run.transformer.config.patch_size)
 
 
 def train_step(run: Run) -> tuple[float, float]:
@@ -412,8 +502,9 @@ def train_step(run: Run) -> tuple[float, float]:
         # draw j of the clip at position p is drawn as position p * k + j
         positions = [((n + i) * run.dp_size + run.dp_rank) * k + j for i in range(len(batch["caption"])) for j in range(k)]
         run.consumed += len(batch["caption"])
-        noise = draw_noise(cfg.recipe.seed, positions, run.shape, caption_dropout=cfg.recipe.caption_dropout,
-                           sigma_sampling=cfg.recipe.sigma_sampling, shift=run.shift,
+        shape, shift = batch_shape(run, batch)
+        noise = draw_noise(cfg.recipe.seed, positions, shape, caption_dropout=cfg.recipe.caption_dropout,
+                           sigma_sampling=cfg.recipe.sigma_sampling, shift=shift,
                            rho_range=tuple(cfg.recipe.rho_range), device=info.device)
         x, latents, context = run.conditioner(batch, noise.drop_caption, repeats=k, position=positions[0])
         if info.distributed:
@@ -481,7 +572,7 @@ def checkpoint(run: Run) -> None:
     train_state = {"step": run.step, "scheduler": run.scheduler.state_dict(),
                    "sampler": run.sampler.state_dict(consumed=run.consumed), "model": model_settings(run.cfg)}
     save_checkpoint(run.ckpt_dir, run.step, run.info, model=run.objective, ema=run.ema, optimizer=run.optimizer,
-                    keep=run.cfg.output.keep, train_state=train_state)
+                    keep=run.cfg.output.keep, train_state=train_state, trainable_only=run.lora)
     if run.info.is_main:
         plot_losses(run.out_dir / "metrics.jsonl", run.out_dir / "loss_curve.png")
 
@@ -490,18 +581,38 @@ def sample(run: Run) -> None:
     """The fixed validation video with the current weights (gathered on every rank, generated on rank 0)."""
     state = {k.removeprefix("transformer."): v for k, v in full_state_dict(run.objective).items()}
     if run.info.is_main:
-        save_sample(run.cfg, run.step, state, run.transformer.config, run.vae, run.text_encoder, run.out_dir)
+        save_sample(run.cfg, run.step, state, run.transformer.config, run.vae, run.text_encoder, run.out_dir,
+                    lora_config=getattr(run.transformer, "lora_config", None))
     barrier(run.info)
 
 
-def export_ema(run: Run) -> None:
-    """The EMA weights in our pretrained format (ema_transformer/), and the bad clips' summary."""
-    ema_state = full_state_dict(run.ema)
+def export_lora(run: Run) -> None:
+    """A LoRA run's adapters in peft's layout: lora/ (the final weights) and ema_lora/ (their EMA)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from ..lora import save_lora
+
+    live = get_model_state_dict(run.objective, options=StateDictOptions(
+        full_state_dict=True, cpu_offload=True, ignore_frozen_params=True))
+    live = {k.removeprefix("transformer."): v for k, v in live.items()}
+    averages = run.ema.named_averages()
     if run.info.is_main:
-        with torch.device("meta"):
-            exported = FlashI2VTransformer.from_config(run.transformer.config)
-        load_state_dict_strict(exported, ema_state, source="EMA")
-        exported.save_pretrained(run.out_dir / "ema_transformer")
+        save_lora(run.transformer, run.out_dir / "lora", state=live)
+        save_lora(run.transformer, run.out_dir / "ema_lora", state=averages)
+
+
+def export_ema(run: Run) -> None:
+    """The EMA weights in our pretrained format (ema_transformer/; a LoRA run: its adapters, lora/ and
+    ema_lora/), and the bad clips' summary."""
+    if run.lora:
+        export_lora(run)
+    ema_state = None if run.lora else full_state_dict(run.ema)
+    if run.info.is_main:
+        if ema_state is not None:
+            with torch.device("meta"):
+                exported = FlashI2VTransformer.from_config(run.transformer.config)
+            load_state_dict_strict(exported, ema_state, source="EMA")
+            exported.save_pretrained(run.out_dir / "ema_transformer")
         if run.result.skipped:
             counts: dict[str, int] = {}
             for reason in run.result.skipped.values():
