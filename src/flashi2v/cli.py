@@ -23,8 +23,8 @@ from .builtin import DEFAULTS as BUILTIN_DEFAULTS
 from .builtin import builtin_factors
 from .device import resolve_device
 from .errors import FlashI2VError, FlashI2VFileError, FlashI2VWarning
-from .settings import (ATTENTION_BACKEND_NAMES, GUIDANCE_MODES, REFERENCE, SEED_RANGE, SOLVER_NAMES,
-                       GenerationSettings, check_seed)
+from .settings import (ATTENTION_BACKEND_NAMES, DEFAULT_COLOUR_MATCH, DEFAULT_CUTOFF_DECAY, GUIDANCE_MODES, REFERENCE,
+                       SEED_RANGE, SOLVER_NAMES, GenerationSettings, check_drift_options, check_seed, check_segments)
 
 BUILTIN = GenerationSettings().resolved(BUILTIN_DEFAULTS)  # the built-in model's settings (help and messages)
 
@@ -141,8 +141,29 @@ def _jobs(args) -> list[tuple[str, str, Path]]:
     return [(im, pr, out.with_name(f"{out.stem}_{i:03d}.mp4")) for i, (im, pr) in enumerate(zip(images, prompts))]
 
 
+def _segment_prompts(args) -> list[str] | None:
+    """--segments / --segment-prompts: the prompt of each segment (None: one clip per video, or one prompt for all
+    segments), checked before anything loads."""
+    lines = None
+    if args.segment_prompts:
+        if args.prompt or args.prompts_file:
+            raise FlashI2VError("--segment-prompts gives the prompts: leave out --prompt and --prompts-file")
+        lines = _read_lines(args.segment_prompts, "segment prompts")
+        if args.segments is None:
+            args.segments = len(lines)
+    if args.segments is not None:
+        check_segments(args.segments, lines)
+    check_drift_options(args.colour_match, args.cutoff_decay)
+    return lines
+
+
 def cmd_generate(args) -> None:
-    jobs = _jobs(args)
+    segment_prompts = _segment_prompts(args)
+    if segment_prompts:  # every image gets the same chain of prompts
+        jobs = [(image, segment_prompts, out) for image, _, out in
+                _jobs(argparse.Namespace(**{**vars(args), "prompt": segment_prompts[0]}))]
+    else:
+        jobs = _jobs(args)
     # Fail on bad flags, outputs or images in milliseconds, before importing torch or loading any weights.
     # The sizes need the model's own factors: the built-in model's are in its config files; another model's
     # sizes are checked by the pipeline once it is loaded (with the same rules, GenerationSettings.check).
@@ -214,7 +235,12 @@ def cmd_generate(args) -> None:
         seed = None if args.seed is None else args.seed + i
         # Unset settings take the model's defaults; the pipeline checks them against the model (and that they
         # fit in memory) before any work.
-        result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **settings.given())
+        if args.segments is not None:  # a longer video: chained clips (flashi2v.segments)
+            result = pipe.generate_segments(image, prompt, args.segments, negative_prompt=args.negative_prompt,
+                                            seed=seed, colour_match=args.colour_match,
+                                            cutoff_decay=args.cutoff_decay, **settings.given())
+        else:
+            result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **settings.given())
         if context_parallel and info.rank != 0:
             continue  # every rank holds the whole video; one writes it
         result.save(out, fps=args.fps)
@@ -437,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "while the VAE decodes (a lower peak; pins its weights once)")
     g.add_argument("--vae-fp32", action="store_true", help="on a GPU, decode the video in float32 instead of the "
                    "default bfloat16 (slower, more memory; pixels differ slightly)")
+    g.add_argument("--segments", type=positive_int, default=None, metavar="N",
+                   help="a longer video: N clips, each starting from the last frame of the one before, joined without "
+                   "repeating that frame (N x (frames - 1) + 1 frames; docs/usage.md, 'Longer videos')")
+    g.add_argument("--segment-prompts", default=None, metavar="FILE",
+                   help="UTF-8 text file with one prompt per segment (instead of --prompt; sets --segments)")
+    g.add_argument("--colour-match", type=finite_float, default=DEFAULT_COLOUR_MATCH, metavar="STRENGTH",
+                   help="with --segments: grade each segment towards the input image's colour statistics, 0 (off) to 1 "
+                   "(default %(default)s, as measured: docs/usage.md)")
+    g.add_argument("--cutoff-decay", type=finite_float, default=DEFAULT_CUTOFF_DECAY, metavar="FACTOR",
+                   help="with --segments: segment k uses the cutoff rho * FACTOR**(k-1), 0 < FACTOR <= 1 (default "
+                   "%(default)s)")
     g.set_defaults(func=cmd_generate)
 
     # convert / inspect: their arguments (layout names) live with the weights code, which imports torch.

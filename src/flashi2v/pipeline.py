@@ -385,6 +385,15 @@ class FlashI2VPipeline:
         frames = to_uint8(pixels.permute(0, 2, 3, 4, 1)).cpu()  # B x F x H x W x 3
         return FlashI2VOutput(frames=frames[0] if single else frames, latents=z)
 
+    def generate_segments(self, image, prompt: str | list[str], segments: int, **kwargs):
+        """A longer video: ``segments`` clips, each conditioned on the last frame of the one before, joined without
+        repeating the shared frame (N (F - 1) + 1 frames). ``prompt``: one, or a list of one per segment.
+        ``colour_match`` / ``cutoff_decay``: the drift counter-measures; other keywords as for ``__call__``.
+        Returns ``flashi2v.segments.SegmentsOutput``; see that module."""
+        from .segments import generate_segments
+
+        return generate_segments(self, image, prompt, segments, **kwargs)
+
 
 def _read_pipeline_config(path: Path) -> dict:
     """pipeline.json ({} when absent); a broken one (invalid JSON, a default of the wrong type or out of range,
