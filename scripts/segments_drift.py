@@ -1,7 +1,7 @@
 """How chained segments drift, and what the counter-measures do, with the project's own clip metrics.
 
-For every photo x camera prompt x seed, a 4-segment video per variant (no counter-measure, colour matching
-at two strengths, a Fourier cutoff decay, both). Per segment k (its frames in the joined video):
+For every photo x camera prompt x seed, a 4-segment video per variant (no counter-measure, colour matching,
+sharpening, both, a Fourier cutoff decay; ``VARIANTS``). Counter-measures not named are off (0, decay 1). Per segment k (its frames in the joined video):
 
 - colour drift: ``flashi2v.eval.motion.colour_drift`` from the video's frame 0 to segment k's last frame
   (motion-aligned, % of 0-255; the number the built-in model's quality bar uses),
@@ -34,11 +34,12 @@ from flashi2v.video import save_png_strip
 
 # name -> generate_segments keywords
 VARIANTS = {
-    "none": dict(colour_match=0.0, cutoff_decay=1.0),
-    "colour 0.5": dict(colour_match=0.5, cutoff_decay=1.0),
-    "colour 1.0": dict(colour_match=1.0, cutoff_decay=1.0),
-    "cutoff decay 0.5": dict(colour_match=0.0, cutoff_decay=0.5),
-    "colour 1.0 + decay 0.5": dict(colour_match=1.0, cutoff_decay=0.5),
+    "none": dict(),
+    "colour 1.0": dict(colour_match=1.0),
+    "sharpen 1.0": dict(sharpen=1.0),
+    "colour 1.0 + sharpen 1.0": dict(colour_match=1.0, sharpen=1.0),
+    "cutoff decay 0.5": dict(cutoff_decay=0.5),
+    "colour 0.5": dict(colour_match=0.5),
 }
 METRICS = ("colour_drift", "exposure", "sharpness", "flicker")
 
@@ -93,11 +94,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "drift.jsonl"
     if not args.table_only:
-        import torch
-
         from flashi2v.pipeline import FlashI2VPipeline
 
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         scratch = tempfile.TemporaryDirectory()
         photos = evaluation_photos(args.photos, scratch.name)
         pipe = FlashI2VPipeline.from_pretrained(args.model)
@@ -105,27 +103,24 @@ def main() -> None:
         done = set()
         if log.exists():  # resume: skip the videos already measured
             done = {(r["variant"], r["photo"], r["motion"], r["seed"]) for r in map(json.loads, log.read_text().splitlines())}
-        for seed in args.seeds:
-            for photo in photos:
-                for motion in args.motions:
-                    for variant in args.variants:
-                        key = (variant, photo.name, motion, seed)
-                        if key in done:
-                            continue
-                        result = pipe.generate_segments(str(photo), evaluation_prompt(motion), args.segments, seed=seed,
-                                                        progress=False, **VARIANTS[variant])
-                        frames = result.frames.numpy()
-                        rows = segment_rows(frames, num_frames, args.segments)
-                        with log.open("a") as f:
-                            for row in rows:
-                                f.write(json.dumps(dict(variant=variant, photo=photo.name, motion=motion, seed=seed,
-                                                        **row)) + "\n")
-                        print(variant, photo.name, motion, seed,
-                              [{m: round(r[m], 2) for m in METRICS} for r in rows], flush=True)
-                        if (seed, photo, motion) == (args.seeds[0], photos[0], args.motions[0]):
-                            stem = f"{photo.stem}_{motion}_{variant.replace(' ', '_').replace('+', 'and')}"
-                            result.save(out / f"{stem}.mp4")
-                            save_png_strip(result.frames, out / f"{stem}.png", num=args.segments + 1)
+        # every photo with every motion, ordered so that the first pass already mixes photos and motions
+        chains = [(photo, args.motions[(i + m) % len(args.motions)], seed) for m in range(len(args.motions))
+                  for i, photo in enumerate(photos) for seed in args.seeds]
+        for photo, motion, seed in chains:
+            for variant in args.variants:
+                if (variant, photo.name, motion, seed) in done:
+                    continue
+                result = pipe.generate_segments(str(photo), evaluation_prompt(motion), args.segments, seed=seed,
+                                                progress=False, **VARIANTS[variant])
+                rows = segment_rows(result.frames.numpy(), num_frames, args.segments)
+                with log.open("a") as f:
+                    for row in rows:
+                        f.write(json.dumps(dict(variant=variant, photo=photo.name, motion=motion, seed=seed, **row)) + "\n")
+                print(variant, photo.name, motion, seed, [{m: round(r[m], 2) for m in METRICS} for r in rows], flush=True)
+                if (photo, motion, seed) == chains[0]:
+                    stem = f"{photo.stem}_{motion}_{variant.replace(' ', '_').replace('+', 'and')}"
+                    result.save(out / f"{stem}.mp4")
+                    save_png_strip(result.frames, out / f"{stem}.png", num=args.segments + 1)
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     text = (f"Mean over videos; colour drift and exposure in % of 0-255 from the video's frame 0 to the segment's "
             f"last frame, sharpness relative to segment 1, flicker = warping error.\n\n{table(rows, args.segments)}\n")

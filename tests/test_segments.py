@@ -7,7 +7,7 @@ from PIL import Image
 
 from flashi2v import FlashI2VError
 from flashi2v.cli import main
-from flashi2v.segments import colour_stats, join_segments, match_colour
+from flashi2v.segments import colour_stats, frame_sharpness, join_segments, match_colour, match_sharpness
 from flashi2v.video import read_video_frames, save_png_strip
 
 SMALL = dict(num_frames=5, height=32, width=32, steps=2)
@@ -68,6 +68,22 @@ def test_colour_match_moves_the_last_frame_to_the_reference_and_keeps_frame_0():
     assert torch.equal(match_colour(clip, reference, 0.0), clip)
 
 
+def test_sharpen_restores_the_reference_sharpness_and_never_blurs():
+    g = torch.Generator().manual_seed(1)
+    sharp = (torch.rand(1, 32, 32, 3, generator=g) * 255).round().to(torch.uint8)
+    blurred = torch.nn.functional.avg_pool2d(sharp.permute(0, 3, 1, 2).float(), 3, 1, 1).permute(0, 2, 3, 1)
+    clip = torch.cat([sharp, blurred.round().to(torch.uint8).expand(3, -1, -1, -1)])
+    target = frame_sharpness(clip[0]) * 0.6
+    before = frame_sharpness(clip[-1])
+    assert before < target
+    graded = match_sharpness(clip, target, 1.0)
+    assert torch.equal(graded[0], clip[0])
+    after = frame_sharpness(graded[-1])
+    assert abs(after - target) < abs(before - target) / 3
+    assert before < frame_sharpness(graded[1]) < after  # ramped in
+    assert torch.equal(match_sharpness(clip, before / 2, 1.0), clip)  # sharper than asked: left alone
+
+
 def test_join_segments_counts():
     clips = [torch.full((5, 2, 2, 3), k, dtype=torch.uint8) for k in range(4)]
     joined = join_segments(clips)
@@ -80,6 +96,7 @@ def test_join_segments_counts():
     (dict(segments=2, prompt=["a"]), "1 segment prompts for 2 segments"),
     (dict(segments=2, colour_match=1.5), "colour_match 1.5 is out of range"),
     (dict(segments=2, cutoff_decay=0.0), "cutoff_decay 0.0 is out of range"),
+    (dict(segments=2, sharpen=-0.1), "sharpen -0.1 is out of range"),
 ])
 def test_bad_segment_options_are_one_line_errors(pipe, example_image, kwargs, match):
     kwargs = {"prompt": "a dog", **kwargs}

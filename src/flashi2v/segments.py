@@ -12,6 +12,8 @@ sharpness). Two counter-measures, each measured by ``scripts/segments_drift.py``
 - ``colour_match``: after each segment, map its frames' per-channel mean and spread onto those of the
   input image, blended in over the segment (nothing at its first frame, ``colour_match`` at its last), so the
   next condition frame has the first segment's colour statistics and the joined video has no jump;
+- ``sharpen``: likewise an unsharp mask, ramped in, that brings each segment's last frame back to the input
+  image's sharpness (``flashi2v.eval.clip_metrics.sharpness``), against the blur that re-encoding adds;
 - ``cutoff_decay``: segment k uses the Fourier cutoff rho * cutoff_decay**(k-1): a lower rho keeps more of the
   condition's spectrum (docs/method.md section 5), against the loss of detail.
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .errors import FlashI2VError
-from .settings import DEFAULT_COLOUR_MATCH, DEFAULT_CUTOFF_DECAY, check_drift_options, check_segments
+from .settings import DEFAULT_COLOUR_MATCH, DEFAULT_CUTOFF_DECAY, DEFAULT_SHARPEN, check_drift_options, check_segments
 
 @dataclass
 class SegmentsOutput:
@@ -66,8 +68,7 @@ def match_colour(clip: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor
     gain = ref_std / std.clamp_min(1.0)  # a flat last frame: no amplification of its noise
     x = clip.double()
     matched = (x - mean) * gain + ref_mean
-    ramp = torch.linspace(0.0, strength, clip.shape[0], dtype=torch.float64).view(-1, 1, 1, 1)
-    graded = (x + ramp * (matched - x)).round().clamp(0, 255).to(torch.uint8)
+    graded = (x + _ramp(clip, strength) * (matched - x)).round().clamp(0, 255).to(torch.uint8)
     graded[0] = clip[0]
     return graded
 
@@ -77,9 +78,54 @@ def segment_cutoffs(cutoff: float, segments: int, decay: float) -> list[float]:
     return [cutoff * decay**k for k in range(segments)]
 
 
+def _ramp(clip: torch.Tensor, strength: float) -> torch.Tensor:
+    """Weights strength * t / (T - 1) for the frames of a T-frame clip, shaped T x 1 x 1 x 1 (float64)."""
+    return torch.linspace(0.0, strength, clip.shape[0], dtype=torch.float64).view(-1, 1, 1, 1)
+
+
+def frame_sharpness(frame: torch.Tensor) -> float:
+    """``flashi2v.eval.clip_metrics.sharpness`` (mean luma gradient) of one uint8 or float H x W x 3 frame."""
+    from .eval.clip_metrics import sharpness
+
+    luma = frame.double() @ torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
+    return sharpness(luma[None].numpy())
+
+
+def _detail(clip: torch.Tensor) -> torch.Tensor:
+    """clip - Gaussian blur (sigma 1) of a float64 T x H x W x 3 clip: what an unsharp mask adds."""
+    x = clip.permute(0, 3, 1, 2).reshape(-1, 1, *clip.shape[1:3])
+    t = torch.arange(-3, 4, dtype=torch.float64)
+    k = torch.exp(-t**2 / 2)
+    k = k / k.sum()
+    blurred = torch.nn.functional.pad(x, (3, 3, 3, 3), mode="replicate")
+    blurred = torch.nn.functional.conv2d(blurred, k.view(1, 1, 1, -1))
+    blurred = torch.nn.functional.conv2d(blurred, k.view(1, 1, -1, 1))
+    return (x - blurred).reshape(clip.shape[0], 3, *clip.shape[1:3]).permute(0, 2, 3, 1)
+
+
+def match_sharpness(clip: torch.Tensor, reference: float, strength: float) -> torch.Tensor:
+    """Unsharp-mask ``clip`` (uint8 T x H x W x 3) so its last frame's ``frame_sharpness`` reaches ``reference``,
+    ramped in over the clip like ``match_colour`` (frame 0 unchanged). Never blurs: a last frame as sharp as the
+    reference or sharper is left alone. The mask's amount is found by a linear fit of sharpness between 0 and 1,
+    at most 3."""
+    if strength == 0.0 or clip.shape[0] < 2:
+        return clip
+    x = clip.double()
+    detail = _detail(x)
+    s0 = frame_sharpness(x[-1])
+    s1 = frame_sharpness(x[-1] + detail[-1])
+    if s0 >= reference or s1 <= s0:
+        return clip
+    amount = min(3.0, (reference - s0) / (s1 - s0))
+    graded = (x + _ramp(clip, strength * amount) * detail).round().clamp(0, 255).to(torch.uint8)
+    graded[0] = clip[0]
+    return graded
+
+
 def generate_segments(pipe, image, prompt: str | list[str], segments: int, seed: int | None = None,
                       generator: torch.Generator | None = None, colour_match: float = DEFAULT_COLOUR_MATCH,
-                      cutoff_decay: float = DEFAULT_CUTOFF_DECAY, progress: bool = True, **kwargs) -> SegmentsOutput:
+                      cutoff_decay: float = DEFAULT_CUTOFF_DECAY, sharpen: float = DEFAULT_SHARPEN,
+                      progress: bool = True, **kwargs) -> SegmentsOutput:
     """``segments`` clips with ``pipe`` (a FlashI2VPipeline), each conditioned on the last frame of the one before.
 
     ``prompt``: one for every segment, or a list of one per segment. ``kwargs`` go to ``pipe(...)`` (num_frames,
@@ -92,7 +138,7 @@ def generate_segments(pipe, image, prompt: str | list[str], segments: int, seed:
     check_segments(segments, None if isinstance(prompt, str) else prompts)
     if not all(isinstance(p, str) for p in prompts):
         raise FlashI2VError("segment prompts must be strings: pass one prompt, or a list of one per segment")
-    check_drift_options(colour_match, cutoff_decay)
+    check_drift_options(colour_match, cutoff_decay, sharpen)
     check_seed(seed)
     if kwargs.get("output_type", "frames") != "frames":
         raise FlashI2VError("chained segments are joined as frames: leave output_type unset")
@@ -102,14 +148,14 @@ def generate_segments(pipe, image, prompt: str | list[str], segments: int, seed:
     if generator is None:
         generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
     condition = to_uint8(image_to_tensor(image, settings.height, settings.width).permute(1, 2, 0))
-    reference = colour_stats(condition)
+    reference, reference_sharpness = colour_stats(condition), frame_sharpness(condition)
     cutoffs = segment_cutoffs(settings.cutoff, segments, cutoff_decay)
     outputs, conditions = [], []
     for k in range(segments):
         given = {**settings.given(), "cutoff": cutoffs[k]}
         # segment 1 takes the image itself (not its uint8 rounding): it is exactly the single generation
         out = pipe(image if k == 0 else condition, prompts[k], generator=generator, progress=progress, **given, **kwargs)
-        out.frames = match_colour(out.frames, reference, colour_match)
+        out.frames = match_sharpness(match_colour(out.frames, reference, colour_match), reference_sharpness, sharpen)
         outputs.append(out)
         conditions.append(condition)
         condition = out.frames[-1]  # the next segment starts from this frame, as graded

@@ -149,6 +149,7 @@ MAX_SEGMENTS = 64
 # The drift counter-measures' defaults follow the measurement (docs/usage.md, "Longer videos"; scripts/segments_drift.py).
 DEFAULT_COLOUR_MATCH = 0.0
 DEFAULT_CUTOFF_DECAY = 1.0
+DEFAULT_SHARPEN = 0.0
 
 
 def check_segments(segments, prompts: list[str] | None = None) -> None:
@@ -161,13 +162,14 @@ def check_segments(segments, prompts: list[str] | None = None) -> None:
                             "(or one prompt for all)")
 
 
-def check_drift_options(colour_match: float, cutoff_decay: float) -> None:
-    if isinstance(colour_match, bool) or not isinstance(colour_match, numbers.Real) or not 0.0 <= colour_match <= 1.0:
-        raise FlashI2VError(f"colour_match {colour_match!r} is out of range: use 0 (off) to 1 (full match)")
+def check_drift_options(colour_match: float, cutoff_decay: float, sharpen: float = 0.0) -> None:
+    """FlashI2VError unless the drift counter-measures of ``flashi2v.segments`` are in range."""
+    for name, value in (("colour_match", colour_match), ("sharpen", sharpen)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+            raise FlashI2VError(f"{name} {value!r} is out of range: use 0 (off) to 1 (full match)")
     if isinstance(cutoff_decay, bool) or not isinstance(cutoff_decay, numbers.Real) or not 0.0 < cutoff_decay <= 1.0:
         raise FlashI2VError(f"cutoff_decay {cutoff_decay!r} is out of range: use 0 < decay <= 1 (1: the same cutoff "
                             "for every segment)")
-
 
 SEED_RANGE = (0, 2**63)  # what torch.Generator.manual_seed takes without wrapping
 
