@@ -232,6 +232,8 @@ def cmd_generate(args) -> None:
             pipe.enable_transformer_offload()
     if args.step_cache is not None:
         pipe.enable_step_cache(args.step_cache)
+    if args.memory_budget is not None:
+        _apply_memory_budget(pipe, settings, args.memory_budget)
     for i, (image, prompt, out) in enumerate(jobs):
         seed = None if args.seed is None else args.seed + i
         # Unset settings take the model's defaults; the pipeline checks them against the model (and that they
@@ -252,6 +254,16 @@ def cmd_generate(args) -> None:
 
             save_png_strip(result.frames, Path(out).with_suffix(".png"))
             print(f"wrote {Path(out).with_suffix('.png')} (frames side by side)")
+
+
+def _apply_memory_budget(pipe, settings, budget_gb: float) -> None:
+    """--memory-budget: the fastest memory configuration whose estimated peak fits (flashi2v.memory), said aloud."""
+    from .memory import apply_memory_config, pick_memory_config
+
+    config, estimate = pick_memory_config(pipe, pipe.resolve_settings(settings), budget_gb * 1e9)
+    apply_memory_config(pipe, config)
+    print(f"memory budget {budget_gb:g} GB: using '{config.name}' ({config.describe()}; estimated peak "
+          f"{estimate['peak'] / 1e9:.2f} GB)", file=sys.stderr)
 
 
 def cmd_train(args) -> None:
@@ -462,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "memory and stream it layer by layer (what it saves: docs/performance.md)")
     g.add_argument("--offload-transformer", action="store_true", help="on a GPU, move the transformer to CPU memory "
                    "while the VAE decodes (a lower peak; pins its weights once)")
+    g.add_argument("--memory-budget", type=positive_float, default=None, metavar="GB",
+                   help="GPU memory to stay within (10^9 bytes): picks the fastest memory configuration whose estimated "
+                   "peak fits (text-encoder streaming, transformer offload, block swapping, tiled decode) and says which "
+                   "(docs/performance.md, 'Memory configurations')")
     g.add_argument("--vae-fp32", action="store_true", help="on a GPU, decode the video in float32 instead of the "
                    "default bfloat16 (slower, more memory; pixels differ slightly)")
     g.add_argument("--segments", type=positive_int, default=None, metavar="N",

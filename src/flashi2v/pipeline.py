@@ -143,10 +143,28 @@ class FlashI2VPipeline:
             self._transformer_to_device()
         return self
 
+    def enable_block_swap(self, blocks_on_device: int = 0, slots: int = 2) -> "FlashI2VPipeline":
+        """While denoising, keep only ``blocks_on_device`` transformer blocks (plus ``slots`` in turn) on the GPU; the
+        rest wait in pinned CPU memory and are copied in one block ahead, overlapped with the compute
+        (``flashi2v.offload.apply_block_swap``). Same video. Call after moving the pipeline to its device; replaces the
+        transformer offload for the decode (the swapped blocks are in CPU memory already)."""
+        from .offload import apply_block_swap
+
+        self._transformer_to_device()
+        apply_block_swap(self.transformer, blocks_on_device, slots)
+        return self
+
+    def disable_block_swap(self) -> "FlashI2VPipeline":
+        from .offload import remove_block_swap
+
+        remove_block_swap(self.transformer)
+        return self
+
     def _offload_transformer(self) -> None:
         device = self.device
         if (not self.transformer_offload or device.type != "cuda" or self._transformer_home is not None
-                or getattr(self.transformer, "_cuda_graphs", None) is not None):
+                or getattr(self.transformer, "_cuda_graphs", None) is not None
+                or getattr(self.transformer, "block_swap", None) is not None):
             return
         from .offload import offload_to_cpu
 
