@@ -83,6 +83,24 @@ def test_block_swap_with_step_cache_skipping_blocks(model):
         assert torch.equal(a, b)
 
 
+@torch.no_grad()
+def test_block_swap_keeps_fused_qkv_views(model):
+    """The fast path's fused q/k/v (views of one buffer per block) must stay views of one slot while swapped."""
+    from flashi2v.fast_path.fusion import fuse_qkv
+
+    fused = FlashI2VTransformer.from_config("tiny", num_layers=5).eval()
+    fused.load_state_dict(model.state_dict())
+    fuse_qkv(fused)
+    plain = fused(*inputs(0))
+    swap = apply_block_swap(fused, blocks_on_device=0, slots=2)
+    assert torch.equal(fused(*inputs(0)), plain)
+    for j, block in enumerate(swap.blocks):
+        attn = block.self_attn
+        lo, hi = home_of(swap, j)
+        assert lo <= attn.qkv_weight.data_ptr() < hi
+        assert attn.q.weight.data_ptr() == attn.qkv_weight.data_ptr()
+
+
 def test_pipeline_latents_unchanged_by_block_swap(make_tiny_pipeline, example_image):
     pipe = make_tiny_pipeline()
     kwargs = dict(num_frames=5, height=32, width=32, steps=3, seed=2, progress=False, output_type="latent")

@@ -274,7 +274,8 @@ class BlockSwap:
 
     def restore(self) -> None:
         """Every swapped block's weights back on the device as ordinary tensors (one allocation per block)."""
-        if self.cuda:
+        if self.cuda:  # a prefetch may still be writing into a slot, which is freed with this object
+            self.stream.synchronize()
             torch.cuda.current_stream(self.device).synchronize()
         for j, home in enumerate(self.homes):
             copy = torch.empty_like(home, device=self.device)
