@@ -1,7 +1,7 @@
 """How chained segments drift, and what the counter-measures do, with the project's own clip metrics.
 
-For every photo x camera prompt x seed, a 4-segment video per variant (no counter-measure, colour matching,
-sharpening, both, a Fourier cutoff decay; ``VARIANTS``). Counter-measures not named are off (0, decay 1). Per segment k (its frames in the joined video):
+For every photo x camera prompt x seed, a 4-segment video per variant (no counter-measure, colour matching to
+the input image or motion-aligned, sharpening, both, a Fourier cutoff decay; ``VARIANTS``). Counter-measures not named are off (0, decay 1). Per segment k (its frames in the joined video):
 
 - colour drift: ``flashi2v.eval.motion.colour_drift`` from the video's frame 0 to segment k's last frame
   (motion-aligned, % of 0-255; the number the built-in model's quality bar uses),
@@ -35,11 +35,12 @@ from flashi2v.video import save_png_strip
 # name -> generate_segments keywords
 VARIANTS = {
     "none": dict(),
-    "colour 1.0": dict(colour_match=1.0),
+    "colour image 1.0": dict(colour_match=1.0, colour_reference="image"),
+    "colour aligned 1.0": dict(colour_match=1.0, colour_reference="aligned"),
     "sharpen 1.0": dict(sharpen=1.0),
-    "colour 1.0 + sharpen 1.0": dict(colour_match=1.0, sharpen=1.0),
+    "colour image 1.0 + sharpen 1.0": dict(colour_match=1.0, colour_reference="image", sharpen=1.0),
+    "colour aligned 1.0 + sharpen 1.0": dict(colour_match=1.0, colour_reference="aligned", sharpen=1.0),
     "cutoff decay 0.5": dict(cutoff_decay=0.5),
-    "colour 0.5": dict(colour_match=0.5),
 }
 METRICS = ("colour_drift", "exposure", "sharpness", "flicker")
 

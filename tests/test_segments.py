@@ -7,7 +7,8 @@ from PIL import Image
 
 from flashi2v import FlashI2VError
 from flashi2v.cli import main
-from flashi2v.segments import colour_stats, frame_sharpness, join_segments, match_colour, match_sharpness
+from flashi2v.segments import (aligned_colour_stats, colour_stats, frame_sharpness, join_segments, match_colour,
+                               match_sharpness)
 from flashi2v.video import read_video_frames, save_png_strip
 
 SMALL = dict(num_frames=5, height=32, width=32, steps=2)
@@ -68,6 +69,25 @@ def test_colour_match_moves_the_last_frame_to_the_reference_and_keeps_frame_0():
     assert torch.equal(match_colour(clip, reference, 0.0), clip)
 
 
+def test_aligned_colour_match_undoes_a_cast_on_panned_content():
+    """A pan with a growing red cast: matching the content shared with the start frame removes the cast (the
+    pan itself must not read as a colour change)."""
+    g = torch.Generator().manual_seed(2)
+    scene = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 64, 96, generator=g), 5, 1, 2)[0].permute(1, 2, 0) * 150
+    scene = scene + torch.linspace(0, 100, 96).view(1, -1, 1)  # brighter to the right: the pan brightens the frame
+    frames = torch.stack([scene[8:56, 2 * t:2 * t + 64] for t in range(5)])  # the camera pans right
+    cast = torch.tensor([12.0, 0.0, -6.0]) * torch.linspace(0, 1, 5).view(-1, 1, 1, 1)
+    clip = (frames + cast).round().clamp(0, 255).to(torch.uint8)
+    start = frames[0].round().to(torch.uint8)
+    target, source = aligned_colour_stats(clip, start)
+    assert abs(float(source[0][0] - target[0][0]) - 12.0) < 1.5  # the cast, measured on the shared content
+    assert abs(float(colour_stats(clip[-1])[0][0] - colour_stats(start)[0][0]) - 12.0) > 4  # not on whole frames
+    graded = match_colour(clip, target, 1.0, source)
+    shift = (graded[-1].double() - frames[-1].double()).reshape(-1, 3).mean(0)
+    assert shift.abs().max() < 1.0
+    assert torch.equal(graded[0], clip[0])
+
+
 def test_sharpen_restores_the_reference_sharpness_and_never_blurs():
     g = torch.Generator().manual_seed(1)
     sharp = (torch.rand(1, 32, 32, 3, generator=g) * 255).round().to(torch.uint8)
@@ -97,6 +117,7 @@ def test_join_segments_counts():
     (dict(segments=2, colour_match=1.5), "colour_match 1.5 is out of range"),
     (dict(segments=2, cutoff_decay=0.0), "cutoff_decay 0.0 is out of range"),
     (dict(segments=2, sharpen=-0.1), "sharpen -0.1 is out of range"),
+    (dict(segments=2, colour_reference="mean"), "colour_reference 'mean' is not one of aligned, image"),
 ])
 def test_bad_segment_options_are_one_line_errors(pipe, example_image, kwargs, match):
     kwargs = {"prompt": "a dog", **kwargs}

@@ -23,9 +23,9 @@ from .builtin import DEFAULTS as BUILTIN_DEFAULTS
 from .builtin import builtin_factors
 from .device import resolve_device
 from .errors import FlashI2VError, FlashI2VFileError, FlashI2VWarning
-from .settings import (ATTENTION_BACKEND_NAMES, DEFAULT_COLOUR_MATCH, DEFAULT_CUTOFF_DECAY, DEFAULT_SHARPEN,
-                       GUIDANCE_MODES, REFERENCE, SEED_RANGE, SOLVER_NAMES, GenerationSettings, check_drift_options,
-                       check_seed, check_segments)
+from .settings import (ATTENTION_BACKEND_NAMES, COLOUR_REFERENCES, DEFAULT_COLOUR_MATCH, DEFAULT_COLOUR_REFERENCE,
+                       DEFAULT_CUTOFF_DECAY, DEFAULT_SHARPEN, GUIDANCE_MODES, REFERENCE, SEED_RANGE, SOLVER_NAMES,
+                       GenerationSettings, check_drift_options, check_seed, check_segments)
 
 BUILTIN = GenerationSettings().resolved(BUILTIN_DEFAULTS)  # the built-in model's settings (help and messages)
 
@@ -154,7 +154,7 @@ def _segment_prompts(args) -> list[str] | None:
             args.segments = len(lines)
     if args.segments is not None:
         check_segments(args.segments, lines)
-    check_drift_options(args.colour_match, args.cutoff_decay, args.sharpen)
+    check_drift_options(args.colour_match, args.cutoff_decay, args.sharpen, args.colour_reference)
     return lines
 
 
@@ -241,6 +241,7 @@ def cmd_generate(args) -> None:
         if args.segments is not None:  # a longer video: chained clips (flashi2v.segments)
             result = pipe.generate_segments(image, prompt, args.segments, negative_prompt=args.negative_prompt,
                                             seed=seed, colour_match=args.colour_match,
+                                            colour_reference=args.colour_reference,
                                             cutoff_decay=args.cutoff_decay, sharpen=args.sharpen, **settings.given())
         else:
             result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **settings.given())
@@ -488,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--colour-match", type=finite_float, default=DEFAULT_COLOUR_MATCH, metavar="STRENGTH",
                    help="with --segments: grade each segment towards the input image's colour statistics, 0 (off) to 1 "
                    "(default %(default)s, as measured: docs/usage.md)")
+    g.add_argument("--colour-reference", default=DEFAULT_COLOUR_REFERENCE, choices=COLOUR_REFERENCES,
+                   help="what --colour-match matches: 'aligned' (each segment's content keeps the colour it had where "
+                   "the segment started) or 'image' (whole frames to the input image's statistics); default %(default)s")
     g.add_argument("--sharpen", type=finite_float, default=DEFAULT_SHARPEN, metavar="STRENGTH",
                    help="with --segments: unsharp-mask each segment back towards the input image's sharpness, 0 (off) "
                    "to 1 (default %(default)s, as measured: docs/usage.md)")

@@ -9,9 +9,12 @@ Chaining drifts: every segment re-encodes a generated frame and the errors add u
 sharpness). Two counter-measures, each measured by ``scripts/segments_drift.py`` (docs/usage.md,
 "Longer videos"):
 
-- ``colour_match``: after each segment, map its frames' per-channel mean and spread onto those of the
-  input image, blended in over the segment (nothing at its first frame, ``colour_match`` at its last), so the
-  next condition frame has the first segment's colour statistics and the joined video has no jump;
+- ``colour_match``: after each segment, grade its frames with a per-channel affine colour map, blended in over
+  the segment (nothing at its first frame, ``colour_match`` at its last), so the joined video has no jump.
+  ``colour_reference`` "aligned": the map takes the colour of the content the segment's last frame shares with
+  the frame it started from back to that frame's (the camera motion aligns them, as ``colour_drift`` does), so
+  each segment keeps its predecessor's colours and all keep the first's; "image": the map takes the whole last
+  frame's mean and spread to the input image's (also undoes colour changes the camera motion brings);
 - ``sharpen``: likewise an unsharp mask, ramped in, that brings each segment's last frame back to the input
   image's sharpness (``flashi2v.eval.clip_metrics.sharpness``), against the blur that re-encoding adds;
 - ``cutoff_decay``: segment k uses the Fourier cutoff rho * cutoff_decay**(k-1): a lower rho keeps more of the
@@ -27,7 +30,8 @@ from pathlib import Path
 import torch
 
 from .errors import FlashI2VError
-from .settings import DEFAULT_COLOUR_MATCH, DEFAULT_CUTOFF_DECAY, DEFAULT_SHARPEN, check_drift_options, check_segments
+from .settings import (DEFAULT_COLOUR_MATCH, DEFAULT_COLOUR_REFERENCE, DEFAULT_CUTOFF_DECAY, DEFAULT_SHARPEN,
+                       check_drift_options, check_segments)
 
 @dataclass
 class SegmentsOutput:
@@ -57,13 +61,31 @@ def colour_stats(frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pixels.mean(0), pixels.std(0)
 
 
-def match_colour(clip: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor], strength: float) -> torch.Tensor:
-    """Grade ``clip`` (uint8 T x H x W x 3) so its last frame takes the ``reference`` per-channel mean and
-    spread (Reinhard-style transfer, per RGB channel), ramped in over the clip: frame t gets the weight
-    strength * t / (T - 1), so frame 0 (the shared frame with the previous segment) stays exactly as it was."""
+def aligned_colour_stats(clip: torch.Tensor, start: torch.Tensor) -> tuple[tuple, tuple]:
+    """Colour statistics (``colour_stats``) of ``start`` (the frame the clip was conditioned on) and of the clip's
+    last frame, over the content both show: the camera motion from the clip's frame 0 to its last frame
+    (``flashi2v.eval.motion.end_to_end_motion``, as ``colour_drift`` aligns) maps ``start`` onto the last frame.
+    Whole frames when less than a tenth of the content is shared."""
+    from .eval.motion import end_to_end_motion, warp_by_motion
+
+    frames = clip.numpy()
+    warped, valid = warp_by_motion(start.numpy(), end_to_end_motion(frames[[0, -1]]))
+    if valid.mean() <= 0.1:
+        return colour_stats(start), colour_stats(clip[-1])
+    first = torch.from_numpy(warped[valid])
+    last = clip[-1].double()[torch.from_numpy(valid)]
+    return colour_stats(first), colour_stats(last)
+
+
+def match_colour(clip: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor], strength: float,
+                 source: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Grade ``clip`` (uint8 T x H x W x 3) with the per-channel affine map that takes the ``source`` mean and
+    spread (default: its last frame's) to the ``reference`` ones (Reinhard-style transfer, per RGB channel),
+    ramped in over the clip: frame t gets the weight strength * t / (T - 1), so frame 0 (the shared frame with
+    the previous segment) stays exactly as it was."""
     if strength == 0.0 or clip.shape[0] < 2:
         return clip
-    mean, std = colour_stats(clip[-1])
+    mean, std = colour_stats(clip[-1]) if source is None else source
     ref_mean, ref_std = reference
     gain = ref_std / std.clamp_min(1.0)  # a flat last frame: no amplification of its noise
     x = clip.double()
@@ -124,8 +146,8 @@ def match_sharpness(clip: torch.Tensor, reference: float, strength: float) -> to
 
 def generate_segments(pipe, image, prompt: str | list[str], segments: int, seed: int | None = None,
                       generator: torch.Generator | None = None, colour_match: float = DEFAULT_COLOUR_MATCH,
-                      cutoff_decay: float = DEFAULT_CUTOFF_DECAY, sharpen: float = DEFAULT_SHARPEN,
-                      progress: bool = True, **kwargs) -> SegmentsOutput:
+                      colour_reference: str = DEFAULT_COLOUR_REFERENCE, cutoff_decay: float = DEFAULT_CUTOFF_DECAY,
+                      sharpen: float = DEFAULT_SHARPEN, progress: bool = True, **kwargs) -> SegmentsOutput:
     """``segments`` clips with ``pipe`` (a FlashI2VPipeline), each conditioned on the last frame of the one before.
 
     ``prompt``: one for every segment, or a list of one per segment. ``kwargs`` go to ``pipe(...)`` (num_frames,
@@ -138,7 +160,7 @@ def generate_segments(pipe, image, prompt: str | list[str], segments: int, seed:
     check_segments(segments, None if isinstance(prompt, str) else prompts)
     if not all(isinstance(p, str) for p in prompts):
         raise FlashI2VError("segment prompts must be strings: pass one prompt, or a list of one per segment")
-    check_drift_options(colour_match, cutoff_decay, sharpen)
+    check_drift_options(colour_match, cutoff_decay, sharpen, colour_reference)
     check_seed(seed)
     if kwargs.get("output_type", "frames") != "frames":
         raise FlashI2VError("chained segments are joined as frames: leave output_type unset")
@@ -155,7 +177,12 @@ def generate_segments(pipe, image, prompt: str | list[str], segments: int, seed:
         given = {**settings.given(), "cutoff": cutoffs[k]}
         # segment 1 takes the image itself (not its uint8 rounding): it is exactly the single generation
         out = pipe(image if k == 0 else condition, prompts[k], generator=generator, progress=progress, **given, **kwargs)
-        out.frames = match_sharpness(match_colour(out.frames, reference, colour_match), reference_sharpness, sharpen)
+        if colour_match and colour_reference == "aligned":  # the content's colour as it was at the segment's start
+            target, source = aligned_colour_stats(out.frames, condition)
+            out.frames = match_colour(out.frames, target, colour_match, source)
+        else:  # the input image's statistics, over the whole frame
+            out.frames = match_colour(out.frames, reference, colour_match)
+        out.frames = match_sharpness(out.frames, reference_sharpness, sharpen)
         outputs.append(out)
         conditions.append(condition)
         condition = out.frames[-1]  # the next segment starts from this frame, as graded

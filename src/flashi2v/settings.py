@@ -150,6 +150,8 @@ MAX_SEGMENTS = 64
 DEFAULT_COLOUR_MATCH = 0.0
 DEFAULT_CUTOFF_DECAY = 1.0
 DEFAULT_SHARPEN = 0.0
+DEFAULT_COLOUR_REFERENCE = "aligned"
+COLOUR_REFERENCES = ("aligned", "image")  # flashi2v.segments: what colour matching matches
 
 
 def check_segments(segments, prompts: list[str] | None = None) -> None:
@@ -162,8 +164,11 @@ def check_segments(segments, prompts: list[str] | None = None) -> None:
                             "(or one prompt for all)")
 
 
-def check_drift_options(colour_match: float, cutoff_decay: float, sharpen: float = 0.0) -> None:
+def check_drift_options(colour_match: float, cutoff_decay: float, sharpen: float = 0.0,
+                        colour_reference: str = DEFAULT_COLOUR_REFERENCE) -> None:
     """FlashI2VError unless the drift counter-measures of ``flashi2v.segments`` are in range."""
+    if colour_reference not in COLOUR_REFERENCES:
+        raise FlashI2VError(f"colour_reference {colour_reference!r} is not one of {', '.join(COLOUR_REFERENCES)}")
     for name, value in (("colour_match", colour_match), ("sharpen", sharpen)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
             raise FlashI2VError(f"{name} {value!r} is out of range: use 0 (off) to 1 (full match)")
