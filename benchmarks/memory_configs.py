@@ -59,9 +59,13 @@ def main() -> None:
     ap.add_argument("--attention", default=None, help="attention backend (default cudnn on a GPU)")
     ap.add_argument("--no-fast", action="store_true", help="eager blocks (no apply_fast_path)")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test with the tiny random pipeline")
+    ap.add_argument("--estimate-only", action="store_true",
+                    help="no GPU: build the components on the meta device and print only the estimated peaks")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     out = out_dir(args.out)
+    if args.estimate_only:
+        return estimate_only(args)
     device = torch.device("cpu" if args.tiny else "cuda")
     if args.tiny:
         args.frames, args.height, args.width, args.steps = 9, 64, 64, 3
@@ -150,6 +154,33 @@ def main() -> None:
           f"vs_baseline = time / {base['config'] if base else '-'}'s")
     if rows:
         print(table(rows, list(rows[0])))
+
+
+def estimate_only(args) -> None:
+    """The estimated peak of every configuration and stage, from the components' sizes alone (meta device)."""
+    from diffusers import AutoencoderKLWan
+
+    from generate import umt5_xxl
+
+    from flashi2v import FlashI2VPipeline, FlashI2VTransformer
+    from flashi2v.encoders import UMT5TextEncoder, WanVAE
+    from flashi2v.random_components import make_tiny_tokenizer
+
+    with torch.device("meta"):
+        transformer = FlashI2VTransformer.from_config("flashi2v-1.3b").to(torch.bfloat16)
+        vae = WanVAE(AutoencoderKLWan())
+    pipe = FlashI2VPipeline(transformer, vae, UMT5TextEncoder(umt5_xxl("meta", torch.bfloat16), make_tiny_tokenizer()))
+    pipe.enable_bf16_vae_decode()
+    settings = pipe.resolve_settings(GenerationSettings(num_frames=args.frames, height=args.height, width=args.width,
+                                                        steps=args.steps, guidance=args.guidance))
+    rows = []
+    for config in MEMORY_CONFIGS:
+        estimate = estimate_peak(pipe, settings, config)
+        rows.append(dict(config=config.name, **{f"{k}_gib": v / 2**30 for k, v in estimate.items()},
+                         peak_gb=estimate["peak"] / 1e9))
+    print(f"estimated peak allocated memory (flashi2v.memory.estimate_peak), 1.3B, {args.frames}x{args.height}x"
+          f"{args.width}, CFG {args.guidance}, bf16 decode")
+    print(table(rows, list(rows[0])))
 
 
 if __name__ == "__main__":
