@@ -101,6 +101,26 @@ def test_block_swap_keeps_fused_qkv_views(model):
         assert attn.q.weight.data_ptr() == attn.qkv_weight.data_ptr()
 
 
+@torch.no_grad()
+def test_block_swap_of_a_model_in_one_storage_copies_only_each_blocks_bytes(model):
+    """After offload_to_cpu / load_to_device the whole model lives in one storage: each block's home must hold
+    that block's bytes, not the whole storage."""
+    from flashi2v.offload import load_to_device, offload_to_cpu
+
+    one = FlashI2VTransformer.from_config("tiny", num_layers=5).eval()
+    one.load_state_dict(model.state_dict())
+    plain = one(*inputs(1))
+    offload_to_cpu(one, force=True)
+    load_to_device(one, "cpu", force=True)
+    assert len({p.untyped_storage().data_ptr() for p in one.parameters()}) == 1
+    swap = apply_block_swap(one, blocks_on_device=0, slots=2)
+    for block, home in zip(one.blocks, swap.homes):
+        assert home.numel() < 2 * sum(p.numel() * p.element_size() for p in block.parameters())
+    assert torch.equal(one(*inputs(1)), plain)
+    remove_block_swap(one)
+    assert torch.equal(one(*inputs(1)), plain)
+
+
 def test_pipeline_latents_unchanged_by_block_swap(make_tiny_pipeline, example_image):
     pipe = make_tiny_pipeline()
     kwargs = dict(num_frames=5, height=32, width=32, steps=3, seed=2, progress=False, output_type="latent")

@@ -117,6 +117,11 @@ def _rebind(tensors: list[torch.Tensor], storage: torch.UntypedStorage, byte_off
         t.data = view.set_(storage, t.storage_offset() + byte_offset // t.element_size(), t.size(), t.stride())
 
 
+def _extent(t: torch.Tensor) -> int:
+    """Elements from a tensor's storage offset to one past its last element."""
+    return 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride())) if t.numel() else 0
+
+
 def _as_bytes(storage: torch.UntypedStorage) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8, device=storage.device).set_(storage)
 
@@ -205,15 +210,19 @@ class BlockSwap:
         self.index = {id(b): j for j, b in enumerate(self.blocks)}
         self.tensors, self.homes = [], []  # per swapped block: its parameters and buffers, its home buffer
         for block in self.blocks:
-            groups, offsets, total = _storage_groups(block), [], 0
-            for storage, _ in groups:
-                offsets.append(total)
-                total += -(-storage.nbytes() // _ALIGN) * _ALIGN
+            # Per storage, only the bytes this block's tensors span: after ``load_to_device`` the whole model
+            # shares one storage, which must not be copied once per block.
+            spans, total = [], 0
+            for storage, tensors in _storage_groups(block):
+                start = min(t.storage_offset() * t.element_size() for t in tensors)
+                end = max((t.storage_offset() + _extent(t)) * t.element_size() for t in tensors)
+                spans.append((storage, tensors, start, end, total))
+                total += -(-(end - start) // _ALIGN) * _ALIGN
             home = torch.empty(total, dtype=torch.uint8, pin_memory=self.cuda)
-            for (storage, tensors), offset in zip(groups, offsets):
-                home[offset:offset + storage.nbytes()].copy_(_as_bytes(storage))
-                _rebind(tensors, home.untyped_storage(), offset)
-            self.tensors.append([t for _, tensors in groups for t in tensors])
+            for storage, tensors, start, end, offset in spans:
+                home[offset:offset + end - start].copy_(_as_bytes(storage)[start:end])
+                _rebind(tensors, home.untyped_storage(), offset - start)
+            self.tensors.append([t for _, tensors, *_ in spans for t in tensors])
             self.homes.append(home)
         size = max((h.numel() for h in self.homes), default=0)
         n_slots = min(slots, len(self.blocks))
