@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the benchmarks on a GPU machine from the repo root; logs and JSON go to $OUT (default outputs/bench).
-# Usage: bash benchmarks/run_device.sh [kernels] [dit] [generate] [generate-plain]   (default: dit generate)
+# Usage: bash benchmarks/run_device.sh [kernels] [dit] [generate] [generate-plain] [memory]   (default: dit generate)
 # Needs diffusers importable (on the device machine: the wheels in .whl, see docs/performance.md).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:${PYTHONPATH:-}"
@@ -14,6 +14,7 @@ for w in $what; do
     kernels) timeout ${T_KERNELS:-90} python3 kernels.py 2>&1 | tee "$OUT/kernels.log" ;;
     dit) timeout ${T_DIT:-400} python3 dit_forward.py ${DIT_ARGS:-} 2>&1 | tee "$OUT/dit_forward.log" ;;
     generate) timeout ${T_GEN:-240} python3 generate.py ${GEN_ARGS:-} 2>&1 | tee "$OUT/generate.log" ;;
+    memory) timeout ${T_MEM:-330} python3 memory_configs.py ${MEM_ARGS:-} 2>&1 | tee "$OUT/memory_configs.log" ;;
     generate-plain) timeout ${T_GEN:-240} python3 generate.py --plain ${GEN_ARGS:-} --out "$OUT/plain" 2>&1 | tee "$OUT/generate_plain.log" ;;
   esac
 done

@@ -23,8 +23,9 @@ from .builtin import DEFAULTS as BUILTIN_DEFAULTS
 from .builtin import builtin_factors
 from .device import resolve_device
 from .errors import FlashI2VError, FlashI2VFileError, FlashI2VWarning
-from .settings import (ATTENTION_BACKEND_NAMES, GUIDANCE_MODES, REFERENCE, SEED_RANGE, SOLVER_NAMES,
-                       GenerationSettings, check_seed)
+from .settings import (ATTENTION_BACKEND_NAMES, COLOUR_REFERENCES, DEFAULT_COLOUR_MATCH, DEFAULT_COLOUR_REFERENCE,
+                       DEFAULT_CUTOFF_DECAY, DEFAULT_SHARPEN, GUIDANCE_MODES, REFERENCE, SEED_RANGE, SOLVER_NAMES,
+                       GenerationSettings, check_drift_options, check_seed, check_segments)
 
 BUILTIN = GenerationSettings().resolved(BUILTIN_DEFAULTS)  # the built-in model's settings (help and messages)
 
@@ -141,8 +142,29 @@ def _jobs(args) -> list[tuple[str, str, Path]]:
     return [(im, pr, out.with_name(f"{out.stem}_{i:03d}.mp4")) for i, (im, pr) in enumerate(zip(images, prompts))]
 
 
+def _segment_prompts(args) -> list[str] | None:
+    """--segments / --segment-prompts: the prompt of each segment (None: one clip per video, or one prompt for all
+    segments), checked before anything loads."""
+    lines = None
+    if args.segment_prompts:
+        if args.prompt or args.prompts_file:
+            raise FlashI2VError("--segment-prompts gives the prompts: leave out --prompt and --prompts-file")
+        lines = _read_lines(args.segment_prompts, "segment prompts")
+        if args.segments is None:
+            args.segments = len(lines)
+    if args.segments is not None:
+        check_segments(args.segments, lines)
+    check_drift_options(args.colour_match, args.cutoff_decay, args.sharpen, args.colour_reference)
+    return lines
+
+
 def cmd_generate(args) -> None:
-    jobs = _jobs(args)
+    segment_prompts = _segment_prompts(args)
+    if segment_prompts:  # every image gets the same chain of prompts
+        jobs = [(image, segment_prompts, out) for image, _, out in
+                _jobs(argparse.Namespace(**{**vars(args), "prompt": segment_prompts[0]}))]
+    else:
+        jobs = _jobs(args)
     # Fail on bad flags, outputs or images in milliseconds, before importing torch or loading any weights.
     # The sizes need the model's own factors: the built-in model's are in its config files; another model's
     # sizes are checked by the pipeline once it is loaded (with the same rules, GenerationSettings.check).
@@ -219,11 +241,19 @@ def cmd_generate(args) -> None:
             pipe.enable_transformer_offload()
     if args.step_cache is not None:
         pipe.enable_step_cache(args.step_cache)
+    if args.memory_budget is not None:
+        _apply_memory_budget(pipe, settings, args.memory_budget)
     for i, (image, prompt, out) in enumerate(jobs):
         seed = None if args.seed is None else args.seed + i
         # Unset settings take the model's defaults; the pipeline checks them against the model (and that they
         # fit in memory) before any work.
-        result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **settings.given())
+        if args.segments is not None:  # a longer video: chained clips (flashi2v.segments)
+            result = pipe.generate_segments(image, prompt, args.segments, negative_prompt=args.negative_prompt,
+                                            seed=seed, colour_match=args.colour_match,
+                                            colour_reference=args.colour_reference,
+                                            cutoff_decay=args.cutoff_decay, sharpen=args.sharpen, **settings.given())
+        else:
+            result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **settings.given())
         if context_parallel and info.rank != 0:
             continue  # every rank holds the whole video; one writes it
         result.save(out, fps=args.fps)
@@ -259,6 +289,16 @@ def cmd_lora_merge(args) -> None:
     with staged_folder(args.out) as tmp:
         pipe.save_pretrained(tmp)
     print(f"wrote {args.out} ({model} with LoRA {args.lora} merged at scale {args.scale:g})")
+
+
+def _apply_memory_budget(pipe, settings, budget_gb: float) -> None:
+    """--memory-budget: the fastest memory configuration whose estimated peak fits (flashi2v.memory), said aloud."""
+    from .memory import apply_memory_config, pick_memory_config
+
+    config, estimate = pick_memory_config(pipe, pipe.resolve_settings(settings), budget_gb * 1e9)
+    apply_memory_config(pipe, config)
+    print(f"memory budget {budget_gb:g} GB: using '{config.name}' ({config.describe()}; estimated peak "
+          f"{estimate['peak'] / 1e9:.2f} GB)", file=sys.stderr)
 
 
 def cmd_train(args) -> None:
@@ -521,12 +561,33 @@ def build_parser() -> argparse.ArgumentParser:
                    "memory and stream it layer by layer (what it saves: docs/performance.md)")
     g.add_argument("--offload-transformer", action="store_true", help="on a GPU, move the transformer to CPU memory "
                    "while the VAE decodes (a lower peak; pins its weights once)")
+    g.add_argument("--memory-budget", type=positive_float, default=None, metavar="GB",
+                   help="GPU memory to stay within (10^9 bytes): picks the fastest memory configuration whose estimated "
+                   "peak fits (text-encoder streaming, transformer offload, block swapping, tiled decode) and says which "
+                   "(docs/performance.md, 'Memory configurations')")
     g.add_argument("--vae-fp32", action="store_true", help="on a GPU, decode the video in float32 instead of the "
                    "default bfloat16 (slower, more memory; pixels differ slightly)")
     g.add_argument("--lora", default=None, metavar="PATH", help="LoRA adapter folder (peft layout, e.g. a training "
                    "run's lora/), merged into the model before sampling")
     g.add_argument("--lora-scale", type=finite_float, default=None, metavar="S",
                    help="strength of the LoRA's update (default 1.0; 0 is the base model)")
+    g.add_argument("--segments", type=positive_int, default=None, metavar="N",
+                   help="a longer video: N clips, each starting from the last frame of the one before, joined without "
+                   "repeating that frame (N x (frames - 1) + 1 frames; docs/usage.md, 'Longer videos')")
+    g.add_argument("--segment-prompts", default=None, metavar="FILE",
+                   help="UTF-8 text file with one prompt per segment (instead of --prompt; sets --segments)")
+    g.add_argument("--colour-match", type=finite_float, default=DEFAULT_COLOUR_MATCH, metavar="STRENGTH",
+                   help="with --segments: grade each segment towards the input image's colour statistics, 0 (off) to 1 "
+                   "(default %(default)s, as measured: docs/usage.md)")
+    g.add_argument("--colour-reference", default=DEFAULT_COLOUR_REFERENCE, choices=COLOUR_REFERENCES,
+                   help="what --colour-match matches: 'aligned' (each segment's content keeps the colour it had where "
+                   "the segment started) or 'image' (whole frames to the input image's statistics); default %(default)s")
+    g.add_argument("--sharpen", type=finite_float, default=DEFAULT_SHARPEN, metavar="STRENGTH",
+                   help="with --segments: unsharp-mask each segment back towards the input image's sharpness, 0 (off) "
+                   "to 1 (default %(default)s, as measured: docs/usage.md)")
+    g.add_argument("--cutoff-decay", type=finite_float, default=DEFAULT_CUTOFF_DECAY, metavar="FACTOR",
+                   help="with --segments: segment k uses the cutoff rho * FACTOR**(k-1), 0 < FACTOR <= 1 (default "
+                   "%(default)s)")
     g.set_defaults(func=cmd_generate)
 
     lo = sub.add_parser("lora", help="LoRA adapters: merge one into a model folder")

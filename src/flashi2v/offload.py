@@ -1,10 +1,12 @@
 """Moving weights between the GPU and (pinned) CPU memory, applied from outside: ``stream_from_cpu`` copies
 each layer in just before it runs (frozen encoders), ``offload_to_cpu`` / ``load_to_device`` move a whole
-module (e.g. the transformer while the VAE decodes)."""
+module (e.g. the transformer while the VAE decodes), ``apply_block_swap`` keeps a few transformer blocks on
+the GPU at a time while denoising."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -115,6 +117,11 @@ def _rebind(tensors: list[torch.Tensor], storage: torch.UntypedStorage, byte_off
         t.data = view.set_(storage, t.storage_offset() + byte_offset // t.element_size(), t.size(), t.stride())
 
 
+def _extent(t: torch.Tensor) -> int:
+    """Elements from a tensor's storage offset to one past its last element."""
+    return 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride())) if t.numel() else 0
+
+
 def _as_bytes(storage: torch.UntypedStorage) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8, device=storage.device).set_(storage)
 
@@ -176,3 +183,137 @@ def load_to_device(module: nn.Module, device: torch.device | str, non_blocking: 
         copy.copy_(_as_bytes(storage), non_blocking=non_blocking)
         _rebind(tensors, copy.untyped_storage())
     return module
+
+
+# -- block swapping (denoising with a few transformer blocks on the GPU at a time) -------------------------
+
+
+class BlockSwap:
+    """Transformer blocks whose weights live in pinned CPU memory and visit the GPU one at a time.
+
+    Each swapped block has one flat pinned CPU buffer (its home). ``slots`` GPU buffers, each the size of
+    the largest block, take turns: while block j runs from one slot, block j+1 is already being copied into
+    another on a side stream, so the copies overlap the compute. A block's parameters point into
+    its slot only while it runs (``resident``) and back at its home otherwise. ``FlashI2VTransformer.call_block``
+    calls ``resident`` around each block, outside any compiled region, so compiled blocks keep one graph.
+
+    Same function as the plain model: the weights are copied, never converted. On a CPU the copies are plain
+    synchronous copies (the tests check the bookkeeping there).
+    """
+
+    def __init__(self, blocks: list[nn.Module], device: torch.device, slots: int = 2):
+        if slots < 2:
+            raise ValueError("block swapping needs at least 2 slots: one runs while the next is copied in")
+        self.blocks = list(blocks)
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.index = {id(b): j for j, b in enumerate(self.blocks)}
+        self.tensors, self.homes = [], []  # per swapped block: its parameters and buffers, its home buffer
+        for block in self.blocks:
+            # Per storage, only the bytes this block's tensors span: after ``load_to_device`` the whole model
+            # shares one storage, which must not be copied once per block.
+            spans, total = [], 0
+            for storage, tensors in _storage_groups(block):
+                start = min(t.storage_offset() * t.element_size() for t in tensors)
+                end = max((t.storage_offset() + _extent(t)) * t.element_size() for t in tensors)
+                spans.append((storage, tensors, start, end, total))
+                total += -(-(end - start) // _ALIGN) * _ALIGN
+            home = torch.empty(total, dtype=torch.uint8, pin_memory=self.cuda)
+            for storage, tensors, start, end, offset in spans:
+                home[offset:offset + end - start].copy_(_as_bytes(storage)[start:end])
+                _rebind(tensors, home.untyped_storage(), offset - start)
+            self.tensors.append([t for _, tensors, *_ in spans for t in tensors])
+            self.homes.append(home)
+        size = max((h.numel() for h in self.homes), default=0)
+        n_slots = min(slots, len(self.blocks))
+        self.slots = [torch.empty(size, dtype=torch.uint8, device=device) for _ in range(n_slots)]
+        self.in_slot = [None] * n_slots  # which block each slot holds (or is receiving)
+        self.next_slot = 0  # where the next copy goes
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+        self.ready = [torch.cuda.Event() if self.cuda else None for _ in range(n_slots)]  # copy into slot done
+        self.free = [torch.cuda.Event() if self.cuda else None for _ in range(n_slots)]  # slot's last user done
+        self.copies = 0  # blocks copied in so far (tests; docs)
+
+    @property
+    def nbytes(self) -> int:
+        """GPU bytes the slots take."""
+        return sum(s.numel() for s in self.slots)
+
+    def _bind(self, j: int, storage: torch.UntypedStorage) -> None:
+        """Block j's tensors onto ``storage``, which has its home's layout (their offsets are already home offsets)."""
+        _rebind(self.tensors[j], storage)
+
+    def _fetch(self, j: int, avoid: int | None = None) -> int:
+        """Make sure block j is in (or on its way into) a slot; returns the slot. A new copy goes to the slots in
+        turn, never into ``avoid`` (the slot of the block that is running)."""
+        if j in self.in_slot:
+            return self.in_slot.index(j)
+        s = self.next_slot if self.next_slot != avoid else (self.next_slot + 1) % len(self.slots)
+        self.next_slot = (s + 1) % len(self.slots)
+        n = self.homes[j].numel()
+        if self.cuda:
+            self.stream.wait_event(self.free[s])  # the slot's previous block has finished with it
+            with torch.cuda.stream(self.stream):
+                self.slots[s][:n].copy_(self.homes[j], non_blocking=True)
+                self.ready[s].record(self.stream)
+        else:
+            self.slots[s][:n].copy_(self.homes[j])
+        self.in_slot[s] = j
+        self.copies += 1
+        return s
+
+    @contextmanager
+    def resident(self, block: nn.Module):
+        """Block's weights on the device for the duration (a block not swapped: nothing happens)."""
+        j = self.index.get(id(block))
+        if j is None:
+            yield
+            return
+        s = self._fetch(j)
+        if self.cuda:
+            torch.cuda.current_stream(self.device).wait_event(self.ready[s])
+        self._bind(j, self.slots[s].untyped_storage())
+        self._fetch((j + 1) % len(self.blocks), avoid=s)  # the next one, while this one computes
+        try:
+            yield
+        finally:
+            if self.cuda:
+                self.free[s].record(torch.cuda.current_stream(self.device))
+            self._bind(j, self.homes[j].untyped_storage())
+
+    def restore(self) -> None:
+        """Every swapped block's weights back on the device as ordinary tensors (one allocation per block)."""
+        if self.cuda:  # a prefetch may still be writing into a slot, which is freed with this object
+            self.stream.synchronize()
+            torch.cuda.current_stream(self.device).synchronize()
+        for j, home in enumerate(self.homes):
+            copy = torch.empty_like(home, device=self.device)
+            copy.copy_(home)
+            self._bind(j, copy.untyped_storage())
+
+
+def apply_block_swap(model: nn.Module, blocks_on_device: int = 0, slots: int = 2) -> BlockSwap | None:
+    """Keep the first ``blocks_on_device`` transformer blocks on the model's device and swap the rest in from
+    pinned CPU memory, one at a time, while denoising (``BlockSwap``). GPU memory for the blocks drops from
+    all of them to ``blocks_on_device + slots`` blocks; the time is that of the plain model as long as a block's
+    copy (1.3B: 88 MiB) is faster than its compute. Everything else of the model stays where it is. Returns
+    the ``BlockSwap`` (also ``model.block_swap``); None when no block is left to swap. Not together with CUDA
+    graphs (``apply_cuda_graphs``), which read the weights at fixed addresses.
+    """
+    _check_no_cuda_graphs(model)
+    remove_block_swap(model)
+    device = next(model.blocks[0].parameters()).device
+    swapped = list(model.blocks)[max(0, blocks_on_device):]
+    if not swapped:
+        return None
+    model.block_swap = BlockSwap(swapped, device, slots)
+    return model.block_swap
+
+
+def remove_block_swap(model: nn.Module) -> nn.Module:
+    """Undo ``apply_block_swap``: every block's weights back on the device."""
+    swap = getattr(model, "block_swap", None)
+    if swap is not None:
+        swap.restore()
+        model.block_swap = None
+    return model

@@ -161,10 +161,28 @@ class FlashI2VPipeline:
             self._transformer_to_device()
         return self
 
+    def enable_block_swap(self, blocks_on_device: int = 0, slots: int = 2) -> "FlashI2VPipeline":
+        """While denoising, keep only ``blocks_on_device`` transformer blocks (plus ``slots`` in turn) on the GPU; the
+        rest wait in pinned CPU memory and are copied in one block ahead, overlapped with the compute
+        (``flashi2v.offload.apply_block_swap``). Same video. Call after moving the pipeline to its device; replaces the
+        transformer offload for the decode (the swapped blocks are in CPU memory already)."""
+        from .offload import apply_block_swap
+
+        self._transformer_to_device()
+        apply_block_swap(self.transformer, blocks_on_device, slots)
+        return self
+
+    def disable_block_swap(self) -> "FlashI2VPipeline":
+        from .offload import remove_block_swap
+
+        remove_block_swap(self.transformer)
+        return self
+
     def _offload_transformer(self) -> None:
         device = self.device
         if (not self.transformer_offload or device.type != "cuda" or self._transformer_home is not None
-                or getattr(self.transformer, "_cuda_graphs", None) is not None):
+                or getattr(self.transformer, "_cuda_graphs", None) is not None
+                or getattr(self.transformer, "block_swap", None) is not None):
             return
         from .offload import offload_to_cpu
 
@@ -432,6 +450,15 @@ class FlashI2VPipeline:
         pixels = self.vae.decode(z.to(self.vae.device))  # B x 3 x F x H x W in [-1, 1]
         frames = to_uint8(pixels.permute(0, 2, 3, 4, 1)).cpu()  # B x F x H x W x 3
         return FlashI2VOutput(frames=frames[0] if single else frames, latents=z)
+
+    def generate_segments(self, image, prompt: str | list[str], segments: int, **kwargs):
+        """A longer video: ``segments`` clips, each conditioned on the last frame of the one before, joined without
+        repeating the shared frame (N (F - 1) + 1 frames). ``prompt``: one, or a list of one per segment.
+        ``colour_match`` / ``cutoff_decay``: the drift counter-measures; other keywords as for ``__call__``.
+        Returns ``flashi2v.segments.SegmentsOutput``; see that module."""
+        from .segments import generate_segments
+
+        return generate_segments(self, image, prompt, segments, **kwargs)
 
 
 def _read_pipeline_config(path: Path) -> dict:

@@ -143,6 +143,39 @@ REFERENCE = GenerationSettings(num_frames=49, height=480, width=832, steps=50, g
                                solver="euler", shift=7.0, cutoff=0.1)
 
 
+# -- chained segments (flashi2v.segments); here so the CLI checks them before importing torch ---------------
+
+MAX_SEGMENTS = 64
+# The drift counter-measures' defaults follow the measurement (docs/usage.md, "Longer videos"; scripts/segments_drift.py).
+DEFAULT_COLOUR_MATCH = 0.0
+DEFAULT_CUTOFF_DECAY = 1.0
+DEFAULT_SHARPEN = 0.0
+DEFAULT_COLOUR_REFERENCE = "aligned"
+COLOUR_REFERENCES = ("aligned", "image")  # flashi2v.segments: what colour matching matches
+
+
+def check_segments(segments, prompts: list[str] | None = None) -> None:
+    """FlashI2VError unless ``segments`` is a whole number in 1..MAX_SEGMENTS and, with per-segment prompts,
+    there is one prompt per segment."""
+    if isinstance(segments, bool) or not isinstance(segments, numbers.Integral) or not 1 <= segments <= MAX_SEGMENTS:
+        raise FlashI2VError(f"segments {segments!r} is out of range: use a whole number from 1 to {MAX_SEGMENTS}")
+    if prompts is not None and len(prompts) != segments:
+        raise FlashI2VError(f"got {len(prompts)} segment prompts for {segments} segments: give one prompt per segment "
+                            "(or one prompt for all)")
+
+
+def check_drift_options(colour_match: float, cutoff_decay: float, sharpen: float = 0.0,
+                        colour_reference: str = DEFAULT_COLOUR_REFERENCE) -> None:
+    """FlashI2VError unless the drift counter-measures of ``flashi2v.segments`` are in range."""
+    if colour_reference not in COLOUR_REFERENCES:
+        raise FlashI2VError(f"colour_reference {colour_reference!r} is not one of {', '.join(COLOUR_REFERENCES)}")
+    for name, value in (("colour_match", colour_match), ("sharpen", sharpen)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+            raise FlashI2VError(f"{name} {value!r} is out of range: use 0 (off) to 1 (full match)")
+    if isinstance(cutoff_decay, bool) or not isinstance(cutoff_decay, numbers.Real) or not 0.0 < cutoff_decay <= 1.0:
+        raise FlashI2VError(f"cutoff_decay {cutoff_decay!r} is out of range: use 0 < decay <= 1 (1: the same cutoff "
+                            "for every segment)")
+
 SEED_RANGE = (0, 2**63)  # what torch.Generator.manual_seed takes without wrapping
 
 

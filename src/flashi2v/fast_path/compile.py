@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..errors import FlashI2VError
+
+
 def apply_compile(model: nn.Module, fullgraph: bool = True, dynamic: bool | None = False,
                   options: dict | None = None, **kwargs) -> nn.Module:
     """``torch.compile`` each transformer block in place (the blocks are alike, so one graph is traced
@@ -28,6 +31,8 @@ def apply_cuda_graphs(model: nn.Module) -> nn.Module:
     """
     if hasattr(model, "_cuda_graphs"):
         return model
+    if getattr(model, "block_swap", None) is not None:  # the graphs would replay reads of swapped-out slots
+        raise FlashI2VError("CUDA graphs cannot be combined with block swapping (apply_block_swap)")
     plain_forward = model.forward
     graphs: dict = {}
 

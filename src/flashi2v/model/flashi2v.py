@@ -95,6 +95,7 @@ class FlashI2VTransformer(nn.Module):
         self.rope = RopeCache(cfg.head_dim)
         self.context_parallel = None  # set by flashi2v.context_parallel.apply_context_parallel
         self.step_cache = None  # set by flashi2v.step_cache.apply_step_cache (sampling only)
+        self.block_swap = None  # set by flashi2v.offload.apply_block_swap: blocks visit the GPU one at a time
         self.defer_residuals = False  # True: each block's last update is added by the next norm (fuse_norms)
         self.checkpoint_blocks = False  # True once flashi2v.train.parallel.apply_activation_checkpointing wraps blocks
         self.reset_parameters()
@@ -209,14 +210,22 @@ class FlashI2VTransformer(nn.Module):
             return tokens, None
         pending = None
         for block in self.blocks:
-            tokens, pending = block(tokens, e0, context, rope, residual=pending, defer=True)
+            tokens, pending = self.call_block(block, tokens, e0, context, rope, residual=pending, defer=True)
         return tokens, pending
 
     def run_block(self, block: nn.Module, tokens, e0, context, rope) -> torch.Tensor:
         """One transformer block. Activation checkpointing, when on, runs inside the block's own call
         (flashi2v.train.parallel.apply_activation_checkpointing), not here: a compiled block must trace
         the checkpoint for a selective policy to reach the compiled graph."""
-        return block(tokens, e0, context, rope)
+        return self.call_block(block, tokens, e0, context, rope)
+
+    def call_block(self, block: nn.Module, *args, **kwargs):
+        """``block(*args, **kwargs)``; with block swapping, its weights are brought to the device around the call
+        (here, outside the block: a compiled block must not trace the copies)."""
+        if self.block_swap is None:
+            return block(*args, **kwargs)
+        with self.block_swap.resident(block):
+            return block(*args, **kwargs)
 
     # -- persistence -----------------------------------------------------------------------------
 
