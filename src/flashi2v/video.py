@@ -14,7 +14,6 @@ import warnings
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -211,6 +210,8 @@ def _pad_to_even(frames: np.ndarray) -> np.ndarray:
 
 def _pick_codec() -> str:
     """libx264 where FFmpeg was built with it (best quality per byte); otherwise the built-in mpeg4."""
+    import av  # PyAV is imported where videos are read or written: generating to tensors needs no codec library
+
     try:
         av.codec.Codec("libx264", "w")
         return "libx264"
@@ -219,6 +220,8 @@ def _pick_codec() -> str:
 
 
 def _encode_mp4(frames: np.ndarray, path: Path, fps: Fraction, codec: str) -> None:
+    import av
+
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
@@ -257,6 +260,8 @@ def read_video_frames(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
     path = Path(path)
     if not path.is_file():
         raise FlashI2VError(f"cannot read video '{path}': no such file; check the path")
+    import av
+
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
