@@ -425,7 +425,8 @@ def _scale(data: dict, batch: int) -> str:
             "it) may change them.")
 
 
-def markdown(c: LeakageStudyConfig, data: dict, verdicts: list[dict], config_name: str, figures: dict) -> str:
+def markdown(c: LeakageStudyConfig, data: dict, verdicts: list[dict], config_name: str, figures: dict,
+             root: Path | None = None) -> str:
     t = c.train
     steps = sorted(set(data["steps"].values()))
     model = t.get("model", {}).get("preset", "flashi2v-1.3b")
@@ -525,7 +526,8 @@ def markdown(c: LeakageStudyConfig, data: dict, verdicts: list[dict], config_nam
         "Stages: `prepare` (CPU: the kit of codec, caption table, photos and both sets), `train` (GPU: every run as its "
         "own `flashi2v train` process, side by side), `generate`, `evaluate`, `report`. A stopped study continues "
         "where it stopped. Each run's config (`runs/<run>/config.json`), loss log (`metrics.jsonl`) and each "
-        "evaluation (`eval/<run>/<set>/metrics.json`) are the files this page is built from.",
+        "evaluation (`eval/<run>/<set>/metrics.json`) are the files this page is built from"
+        + (f"; this page's are in `{root}`." if root is not None and not Path(root).is_absolute() else "."),
         "",
     ]
     return "\n".join(lines)
@@ -546,7 +548,7 @@ def write_report(c: LeakageStudyConfig, root: str | Path, config_name: str, log=
         figures["strips"] = strips.name
     elif (out / "strips.png").is_file():
         figures["strips"] = "strips.png"  # drawn earlier from the videos, which this copy of the results lacks
-    (out / "leakage-study.md").write_text(markdown(c, data, verdicts, config_name, figures))
+    (out / "leakage-study.md").write_text(markdown(c, data, verdicts, config_name, figures, root))
     summary = {"claims": verdicts, "steps": data["steps"],
                "paradigms": {p: {s: {k: mean_sd(v) for k, v in e[s].items() if k not in ("curve",)} for s in SETS}
                              for p, e in data["paradigms"].items()}}
