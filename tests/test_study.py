@@ -112,3 +112,27 @@ def test_colour_offset_measures_a_cast_of_the_first_frame():
     cast[..., 0] += 51
     assert colour_offset(image, image) == 0
     assert colour_offset(cast, image) == pytest.approx(20.0)
+
+
+def test_the_published_report_is_what_the_committed_results_give(repo_root, tmp_path):
+    """docs/leakage-study.md is rebuilt from benchmarks/results/leakage-study alone (runs' loss logs and the
+    evaluations): it fails when the report code or the results change without the page being regenerated."""
+    import shutil
+
+    pytest.importorskip("matplotlib")
+    results = repo_root / "benchmarks" / "results" / "leakage-study"
+    root = tmp_path / "benchmarks" / "results" / "leakage-study"
+    shutil.copytree(results, root)
+    config = load_study_config("leakage-study")
+    import os
+
+    here = os.getcwd()
+    os.chdir(tmp_path)  # the page names its results folder relative to the working directory
+    try:
+        report = run_leakage_study(config, root.relative_to(tmp_path), stages=["report"], progress=False,
+                                   config_name="leakage-study", log=lambda *_: None)
+    finally:
+        os.chdir(here)
+    page = (repo_root / "docs" / "leakage-study.md").read_text()
+    assert (tmp_path / report).read_text().replace("](", "](leakage-study/").replace("](leakage-study/http", "](http") \
+        == page
