@@ -125,9 +125,12 @@ def main() -> None:
                     result.save(out / f"{stem}.mp4")
                     save_png_strip(result.frames, out / f"{stem}.png", num=args.segments + 1)
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    text = (f"Mean over videos; colour drift and exposure in % of 0-255 from the video's frame 0 to the segment's "
-            f"last frame, sharpness relative to segment 1, flicker = warping error. "
-            f"{table(rows, args.segments, args.variants)}\n")
+    text = ("Mean over videos; colour drift and exposure in % of 0-255 from the video's frame 0 to the segment's "
+            "last frame, sharpness of the segment relative to segment 1 of the same video, flicker = warping error.\n")
+    for motion in args.motions:  # a pan leaves frame 0's content behind: its late colour drift compares new content
+        text += f"\n**{motion}**: " + table([r for r in rows if r["motion"] == motion], args.segments, args.variants) + "\n"
+    text += "\n**all**: " + table(rows, args.segments, args.variants) + "\n"
+
     (out / "drift.md").write_text(text)
     print(text)
 
