@@ -141,6 +141,8 @@ def main() -> None:
         runs[config.name] = dict(row=row, config=config.__dict__, describe=config.describe(), stats=dict(stats),
                                  estimate_gib={k: v / 2**30 for k, v in estimate.items()}, steps_ms=steps,
                                  setup_s=setup_s, warmup_s=warmup_s, held_before_gib=held, versus_first=versus)
+        save_json(out / "memory_configs.json", dict(device=info, rows=rows, runs=runs, args=vars(args), build_s=build_s,
+                                                    partial=True))  # kept if a later configuration runs out of time
         print(f"[{config.name}] {total_s:.2f} s, peak {peak} GiB (estimate {estimate['peak'] / 2**30:.2f}), "
               f"stage peaks {({k: round(v, 2) for k, v in stats.items() if k.endswith('_alloc_gib')})}, "
               f"vs {reference['config']}: {versus}", flush=True)

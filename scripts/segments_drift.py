@@ -63,20 +63,22 @@ def segment_rows(frames: np.ndarray, num_frames: int, segments: int) -> list[dic
     return rows
 
 
-def table(rows: list[dict], segments: int) -> str:
-    lines = ["| variant | videos | " + " | ".join(f"segment {k}: colour / exposure / sharpness / flicker"
-                                                 for k in range(1, segments + 1)) + " |",
-             "|---|---|" + "---|" * segments]
-    for variant in VARIANTS:
-        mine = [r for r in rows if r["variant"] == variant]
-        if not mine:
-            continue
+def table(rows: list[dict], segments: int, variants: list[str]) -> str:
+    """Mean over the videos (photo, motion, seed) measured with every one of ``variants``, so the rows are paired."""
+    chains = set.intersection(*({(r["photo"], r["motion"], r["seed"]) for r in rows if r["variant"] == v}
+                                for v in variants))
+    lines = [f"{len(chains)} videos per variant ({', '.join(sorted(f'{p} {m} seed {s}' for p, m, s in chains))}).",
+             "",
+             "| variant | " + " | ".join(f"segment {k}: colour / exposure / sharpness / flicker"
+                                         for k in range(1, segments + 1)) + " |",
+             "|---|" + "---|" * segments]
+    for variant in variants:
+        mine = [r for r in rows if r["variant"] == variant and (r["photo"], r["motion"], r["seed"]) in chains]
         cells = []
         for k in range(1, segments + 1):
             seg = [r for r in mine if r["segment"] == k]
-            cells.append(" / ".join(f"{np.mean([r[m] for r in seg]):.2f}" for m in METRICS))
-        videos = len({(r["photo"], r["motion"], r["seed"]) for r in mine})
-        lines.append(f"| {variant} | {videos} | " + " | ".join(cells) + " |")
+            cells.append(" / ".join(f"{np.mean([r[m] for r in seg]):.2f}" for m in METRICS) if seg else "")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -123,8 +125,12 @@ def main() -> None:
                     result.save(out / f"{stem}.mp4")
                     save_png_strip(result.frames, out / f"{stem}.png", num=args.segments + 1)
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    text = (f"Mean over videos; colour drift and exposure in % of 0-255 from the video's frame 0 to the segment's "
-            f"last frame, sharpness relative to segment 1, flicker = warping error.\n\n{table(rows, args.segments)}\n")
+    text = ("Mean over videos; colour drift and exposure in % of 0-255 from the video's frame 0 to the segment's "
+            "last frame, sharpness of the segment relative to segment 1 of the same video, flicker = warping error.\n")
+    for motion in args.motions:  # a pan leaves frame 0's content behind: its late colour drift compares new content
+        text += f"\n**{motion}**: " + table([r for r in rows if r["motion"] == motion], args.segments, args.variants) + "\n"
+    text += "\n**all**: " + table(rows, args.segments, args.variants) + "\n"
+
     (out / "drift.md").write_text(text)
     print(text)
 

@@ -36,10 +36,14 @@ def test_segments_join_without_repeating_the_shared_frame(pipe, example_image):
 
 def test_first_segment_is_the_single_generation_with_that_seed(pipe, example_image):
     single = pipe(example_image, "a dog runs", seed=5, progress=False, **SMALL)
-    chained = pipe.generate_segments(example_image, "a dog runs", 2, seed=5, progress=False, **SMALL)
+    chained = pipe.generate_segments(example_image, "a dog runs", 2, seed=5, progress=False, colour_match=0.0, **SMALL)
     assert torch.equal(chained.segments[0].frames, single.frames)
+    # the default colour matching grades the segment: frame 0 as generated, the last frame moved
+    graded = pipe.generate_segments(example_image, "a dog runs", 2, seed=5, progress=False, **SMALL)
+    assert torch.equal(graded.segments[0].frames[0], single.frames[0])
+    assert not torch.equal(graded.segments[0].frames[-1], single.frames[-1])
     again = pipe.generate_segments(example_image, "a dog runs", 2, seed=5, progress=False, **SMALL)
-    assert torch.equal(again.frames, chained.frames)
+    assert torch.equal(again.frames, graded.frames)
 
 
 def test_per_segment_prompts_and_cutoff_decay_reach_each_segment(pipe, example_image, monkeypatch):

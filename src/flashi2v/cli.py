@@ -577,8 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--segment-prompts", default=None, metavar="FILE",
                    help="UTF-8 text file with one prompt per segment (instead of --prompt; sets --segments)")
     g.add_argument("--colour-match", type=finite_float, default=DEFAULT_COLOUR_MATCH, metavar="STRENGTH",
-                   help="with --segments: grade each segment towards the input image's colour statistics, 0 (off) to 1 "
-                   "(default %(default)s, as measured: docs/usage.md)")
+                   help="with --segments: grade each segment's colours back against the chain's drift (what to: "
+                   "--colour-reference), 0 (off) to 1 (default %(default)s, as measured: docs/usage.md)")
     g.add_argument("--colour-reference", default=DEFAULT_COLOUR_REFERENCE, choices=COLOUR_REFERENCES,
                    help="what --colour-match matches: 'aligned' (each segment's content keeps the colour it had where "
                    "the segment started) or 'image' (whole frames to the input image's statistics); default %(default)s")

@@ -44,9 +44,10 @@ class SegmentsOutput:
     conditions: list = field(default_factory=list)
 
     def save(self, path: str | os.PathLike, fps: int = 16) -> Path:
-        from .pipeline import export_to_mp4
+        from .video import write_mp4
 
-        return export_to_mp4(self.frames, path, fps=fps)
+        write_mp4(self.frames, path, fps=fps)
+        return Path(path)
 
 
 def join_segments(clips: list[torch.Tensor]) -> torch.Tensor:

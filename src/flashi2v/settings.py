@@ -147,7 +147,7 @@ REFERENCE = GenerationSettings(num_frames=49, height=480, width=832, steps=50, g
 
 MAX_SEGMENTS = 64
 # The drift counter-measures' defaults follow the measurement (docs/usage.md, "Longer videos"; scripts/segments_drift.py).
-DEFAULT_COLOUR_MATCH = 0.0
+DEFAULT_COLOUR_MATCH = 1.0  # motion-aligned: stops the colour drift of a still camera from adding up
 DEFAULT_CUTOFF_DECAY = 1.0
 DEFAULT_SHARPEN = 0.0
 DEFAULT_COLOUR_REFERENCE = "aligned"
