@@ -148,7 +148,7 @@ def study_from_dict(values: dict) -> LeakageStudyConfig:
 
 def train_config(c: LeakageStudyConfig, root: str | Path, paradigm: str, seed: int):
     """The TrainConfig of one run: ``c.train`` with the keys the study owns filled in (``root``: the study folder)."""
-    from ..train.config import TrainConfig, _build, validate
+    from ..train.config import config_from_mapping
 
     values = {k: dict(v) if isinstance(v, dict) else v for k, v in c.train.items()}
     for section in ("model", "data", "recipe", "output"):
@@ -161,9 +161,7 @@ def train_config(c: LeakageStudyConfig, root: str | Path, paradigm: str, seed: i
     values["data"].update(clips=str(root / "train_clips.safetensors"))
     values["recipe"]["seed"] = seed
     values["output"]["dir"] = str(root / "runs" / run_name(paradigm, seed))
-    config = _build(TrainConfig, values, "")
-    validate(config)
-    return config
+    return config_from_mapping(values)
 
 
 def load_study_config(source: str | Path, overrides: list[str] | None = None) -> LeakageStudyConfig:

@@ -277,6 +277,13 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("flashi2v") / "configs" / f"{name}.yaml"))
 
 
+def config_from_mapping(values: dict) -> TrainConfig:
+    """A checked TrainConfig from the sections of a training YAML already read into a dict."""
+    config = _build(TrainConfig, values, "")
+    validate(config)
+    return config
+
+
 def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML file (or a preset name such as 'tiny'), apply dotted overrides, validate."""
     values: dict = {}
