@@ -113,9 +113,15 @@ def test_block_swap_of_a_model_in_one_storage_copies_only_each_blocks_bytes(mode
     offload_to_cpu(one, force=True)
     load_to_device(one, "cpu", force=True)
     assert len({p.untyped_storage().data_ptr() for p in one.parameters()}) == 1
-    swap = apply_block_swap(one, blocks_on_device=0, slots=2)
-    for block, home in zip(one.blocks, swap.homes):
+    whole = next(one.parameters()).untyped_storage().nbytes()
+    swap = apply_block_swap(one, blocks_on_device=2, slots=2)
+    for block, home in zip(one.blocks[2:], swap.homes):
         assert home.numel() < 2 * sum(p.numel() * p.element_size() for p in block.parameters())
+    # what stays on the device (two blocks, embeddings, head) no longer holds the whole model's storage
+    swapped = {id(p) for block in one.blocks[2:] for p in block.parameters()}
+    kept = [p for p in one.parameters() if id(p) not in swapped]
+    held = sum({p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in kept}.values())
+    assert held < 1.5 * sum(p.numel() * p.element_size() for p in kept) < whole
     assert torch.equal(one(*inputs(1)), plain)
     remove_block_swap(one)
     assert torch.equal(one(*inputs(1)), plain)

@@ -307,7 +307,38 @@ def apply_block_swap(model: nn.Module, blocks_on_device: int = 0, slots: int = 2
     if not swapped:
         return None
     model.block_swap = BlockSwap(swapped, device, slots)
+    swapped_ids = {id(t) for block in swapped for t in (*block.parameters(), *block.buffers())}
+    _compact([t for t in (*model.parameters(), *model.buffers()) if id(t) not in swapped_ids])
     return model.block_swap
+
+
+def _compact(tensors: list[torch.Tensor]) -> None:
+    """Give tensors that share a larger storage one of their own, of just the bytes they span (views kept).
+
+    After ``load_to_device`` the whole model is one storage; once the swapped blocks point at their pinned homes,
+    the blocks that stay (and the embeddings and head) would still hold all of it on the GPU: measured on the H100,
+    3.3 GiB held by a 1.3B whose every block was swapped out."""
+    groups: dict[int, tuple[torch.UntypedStorage, list[torch.Tensor]]] = {}
+    for t in {id(t): t for t in tensors}.values():
+        st = t.untyped_storage()
+        groups.setdefault(st.data_ptr(), (st, []))[1].append(t)
+    for storage, group in groups.values():
+        # overlapping byte ranges (views of one weight, e.g. fused QKV) stay together; the gaps (swapped blocks) go
+        spans = sorted(((t.storage_offset() * t.element_size(), (t.storage_offset() + _extent(t)) * t.element_size(), t)
+                        for t in group), key=lambda span: span[:2])
+        runs: list[list] = []
+        for start, end, t in spans:
+            if runs and start < runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], end)
+                runs[-1][2].append(t)
+            else:
+                runs.append([start, end, [t]])
+        if len(runs) == 1 and runs[0][1] - runs[0][0] >= storage.nbytes():
+            continue  # the storage is theirs alone
+        for start, end, members in runs:
+            own = torch.empty(end - start, dtype=torch.uint8, device=storage.device)
+            own.copy_(_as_bytes(storage)[start:end])
+            _rebind(members, own.untyped_storage(), -start)
 
 
 def remove_block_swap(model: nn.Module) -> nn.Module:
