@@ -2,12 +2,12 @@
 
 Segment k+1 starts from segment k's last frame, so the joined video holds that frame once:
 N segments of F frames give N (F - 1) + 1 frames. Each segment draws its noise from one generator
-seeded once, so a seed gives the same video on any device and segment 1 equals a single generation
-with that seed.
+seeded once, so a seed gives the same video on any device and, with the counter-measures off, segment 1
+equals a single generation with that seed.
 
 Chaining drifts: every segment re-encodes a generated frame and the errors add up (colour, exposure,
-sharpness). Two counter-measures, each measured by ``scripts/segments_drift.py`` (docs/usage.md,
-"Longer videos"):
+sharpness). Three counter-measures, each measured by ``scripts/segments_drift.py`` (docs/usage.md,
+"Longer videos", which also says why only motion-aligned colour matching is on by default):
 
 - ``colour_match``: after each segment, grade its frames with a per-channel affine colour map, blended in over
   the segment (nothing at its first frame, ``colour_match`` at its last), so the joined video has no jump.
@@ -31,7 +31,9 @@ import torch
 
 from .errors import FlashI2VError
 from .settings import (DEFAULT_COLOUR_MATCH, DEFAULT_COLOUR_REFERENCE, DEFAULT_CUTOFF_DECAY, DEFAULT_SHARPEN,
-                       check_drift_options, check_segments)
+                       GenerationSettings, check_drift_options, check_seed, check_segments)
+from .video import image_to_tensor, to_uint8, write_mp4
+
 
 @dataclass
 class SegmentsOutput:
@@ -44,8 +46,6 @@ class SegmentsOutput:
     conditions: list = field(default_factory=list)
 
     def save(self, path: str | os.PathLike, fps: int = 16) -> Path:
-        from .video import write_mp4
-
         write_mp4(self.frames, path, fps=fps)
         return Path(path)
 
@@ -154,9 +154,6 @@ def generate_segments(pipe, image, prompt: str | list[str], segments: int, seed:
     ``prompt``: one for every segment, or a list of one per segment. ``kwargs`` go to ``pipe(...)`` (num_frames,
     height, width, steps, guidance, cutoff, ...) for every segment. One video, not a batch.
     """
-    from .settings import GenerationSettings, check_seed
-    from .video import image_to_tensor, to_uint8
-
     prompts = [prompt] * segments if isinstance(prompt, str) else list(prompt)
     check_segments(segments, None if isinstance(prompt, str) else prompts)
     if not all(isinstance(p, str) for p in prompts):
