@@ -297,8 +297,11 @@ def _apply_memory_budget(pipe, settings, budget_gb: float) -> None:
 
     config, estimate = pick_memory_config(pipe, pipe.resolve_settings(settings), budget_gb * 1e9)
     apply_memory_config(pipe, config)
+    from .memory import CONFIRMED_ON_GPU
+
+    unconfirmed = "" if config.name in CONFIRMED_ON_GPU else "; this estimate is not yet confirmed on a GPU"
     print(f"memory budget {budget_gb:g} GB: using '{config.name}' ({config.describe()}; estimated peak "
-          f"{estimate['peak'] / 1e9:.2f} GB)", file=sys.stderr)
+          f"{estimate['peak'] / 1e9:.2f} GB{unconfirmed})", file=sys.stderr)
 
 
 def cmd_train(args) -> None:
