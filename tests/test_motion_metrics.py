@@ -255,3 +255,19 @@ def test_seeds_pool_every_camera_motion_video_for_the_drift_bar():
     assert math.isclose(pooled["still_motion"], 0.1) and math.isclose(pooled["pan_motion"], 1.0)
     table = seeds_table(pooled)
     assert "| 7 | 3.50 /" in table and f"{2 * n - 1}/{2 * n} (bar met at seeds: 3)" in table
+
+
+def test_aligned_psnr_keeps_a_clean_pan_and_catches_blocky_later_frames():
+    """A pan over a still picture scores far higher than the same pan whose later frames are 4 x 4 blocks."""
+    from flashi2v.eval.motion import aligned_psnr
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:160]
+    picture = (127 + 60 * np.sin(xx / 7.0) * np.cos(yy / 5.0) + rng.normal(0, 8, (96, 160)))[..., None].repeat(3, 2)
+    picture = np.clip(picture, 0, 255).astype(np.uint8)
+    clean = np.stack([picture[:, 20 - 2 * t:84 - 2 * t + 20][:, :64] for t in range(9)])  # content moves right 2 px/frame
+    blocky = clean.copy()
+    small = clean[1:, ::4, ::4].astype(np.float64)
+    blocky[1:] = small.repeat(4, axis=1).repeat(4, axis=2).astype(np.uint8)
+    assert aligned_psnr(clean) > 35
+    assert aligned_psnr(blocky) < aligned_psnr(clean) - 10

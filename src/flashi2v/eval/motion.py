@@ -324,6 +324,23 @@ def warp_by_motion(image: np.ndarray, motion) -> tuple[np.ndarray, np.ndarray]:
     return (out[..., 0] if image.ndim == 2 else out), valid
 
 
+def aligned_psnr(frames) -> float:
+    """Mean PSNR (dB, capped at 100) of each later frame against frame 0 moved by their global translation
+    (``global_translation``), over the pixels both show: how well a camera move over a still picture keeps the
+    picture (a blocky or blurred later frame scores low even when the motion is right)."""
+    frames = as_frames(frames)
+    first = frames[0].astype(np.float64)
+    values = []
+    for frame in frames[1:]:
+        dy, dx = global_translation(frames[0], frame)
+        moved, valid = warp_by_motion(first, (dy, dx, 0.0, 0.0))
+        if not valid.any():
+            continue
+        err = float(((moved - frame.astype(np.float64))[valid] ** 2).mean())
+        values.append(min(100.0, 10 * math.log10(255.0**2 / max(err, 1e-10))))
+    return float(np.mean(values)) if values else float("nan")
+
+
 def _misfit(a: torch.Tensor, b: torch.Tensor, motion) -> float:
     """1 - normalised cross-correlation of luma ``a`` moved by ``motion`` with luma ``b`` (1 x 1 x h x w) over
     the pixels both show: blind to a change of brightness or contrast, so a colour drift cannot pull the fit."""

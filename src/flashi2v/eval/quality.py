@@ -22,7 +22,7 @@ import numpy as np
 from ..captions import motion_caption
 from ..errors import FlashI2VError
 from ..video import image_to_tensor, save_png_strip, to_uint8
-from .motion import classify_motion, colour_drift, motion_magnitude, pair_motions, psnr
+from .motion import aligned_psnr, classify_motion, colour_drift, motion_magnitude, pair_motions, psnr
 
 DIRECTIONAL = ("pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out")
 # The detail knob counts as working when the lower cutoff's frame 0 is closer to the photo by at least
@@ -52,6 +52,9 @@ class QualityReport:
         lines.append(f"| colour drift of the content seen in frame 0 and the last frame, max over camera-motion videos (% of 0-255) | {s['colour_drift_max']:.2f} | <= 3: {met['colour_drift']} |")
         lines.append(f"| motion, still prompt / pan prompts (px/frame) | {s['still_motion']:.2f} / {s['pan_motion']:.2f} | still < half of pan: {met['still_vs_pan']} |")
         lines.append(f"| frame-0 PSNR at cutoff {s['rho_low']} / {s['rho_high']} (dB) | {s['psnr_rho_low']:.2f} / {s['psnr_rho_high']:.2f} | low higher by >= {KNOB_MIN_GAIN_DB} dB: {met['cutoff_knob']} |")
+        if "aligned_psnr_mean" in s:
+            lines.append(f"| later frames vs frame 0 moved by the camera, pan / tilt / still videos, mean / lowest (dB) | "
+                         f"{s['aligned_psnr_mean']:.2f} / {s['aligned_psnr_min']:.2f} | - |")
         return "\n".join(lines)
 
 
@@ -82,9 +85,20 @@ def summarise(rows: list[dict], photos: list[str], rho_low: float, rho_high: flo
         "rho_low": rho_low, "rho_high": rho_high,
         "psnr_rho_low": knob(rho_low),
         "psnr_rho_high": knob(rho_high),
+        **_aligned(main),
     }
 
 
+def _aligned(rows: list[dict]) -> dict:
+    """Mean and lowest aligned later-frame PSNR over the pan / tilt / still videos (absent in older reports)."""
+    values = [r["aligned_psnr"] for r in rows if "aligned_psnr" in r]
+    if not values:
+        return {}
+    return {"aligned_psnr_mean": float(np.mean(values)), "aligned_psnr_min": float(np.min(values))}
+
+
+# The prompts whose later frames are frame 0 moved (aligned_psnr): pans, tilts and the still shot.
+TRANSLATIONS = ("pan_left", "pan_right", "tilt_up", "tilt_down", "static")
 VIDEOS_PER_PHOTO = len(DIRECTIONAL) + 3  # the camera motions, "static", and "pans left" at the knob's two cutoffs
 
 
@@ -111,6 +125,8 @@ def evaluate_motion_model(pipe, photos: list[Path], out_dir: Path | None = None,
                "predicted": label, "correct": label == motion, "magnitude": float(magnitude),
                "psnr_frame0": float(psnr(frames[0], reference)), "colour_drift": float(colour_drift(frames, motions=motions)),
                "motion_magnitude": float(motion_magnitude(frames, motions=motions))}
+        if motion in TRANSLATIONS and cutoff is None:
+            row["aligned_psnr"] = aligned_psnr(frames)
         report.rows.append(row)
         if on_video is not None:
             on_video(row)
@@ -148,7 +164,8 @@ def summarise_seeds(reports: dict[int, QualityReport]) -> dict:
                           "within_bar": sum(r["colour_drift"] <= DRIFT_BAR for r in directional),
                           "videos": len(directional), "direction_accuracy": s["direction_accuracy"],
                           "psnr_frame0": s["psnr_frame0"], "knob_gain_db": s["psnr_rho_low"] - s["psnr_rho_high"],
-                          "still_motion": s["still_motion"], "pan_motion": s["pan_motion"]}
+                          "still_motion": s["still_motion"], "pan_motion": s["pan_motion"],
+                          **{k: s[k] for k in ("aligned_psnr_mean", "aligned_psnr_min") if k in s}}
     drifts = [r["colour_drift"] for r in videos]
     return {"seeds": list(reports), "per_seed": per_seed, "videos": len(videos),
             "colour_drift_mean": float(np.mean(drifts)), "colour_drift_max": max(drifts),
@@ -157,7 +174,10 @@ def summarise_seeds(reports: dict[int, QualityReport]) -> dict:
             "direction_accuracy": sum(r["correct"] for r in videos) / len(videos),
             "psnr_frame0": float(np.mean([s["psnr_frame0"] for s in per_seed.values()])),
             **{key: float(np.mean([s[key] for s in per_seed.values()]))
-               for key in ("knob_gain_db", "still_motion", "pan_motion")}}
+               for key in ("knob_gain_db", "still_motion", "pan_motion", "aligned_psnr_mean")
+               if all(key in s for s in per_seed.values())},
+            **({"aligned_psnr_min": min(s["aligned_psnr_min"] for s in per_seed.values())}
+               if all("aligned_psnr_min" in s for s in per_seed.values()) else {})}
 
 
 def seeds_table(pooled: dict) -> str:
@@ -167,7 +187,11 @@ def seeds_table(pooled: dict) -> str:
     for seed, s in pooled["per_seed"].items():
         lines.append(f"| {seed} | {s['colour_drift_max']:.2f} / {s['colour_drift_mean']:.2f} | {s['within_bar']}/{s['videos']} | "
                      f"{100 * s['direction_accuracy']:.0f} % | {s['psnr_frame0']:.2f} | {s['knob_gain_db']:+.2f} |")
-    lines.append(f"| all | {pooled['colour_drift_max']:.2f} / {pooled['colour_drift_mean']:.2f} | "
+    if "aligned_psnr_mean" in pooled:
+        lines.append(f"\nLater frames against frame 0 moved by the camera (pan / tilt / still videos): mean "
+                     f"{pooled['aligned_psnr_mean']:.2f} dB, lowest video {pooled['aligned_psnr_min']:.2f} dB.")
+    lines.insert(len(lines) - ("aligned_psnr_mean" in pooled),
+                 f"| all | {pooled['colour_drift_max']:.2f} / {pooled['colour_drift_mean']:.2f} | "
                  f"{pooled['within_bar']}/{pooled['videos']} (bar met at seeds: {', '.join(map(str, pooled['seeds_bar_met'])) or 'none'}) | "
                  f"{100 * pooled['direction_accuracy']:.0f} % | {pooled['psnr_frame0']:.2f} | {pooled['knob_gain_db']:+.2f} |")
     return "\n".join(lines)
