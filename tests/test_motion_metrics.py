@@ -271,3 +271,22 @@ def test_aligned_psnr_keeps_a_clean_pan_and_catches_blocky_later_frames():
     blocky[1:] = small.repeat(4, axis=1).repeat(4, axis=2).astype(np.uint8)
     assert aligned_psnr(clean) > 35
     assert aligned_psnr(blocky) < aligned_psnr(clean) - 10
+
+
+def test_aligned_psnr_is_pooled_over_the_translation_videos_of_every_seed():
+    """Mean and lowest over the pan / tilt / still videos; the knob videos do not count."""
+    from flashi2v.eval.quality import DIRECTIONAL, QualityReport, seeds_table, summarise, summarise_seeds
+
+    reports = {}
+    for seed, low in ((0, 22.0), (1, 26.0)):
+        rows = [{**_row(m, 0.1, False, 30.0), **({"aligned_psnr": low if m == "pan_left" else 28.0}
+                                                  if m in ("pan_left", "pan_right", "tilt_up", "tilt_down") else {})}
+                for m in DIRECTIONAL]
+        rows += [{**_row("static", 0.1, False, 30.0), "motion_magnitude": 0.1, "aligned_psnr": 30.0},
+                 {**_row("pan_left", 0.05, True, 31.0), "aligned_psnr": 5.0}, _row("pan_left", 0.6, True, 30.9)]
+        reports[seed] = QualityReport(rows, summarise(rows, ["a.png"], 0.05, 0.6))
+    assert math.isclose(reports[0].summary["aligned_psnr_mean"], (22 + 3 * 28 + 30) / 5)
+    assert reports[0].summary["aligned_psnr_min"] == 22.0
+    pooled = summarise_seeds(reports)
+    assert math.isclose(pooled["aligned_psnr_mean"], ((22 + 26) / 2 + 3 * 28 + 30) / 5) and pooled["aligned_psnr_min"] == 22
+    assert "lowest video 22.00 dB" in seeds_table(pooled) and "| all |" in seeds_table(pooled)
