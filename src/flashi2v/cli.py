@@ -739,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="The paper's comparison of the ways the condition image enters the model: every "
                           "paradigm trained with the same backbone, data, steps and seeds, sampled alike, evaluated "
                           "with `eval videos` in and out of domain; writes OUT/report/leakage-study.md. Presets: "
-                          "leakage-study (GPU), leakage-study-smoke (CPU, about a minute). Stages continue where a "
+                          "leakage-study (GPU), leakage-study-smoke (CPU, about 30 s). Stages continue where a "
                           "stopped study left off.")
     lk.add_argument("config", help="study YAML or preset name (leakage-study, leakage-study-smoke)")
     lk.add_argument("overrides", nargs="*", help="key=value overrides (seeds=[0,1] train.recipe.steps=200 ...)")

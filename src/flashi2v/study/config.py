@@ -2,7 +2,7 @@
 
 Shipped presets (``flashi2v/configs/``): ``leakage-study`` (the published run: the built-in backbone, six paradigms,
 three seeds, sized for one GPU) and ``leakage-study-smoke`` (a tiny backbone, one seed, a few steps: the whole path
-on a CPU in about a minute, run in CI).
+on 2 CPU cores in about 30 s, run in CI).
 """
 
 from __future__ import annotations
