@@ -307,12 +307,20 @@ def _apply_memory_budget(pipe, settings, budget_gb: float) -> None:
 def cmd_train(args) -> None:
     import logging
 
-    from .train import load_config, train
+    from .train.config import config_from_mapping, read_config_mapping
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config, args.overrides)
+    values = read_config_mapping(args.config, args.overrides)
     resume = True if args.resume == "latest" else args.resume
-    result = train(config, resume=resume, device=args.device, overwrite=args.overwrite)
+    if "autoencoder" in values:  # a video autoencoder's run (e.g. the preset builtin-autoencoder)
+        from .train.autoencoder import autoencoder_config_from_mapping, train_autoencoder
+
+        result = train_autoencoder(autoencoder_config_from_mapping(values), resume=resume, device=args.device,
+                                   overwrite=args.overwrite)
+    else:
+        from .train import train
+
+        result = train(config_from_mapping(values), resume=resume, device=args.device, overwrite=args.overwrite)
     if result.losses:
         print(f"trained to step {result.final_step}: last loss {result.losses[-1]:.4f}; outputs in {result.output_dir}")
     if result.skipped:

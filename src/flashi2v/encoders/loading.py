@@ -11,15 +11,19 @@ from ..jsonfile import read_json
 from .precomputed import PrecomputedTextEncoder
 from .sentence import SentenceTextEncoder
 from .umt5 import UMT5TextEncoder
+from .video_autoencoder import CausalVideoAutoencoder
 from .wan_vae import WanVAE
 
 def load_vae(folder: str | Path, device="cpu", tiling: bool = False):
-    """The latent codec stored in ``folder``: the Wan VAE (diffusers) or the built-in model's block-PCA codec."""
+    """The latent codec stored in ``folder``: the Wan VAE (diffusers), or one of the built-in model's codecs
+    (the learned causal autoencoder, or the block-PCA codec of its first edition)."""
     config = Path(folder) / "config.json"
     spec = read_json(config) if config.is_file() else None
     name = spec.get("_class_name") if isinstance(spec, dict) else None
     if name == BlockPCACodec.__name__:
         return BlockPCACodec.from_pretrained(folder, device=device)
+    if name == CausalVideoAutoencoder.__name__:
+        return CausalVideoAutoencoder.from_pretrained(folder, device=device)
     return WanVAE.from_pretrained(folder, device=device, tiling=tiling)
 
 

@@ -284,8 +284,8 @@ def config_from_mapping(values: dict) -> TrainConfig:
     return config
 
 
-def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML file (or a preset name such as 'tiny'), apply dotted overrides, validate."""
+def read_config_mapping(source: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    """The sections of a YAML file (or a preset name such as 'tiny') with dotted overrides applied, unchecked."""
     values: dict = {}
     if source is not None:
         path = Path(source)
@@ -310,9 +310,12 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         if not isinstance(node, dict):
             raise FlashI2VError(f"config section {section!r} must be a mapping of key: value, got {node!r}")
         node[key] = value
-    config = _build(TrainConfig, values, "")
-    validate(config)
-    return config
+    return values
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML file (or a preset name such as 'tiny'), apply dotted overrides, validate."""
+    return config_from_mapping(read_config_mapping(source, overrides))
 
 
 def _check_range(key: str, value, rule: tuple) -> None:

@@ -245,7 +245,7 @@ def save_sample(cfg: TrainConfig, step: int, transformer_state: dict, transforme
     return path
 
 
-def plot_losses(metrics_file: Path, png: Path) -> None:
+def plot_losses(metrics_file: Path, png: Path, ylabel: str = "flow-matching loss") -> None:
     """Loss curve (raw and smoothed) as PNG next to metrics.jsonl."""
     try:
         import matplotlib
@@ -264,14 +264,14 @@ def plot_losses(metrics_file: Path, png: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, losses, alpha=0.35, label="loss")
     ax.plot(steps, smooth, label=f"mean of {window}")
-    ax.set_xlabel("step"), ax.set_ylabel("flow-matching loss"), ax.legend(), ax.grid(alpha=0.3)
+    ax.set_xlabel("step"), ax.set_ylabel(ylabel), ax.legend(), ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
 
 
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "loss_curve.png", "config.json", "ema_transformer", "samples",
-               "tensorboard", "lora", "ema_lora")  # what a run writes into output.dir; --overwrite removes these and nothing else
+               "tensorboard", "lora", "ema_lora", "autoencoder")  # what a run writes into output.dir; --overwrite removes these and nothing else
 
 
 @dataclass
