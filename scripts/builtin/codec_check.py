@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from flashi2v.data.synthetic.camera_clips import CameraMotionClips, clip_video
-from flashi2v.encoders import BlockPCACodec
+from flashi2v.encoders import load_vae
 from flashi2v.eval.motion import colour_drift, end_to_end_motion, pair_motions, psnr
 from flashi2v.photos import evaluation_photos
 from flashi2v.video import to_uint8
@@ -37,12 +37,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         clips = CameraMotionClips(evaluation_photos(args.photos, scratch), args.clips, 17, 128, 128, seed=args.seed)
         for folder in args.codec:
-            check(BlockPCACodec.from_pretrained(folder), clips, folder)
+            check(load_vae(folder), clips, folder)
 
 
-def check(codec: BlockPCACodec, clips: CameraMotionClips, name: str) -> None:
+def check(codec, clips: CameraMotionClips, name: str) -> None:
     rows = []
-    print(f"\n{name} ({codec.channels} channels)\n")
+    print(f"\n{name} ({type(codec).__name__}, {codec.latent_channels} channels)\n")
     print("| motion | pace | drift, whole frames | drift, aligned | drift after codec | codec PSNR frame 0 / later "
           "| camera path after codec (dy, dx, log scale): pair sums / direct fit |")
     print("|---|---|---|---|---|---|---|")
