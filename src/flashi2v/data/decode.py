@@ -7,12 +7,14 @@ before its start, so the cost is about the length of the sample, not of the file
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import av
 import torch
 
 from flashi2v.data.index import ClipRecord
+
+if TYPE_CHECKING:  # PyAV is imported where a video is decoded: rendered or pre-decoded clips train without it
+    import av
 from flashi2v.data.media import (
     CORRUPT,
     TOO_SHORT,
@@ -81,6 +83,8 @@ def _collect(
     decoder that is still awaiting garbage collection when a DataLoader forks its workers deadlocks the
     worker that frees it; single-threaded decoding is as fast here for clips of a few dozen frames.
     """
+    import av
+
     stream.codec_context.thread_count = 1
     if seek and not _seek(container, stream, src_fps, wanted[0]):
         return None  # a failed seek can leave the demuxer anywhere
@@ -102,6 +106,8 @@ def _seek(container, stream, src_fps: Fraction, index: int) -> bool:
     """Jump to the key frame at or before source frame ``index``; False when the file cannot seek."""
     if not stream.time_base:
         return False
+    import av
+
     target = Fraction(index, 1) / src_fps / stream.time_base + (stream.start_time or 0)
     try:
         container.seek(int(target), stream=stream, backward=True, any_frame=False)

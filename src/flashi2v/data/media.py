@@ -7,12 +7,13 @@ decoder (which picks the frames) must agree exactly: frame ``i`` of a training c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from contextlib import contextmanager
 from fractions import Fraction
 from typing import Iterator
 
-import av
 
 from flashi2v.errors import FlashI2VError
 
@@ -35,9 +36,15 @@ class ClipError(FlashI2VError):
         self.reason = reason
 
 
+if TYPE_CHECKING:  # PyAV is imported where a video is opened
+    import av
+
+
 @contextmanager
 def open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     """Open ``path`` and select its first video stream, turning every failure into ``ClipError``."""
+    import av
+
     try:
         container = av.open(path)
     except FileNotFoundError:
