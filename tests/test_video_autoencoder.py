@@ -1,0 +1,173 @@
+"""The built-in model's learned codec (CausalVideoAutoencoder) and its trainer (`flashi2v train` with autoencoder:)."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from flashi2v.cli import main
+from flashi2v.encoders import CausalVideoAutoencoder, load_vae
+from flashi2v.errors import FlashI2VError
+from flashi2v.train.autoencoder import autoencoder_config_from_mapping, train_autoencoder
+from flashi2v.train.config import read_config_mapping
+
+TINY = dict(channels=8, features=16, trunk=16, encoder_widths=(8, 8, 16), renderer_widths=(8, 8))
+
+
+def tiny_autoencoder(seed: int = 0) -> CausalVideoAutoencoder:
+    torch.manual_seed(seed)
+    model = CausalVideoAutoencoder(**TINY).eval()
+    for m in model.modules():  # every weight random at PyTorch's default scale (ResBlocks start near the identity)
+        if isinstance(m, torch.nn.Conv2d):
+            m.reset_parameters()
+    return model
+
+
+def video(frames: int = 9, size: int = 32, seed: int = 1) -> torch.Tensor:
+    return torch.rand(2, 3, frames, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_shapes_follow_the_wan_layout():
+    model = tiny_autoencoder()
+    with torch.no_grad():
+        z = model.encode(video(9, 32))
+        assert z.shape == (2, 8, 3, 4, 4)  # 4k + 1 frames -> k + 1 latent frames, 8x smaller
+        assert model.decode(z).shape == (2, 3, 9, 32, 32)
+        assert model.encode(video(1, 40)).shape == (2, 8, 1, 5, 5)  # an image on its own: latent frame 0
+
+
+def test_encoder_and_decoder_are_causal():
+    """Latent frame t sees frames 0..4t only; decoded frames up to 4t see latent frames 0..t only."""
+    model = tiny_autoencoder()
+    x = video(13)
+    later = x.clone()
+    later[:, :, 9:] = -later[:, :, 9:]  # change the last group (frames 9-12)
+    with torch.no_grad():
+        z, z_later = model.encode(x), model.encode(later)
+        assert torch.equal(z[:, :, :3], z_later[:, :, :3])
+        assert (z[:, :, 3] - z_later[:, :, 3]).abs().max() > 1e-3
+        changed = z.clone()
+        changed[:, :, 3] += 1.0
+        y, y_changed = model.decode(z), model.decode(changed)
+        assert torch.equal(y[:, :, :9], y_changed[:, :, :9])
+        assert (y[:, :, 9:] - y_changed[:, :, 9:]).abs().max() > 1e-3
+
+
+def test_group_decoding_reads_latent_frame_zero():
+    """Each group is decoded from latent frames 0, t-1 and t: frame 0's latent reaches every decoded frame."""
+    model = tiny_autoencoder()
+    with torch.no_grad():
+        z = model.encode(video(9))
+        changed = z.clone()
+        changed[:, :, 0] += 1.0
+        diff = (model.decode(z) - model.decode(changed)).abs().amax(dim=(0, 1, 3, 4))
+    assert (diff > 1e-3).all()
+
+
+def test_statistics_normalise_the_latents():
+    model = tiny_autoencoder()
+    clips = [video(9, 32, seed=s) for s in range(4)]
+    model.fit_statistics(clips)
+    with torch.no_grad():
+        z = torch.cat([model.encode(c) for c in clips])
+        back = model.decode(z)
+        raw = model.decode_raw(model.encode_raw(clips[0])).clamp(-1, 1)
+    for part in (z[:, :, :1], z[:, :, 1:]):  # frame 0 and the groups have their own statistics
+        flat = part.transpose(0, 1).reshape(8, -1)
+        assert flat.mean(1).abs().max() < 1e-4
+        assert (flat.std(1) - 1).abs().max() < 1e-2
+    torch.testing.assert_close(back[:2], raw, rtol=0, atol=1e-2)  # normalising is undone by decode (to rounding)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = tiny_autoencoder()
+    model.fit_statistics([video()])
+    model.save_pretrained(tmp_path / "vae")
+    loaded = load_vae(tmp_path / "vae")
+    assert isinstance(loaded, CausalVideoAutoencoder)
+    x = video()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.decode(loaded.encode(x)), model.decode(model.encode(x)))
+    model.save_pretrained(tmp_path / "half", dtype=torch.float16)  # the shipped form: weights float16, statistics not
+    half = load_vae(tmp_path / "half")
+    assert torch.equal(half.std0, model.std0)
+    with torch.no_grad():
+        assert (half.decode(half.encode(x)) - model.decode(model.encode(x))).abs().max() < 0.05
+
+
+def test_damaged_folders_fail_with_one_line(tmp_path):
+    model = tiny_autoencoder()
+    model.save_pretrained(tmp_path / "vae")
+    cfg = json.loads((tmp_path / "vae" / "config.json").read_text())
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({**cfg, "trunk": 32}))
+    with pytest.raises(FlashI2VError, match="does not match its config.json"):
+        load_vae(tmp_path / "vae")
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({**cfg, "spatial": 4}))
+    with pytest.raises(FlashI2VError, match="not a video autoencoder config"):
+        load_vae(tmp_path / "vae")
+    with pytest.raises(FlashI2VError, match="4k\\+1 frames"):
+        model.encode(video(6))
+
+
+# ---- training ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, example_image):
+    folder = tmp_path_factory.mktemp("photos")
+    from PIL import Image
+
+    image = Image.open(example_image).convert("RGB")
+    for i, box in enumerate([(0, 0, 256, 256), (200, 100, 456, 356), (100, 200, 356, 456)]):
+        image.crop(box).save(folder / f"p{i}.png")
+    return folder
+
+
+def config(photos, out, *extra):
+    values = read_config_mapping("builtin-autoencoder", [
+        f"data.photos={photos}", "data.num_frames=5", "data.height=32", "data.width=32", "data.num_workers=0",
+        "data.synthetic_clips=64", "recipe.batch_size=4", "recipe.precision=fp32", "recipe.statistics_clips=8",
+        "optim.warmup_steps=0", "optim.decay=constant", f"output.dir={out}", "output.log_every=1",
+        *[f"autoencoder.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY.items()], *extra])
+    return autoencoder_config_from_mapping(values)
+
+
+def final_weights(run) -> dict:
+    return CausalVideoAutoencoder.from_pretrained(run / "autoencoder").state_dict()
+
+
+def test_training_lowers_the_reconstruction_error(photos, tmp_path):
+    result = train_autoencoder(config(photos, tmp_path / "run", "recipe.steps=40", "optim.lr=3e-3"), device="cpu",
+                               progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = sum(r["psnr"] for r in rows[:5]) / 5, sum(r["psnr"] for r in rows[-5:]) / 5
+    assert last > first + 2.0, (first, last)
+    assert result.final_step == 40
+    exported = CausalVideoAutoencoder.from_pretrained(tmp_path / "run" / "autoencoder")
+    assert exported.std0.ne(1.0).all()  # latent statistics were measured for the export
+
+
+def test_resume_reproduces_uninterrupted_run(photos, tmp_path):
+    train_autoencoder(config(photos, tmp_path / "full", "recipe.steps=4", "output.checkpoint_every=2"), device="cpu",
+                      progress=False)
+    train_autoencoder(config(photos, tmp_path / "split", "recipe.steps=2", "output.checkpoint_every=2"), device="cpu",
+                      progress=False)
+    shutil.rmtree(tmp_path / "split" / "autoencoder")
+    train_autoencoder(config(photos, tmp_path / "split", "recipe.steps=4", "output.checkpoint_every=2"), resume=True,
+                      device="cpu", progress=False)
+    full, split = final_weights(tmp_path / "full"), final_weights(tmp_path / "split")
+    for k in full:
+        torch.testing.assert_close(split[k], full[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_cli_trains_from_an_autoencoder_config_and_refuses_a_second_run(photos, tmp_path, capsys):
+    args = ["train", "builtin-autoencoder", f"data.photos={photos}", "data.num_frames=5", "data.height=32",
+            "data.width=32", "data.num_workers=0", "recipe.batch_size=2", "recipe.steps=1", "recipe.precision=fp32",
+            "recipe.statistics_clips=2", f"output.dir={tmp_path / 'run'}",
+            *[f"autoencoder.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY.items()]]
+    assert main(args) == 0
+    assert (tmp_path / "run" / "autoencoder" / "config.json").is_file()
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*args, "autoencoder.encoder_widths=[8,8]", "--overwrite"]) == 2
+    assert "autoencoder.encoder_widths" in capsys.readouterr().err
