@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train the built-in model's video autoencoder on one GPU (the preset builtin-autoencoder).
 # Run from the repo root on the GPU machine with the kit (.kit, from prepare_kit.py) beside the code and PYTHONPATH
-# holding src/; results go to $OUT: autoencoder/ (the EMA weights with their latent statistics, to be a pipeline's
-# vae/), metrics.jsonl, loss_curve.png, config.json, train.log.
+# holding src/; results go to $OUT: autoencoder/ (the EMA weights in float16 with their latent statistics, to be a
+# pipeline's vae/), metrics.jsonl, loss_curve.png, config.json, train.log.
 # Usage: [KIT=.kit] [PROBE_STEPS=40] bash scripts/builtin/train_autoencoder_on_device.sh MINUTES [key=value ...]
 # A probe of PROBE_STEPS steps first times the pace; recipe.steps is then what fits in MINUTES, so that the learning
 # rate's decay (optim.decay) reaches its end inside the time limit.
@@ -28,4 +28,9 @@ echo "probe: $(tail -n 1 "$probe/metrics.jsonl"); recipe.steps=$steps fills $min
 train recipe.steps="$steps" recipe.time_limit_min="$minutes" output.dir="$run" "$@" 2>&1 \
     | tr '\r' '\n' > "$OUT/train.log"
 tail -n 2 "$OUT/train.log"
-cp -r "$run"/autoencoder "$run"/metrics.jsonl "$run"/loss_curve.png "$run"/config.json "$OUT/"
+cp "$run"/metrics.jsonl "$run"/loss_curve.png "$run"/config.json "$OUT/"
+# float16 weights (as shipped; the latent statistics stay float32): the device returns no file over 16 MB
+python3 -c "
+import torch
+from flashi2v.encoders import CausalVideoAutoencoder
+CausalVideoAutoencoder.from_pretrained('$run/autoencoder').save_pretrained('$OUT/autoencoder', dtype=torch.float16)"
