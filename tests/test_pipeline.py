@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -76,6 +77,19 @@ def test_frames_are_the_vae_decode_of_the_latents(pipe, example_image):
     assert torch.equal(out.frames, decoded)
 
 
+def test_timings_cover_the_pipeline_stages_back_to_back(pipe, example_image):
+    """result.timings: each stage measured (a missing lap drops its key or folds it into the next stage), and the
+    stages tile the call: their sum is at most the call's wall time and most of it."""
+    started = time.perf_counter()
+    out = pipe(example_image, "a dog runs", seed=0, progress=False, **SMALL)
+    wall = time.perf_counter() - started
+    assert list(out.timings) == ["encode", "denoise", "decode"]
+    assert all(t > 0 for t in out.timings.values()), out.timings
+    assert 0.5 * wall < sum(out.timings.values()) <= wall
+    latent = pipe(example_image, "a dog runs", seed=0, progress=False, output_type="latent", **SMALL)
+    assert list(latent.timings) == ["encode", "denoise"] and all(t > 0 for t in latent.timings.values())
+
+
 def test_same_seed_same_video_and_cfg_modes_agree(pipe, example_image):
     a = latents(pipe, example_image)
     b = latents(pipe, example_image, batch_cfg=False)
@@ -136,16 +150,31 @@ def test_cli_generate_writes_mp4(saved, tmp_path, capsys, example_image):
     assert rc == 0 and out.is_file()
     frames, fps = read_video_frames(out)
     assert frames.shape == (13, 48, 80, 3) and fps == pytest.approx(16)
-    assert str(out) in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert str(out) in captured.out
+    times = stage_times(captured.err)
+    assert len(times) == 1 and list(times[0]) == ["load", "encode", "denoise", "decode", "write", "total"]
+    *stages, total = times[0].values()
+    assert times[0]["load"] > 0 and times[0]["denoise"] > 0 and all(t >= 0 for t in stages)
+    assert sum(stages) == pytest.approx(total, abs=0.05 * len(stages))  # each printed rounded (to 0.1 s from 1 s)
 
 
-def test_cli_batch_mode_numbers_outputs(saved, tmp_path, example_image):
+def stage_times(stderr: str) -> list[dict[str, float]]:
+    """The `times:` lines of `flashi2v generate`, as {stage: seconds} with the total last."""
+    lines = [line for line in stderr.splitlines() if line.startswith("times: ")]
+    return [{m[0]: float(m[1]) for m in re.findall(r"(\w+) (\d+\.\d+) s", line)} for line in lines]
+
+
+def test_cli_batch_mode_numbers_outputs(saved, tmp_path, example_image, capsys):
     (tmp_path / "prompts.txt").write_text("a cat\na dog runs\n")
     rc = main(["generate", "--image", example_image, "--prompts-file", str(tmp_path / "prompts.txt"), "--model",
                str(saved), "--out", str(tmp_path / "v.mp4"), "--steps", "1", "--num-frames", "5", "--height", "32",
                "--width", "32"])
     assert rc == 0
     assert sorted(p.name for p in tmp_path.glob("v_*.mp4")) == ["v_000.mp4", "v_001.mp4"]
+    first, second = stage_times(capsys.readouterr().err)  # one line per video; the model loads once
+    assert list(first) == ["load", "encode", "denoise", "decode", "write", "total"]
+    assert list(second) == ["encode", "denoise", "decode", "write", "total"]
 
 
 @pytest.mark.parametrize("extra,match", [

@@ -32,6 +32,10 @@ def test_segments_join_without_repeating_the_shared_frame(pipe, example_image):
         assert torch.equal(out.frames[start + 1:start + frames], out.segments[k + 1].frames[1:])
     # a different condition gives a different segment: the chain really feeds the last frame forward
     assert not torch.equal(out.segments[1].frames, out.segments[0].frames)
+    # the stage times are the segments' own, summed, plus the colour grading between them
+    assert list(out.timings) == ["encode", "denoise", "decode", "grade"] and out.timings["grade"] > 0
+    for stage in ("encode", "denoise", "decode"):
+        assert out.timings[stage] == pytest.approx(sum(s.timings[stage] for s in out.segments))
 
 
 def test_first_segment_is_the_single_generation_with_that_seed(pipe, example_image):

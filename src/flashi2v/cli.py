@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ from .errors import FlashI2VError, FlashI2VFileError, FlashI2VWarning
 from .settings import (ATTENTION_BACKEND_NAMES, COLOUR_REFERENCES, DEFAULT_COLOUR_MATCH, DEFAULT_COLOUR_REFERENCE,
                        DEFAULT_CUTOFF_DECAY, DEFAULT_SHARPEN, GUIDANCE_MODES, REFERENCE, SEED_RANGE, SOLVER_NAMES,
                        GenerationSettings, check_drift_options, check_seed, check_segments)
+from .stopwatch import Stopwatch, format_times, seconds_since_process_start
 
 BUILTIN = GenerationSettings().resolved(BUILTIN_DEFAULTS)  # the built-in model's settings (help and messages)
 
@@ -243,7 +245,10 @@ def cmd_generate(args) -> None:
         pipe.enable_step_cache(args.step_cache)
     if args.memory_budget is not None:
         _apply_memory_budget(pipe, settings, args.memory_budget)
+    # "load": from the start (main's clock: the process start when run as a program) until the model is ready.
+    load = Stopwatch(device, start=getattr(args, "started", None)).lap("load")
     for i, (image, prompt, out) in enumerate(jobs):
+        clock = Stopwatch()
         seed = None if args.seed is None else args.seed + i
         # Unset settings take the model's defaults; the pipeline checks them against the model (and that they
         # fit in memory) before any work.
@@ -254,6 +259,7 @@ def cmd_generate(args) -> None:
                                             cutoff_decay=args.cutoff_decay, sharpen=args.sharpen, **settings.given())
         else:
             result = pipe(image, prompt, negative_prompt=args.negative_prompt, seed=seed, **settings.given())
+        clock.lap("generate")  # result.timings splits this into stages
         if context_parallel and info.rank != 0:
             continue  # every rank holds the whole video; one writes it
         result.save(out, fps=args.fps)
@@ -264,6 +270,10 @@ def cmd_generate(args) -> None:
 
             save_png_strip(result.frames, Path(out).with_suffix(".png"))
             print(f"wrote {Path(out).with_suffix('.png')} (frames side by side)")
+        clock.lap("write")
+        first = {"load": load} if i == 0 else {}  # the model loads once, for the first video
+        times = {**first, **result.timings, "write": clock.times["write"]}
+        print(format_times(times, total=sum(first.values()) + sum(clock.times.values())), file=sys.stderr)
 
 
 def load_lora_for_generate(pipe, path: str, scale: float | None) -> None:
@@ -832,12 +842,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # When this process is the program (argv from the command line), its clock starts at the process start: the
+    # interpreter's start-up and the imports before main are part of what the user waits for ("load").
+    started = time.perf_counter() - ((seconds_since_process_start() or 0.0) if argv is None else 0.0)
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # known even when parsing the rest fails
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         debug = args.debug
+        args.started = started
         if not getattr(args, "func", None):
             parser.print_help()
             return 1

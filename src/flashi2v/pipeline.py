@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from .paradigms import ConditionLatents, Paradigm, check_input_width, get_paradi
 from .sampling import SOLVERS, conditioned_velocity, model_evaluations
 from .settings import GenerationSettings, LatentFactors, check_fits, check_seed, estimate_bytes, far_from_trained
 from .step_cache import step_cache_scope
+from .stopwatch import Stopwatch
 from .video import image_to_tensor, to_uint8, write_mp4
 
 # Wan2.1's standard negative prompt (what the reference pipeline uses when none is given).
@@ -41,10 +42,13 @@ PIPELINE_CONFIG = "pipeline.json"
 
 @dataclass
 class FlashI2VOutput:
-    """frames: uint8 T x H x W x 3 (B x T x H x W x 3 for a list of prompts); latents: the clean latent."""
+    """frames: uint8 T x H x W x 3 (B x T x H x W x 3 for a list of prompts); latents: the clean latent;
+    timings: wall seconds per stage, back to back over the whole call: "encode" (everything before the first
+    denoising step: settings, text and image encoding, noise), "denoise", "decode" (absent for output_type "latent")."""
 
     frames: torch.Tensor | None
     latents: torch.Tensor
+    timings: dict[str, float] = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike, fps: int = FPS) -> Path:
         """Write the video (the first one, for a batch) as mp4."""
@@ -369,6 +373,7 @@ class FlashI2VPipeline:
         solver: "euler" (the reference, the default), "dpmpp_2m" (second-order multistep, same cost) or "heun"
         (second order, two model evaluations per step); see ``flashi2v.sampling``.
         """
+        clock = Stopwatch(self.device)  # synchronises on CUDA: each stage's GPU work is counted in that stage
         # 1. Fill unset settings from this model's defaults (FlashI2V-1.3B: 49 x 480 x 832, 50 steps,
         #    guidance 5, shift 7, cutoff 0.1), check them against this model, and check that they fit.
         settings = self.resolve_settings(GenerationSettings(
@@ -431,6 +436,8 @@ class FlashI2VPipeline:
         self._transformer_to_device()  # back from the CPU if the last decode offloaded it
         condition = paradigm.condition(self.transformer, latents, latent_frames, cutoff, self.signed_fourier)
 
+        clock.lap("encode")
+
         # 5. Integrate the flow ODE from sigma = 1 to 0 on the static-shifted grid (Euler in the reference).
         sigmas = flow.sigma_schedule(steps, shift, device=self.device)
         velocity = conditioned_velocity(self.transformer, condition, context, negative_context, guidance,
@@ -443,13 +450,16 @@ class FlashI2VPipeline:
                                     "does not make: use solver 'euler' or 'dpmpp_2m' with it, or no step cache")
             z = SOLVERS[solver](velocity, z, sigmas, callback=lambda i, _: bar.update(1))
 
+        clock.lap("denoise")
+
         # 6. z is the clean latent x: decode it directly (phi(s) is not added back).
         if output_type == "latent":
-            return FlashI2VOutput(frames=None, latents=z)
+            return FlashI2VOutput(frames=None, latents=z, timings=clock.times)
         self._offload_transformer()  # enable_transformer_offload: its GPU memory is free for the decode
         pixels = self.vae.decode(z.to(self.vae.device))  # B x 3 x F x H x W in [-1, 1]
         frames = to_uint8(pixels.permute(0, 2, 3, 4, 1)).cpu()  # B x F x H x W x 3
-        return FlashI2VOutput(frames=frames[0] if single else frames, latents=z)
+        clock.lap("decode")
+        return FlashI2VOutput(frames=frames[0] if single else frames, latents=z, timings=clock.times)
 
     def generate_segments(self, image, prompt: str | list[str], segments: int, **kwargs):
         """A longer video: ``segments`` clips, each conditioned on the last frame of the one before, joined without

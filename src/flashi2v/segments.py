@@ -32,6 +32,7 @@ import torch
 from .errors import FlashI2VError
 from .settings import (DEFAULT_COLOUR_MATCH, DEFAULT_COLOUR_REFERENCE, DEFAULT_CUTOFF_DECAY, DEFAULT_SHARPEN,
                        GenerationSettings, check_drift_options, check_seed, check_segments)
+from .stopwatch import Stopwatch, add_times
 from .video import image_to_tensor, to_uint8, write_mp4
 
 
@@ -39,11 +40,13 @@ from .video import image_to_tensor, to_uint8, write_mp4
 class SegmentsOutput:
     """frames: the joined uint8 video, N (F - 1) + 1 x H x W x 3; segments: each segment's own output
     (``FlashI2VOutput``, its frames after colour matching); conditions: the uint8 H x W x 3 frame each segment
-    was conditioned on (segment 1's: the input image at the generation size)."""
+    was conditioned on (segment 1's: the input image at the generation size); timings: wall seconds per stage summed
+    over the segments (``FlashI2VOutput.timings``), plus "grade": the colour and sharpness matching."""
 
     frames: torch.Tensor
     segments: list = field(default_factory=list)
     conditions: list = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike, fps: int = 16) -> Path:
         write_mp4(self.frames, path, fps=fps)
@@ -170,18 +173,22 @@ def generate_segments(pipe, image, prompt: str | list[str], segments: int, seed:
     condition = to_uint8(image_to_tensor(image, settings.height, settings.width).permute(1, 2, 0))
     reference, reference_sharpness = colour_stats(condition), frame_sharpness(condition)
     cutoffs = segment_cutoffs(settings.cutoff, segments, cutoff_decay)
-    outputs, conditions = [], []
+    outputs, conditions, timings = [], [], []
     for k in range(segments):
         given = {**settings.given(), "cutoff": cutoffs[k]}
         # segment 1 takes the image itself (not its uint8 rounding): it is exactly the single generation
         out = pipe(image if k == 0 else condition, prompts[k], generator=generator, progress=progress, **given, **kwargs)
+        grading = Stopwatch()  # the frames are on the CPU: no device to wait for
         if colour_match and colour_reference == "aligned":  # the content's colour as it was at the segment's start
             target, source = aligned_colour_stats(out.frames, condition)
             out.frames = match_colour(out.frames, target, colour_match, source)
         else:  # the input image's statistics, over the whole frame
             out.frames = match_colour(out.frames, reference, colour_match)
         out.frames = match_sharpness(out.frames, reference_sharpness, sharpen)
+        grading.lap("grade")
+        timings += [out.timings, grading.times]
         outputs.append(out)
         conditions.append(condition)
         condition = out.frames[-1]  # the next segment starts from this frame, as graded
-    return SegmentsOutput(frames=join_segments([o.frames for o in outputs]), segments=outputs, conditions=conditions)
+    return SegmentsOutput(frames=join_segments([o.frames for o in outputs]), segments=outputs, conditions=conditions,
+                          timings=add_times(*timings))
