@@ -37,7 +37,7 @@ def run_once(load_only: bool, out: Path) -> tuple[float, dict[str, float]]:
     if proc.returncode != 0:
         sys.exit(f"stage_times: the command failed:\n{proc.stderr[-2000:]}")
     line = next((ln for ln in proc.stderr.splitlines() if ln.startswith("times: ")), "")
-    return wall, {stage: float(t) for stage, t in re.findall(r"(\w+) (\d+\.\d+) s", line)}
+    return wall, {stage: float(t) for stage, t in re.findall(r"(\w+) (\S+) s\b", line)}
 
 
 def main() -> None:

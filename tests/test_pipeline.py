@@ -155,14 +155,14 @@ def test_cli_generate_writes_mp4(saved, tmp_path, capsys, example_image):
     times = stage_times(captured.err)
     assert len(times) == 1 and list(times[0]) == ["load", "encode", "denoise", "decode", "write", "total"]
     *stages, total = times[0].values()
-    assert times[0]["load"] > 0 and times[0]["denoise"] > 0 and all(t >= 0 for t in stages)
+    assert all(t > 0 for t in stages)
     assert sum(stages) == pytest.approx(total, abs=0.05 * len(stages))  # each printed rounded (to 0.1 s from 1 s)
 
 
 def stage_times(stderr: str) -> list[dict[str, float]]:
     """The `times:` lines of `flashi2v generate`, as {stage: seconds} with the total last."""
     lines = [line for line in stderr.splitlines() if line.startswith("times: ")]
-    return [{m[0]: float(m[1]) for m in re.findall(r"(\w+) (\d+\.\d+) s", line)} for line in lines]
+    return [{m[0]: float(m[1]) for m in re.findall(r"(\w+) (\S+) s\b", line)} for line in lines]
 
 
 def test_cli_batch_mode_numbers_outputs(saved, tmp_path, example_image, capsys):

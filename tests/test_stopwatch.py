@@ -20,7 +20,8 @@ def test_laps_add_up_per_stage_and_leave_no_gap():
 def test_add_times_and_format():
     total = add_times({"encode": 0.25, "denoise": 2.0}, {"grade": 0.5}, {"encode": 0.25, "denoise": 1.0})
     assert total == {"encode": 0.5, "denoise": 3.0, "grade": 0.5}
-    assert format_times({"load": 2.14, "decode": 0.041}, total=12.0) == "times: load 2.1 s, decode 0.04 s, total 12.0 s"
+    assert (format_times({"load": 2.14, "decode": 0.0413, "write": 0.00052}, total=12.0)
+            == "times: load 2.1 s, decode 0.041 s, write 0.00052 s, total 12.0 s")  # a short stage never reads as 0
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

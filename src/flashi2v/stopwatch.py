@@ -48,14 +48,14 @@ def add_times(*timings: dict[str, float]) -> dict[str, float]:
 
 
 def format_times(times: dict[str, float], total: float) -> str:
-    """``times: load 2.1 s, encode 0.31 s, ..., total 11.9 s``: stages in the order given; two decimals below a
-    second, so a short stage does not read as 0."""
+    """``times: load 2.1 s, encode 0.31 s, ..., total 11.9 s``: stages in the order given; two significant digits
+    below a second, so a short stage does not read as 0."""
     parts = [f"{stage} {_seconds(t)} s" for stage, t in {**times, "total": total}.items()]
     return "times: " + ", ".join(parts)
 
 
 def _seconds(t: float) -> str:
-    return f"{t:.2f}" if t < 1 else f"{t:.1f}"
+    return f"{t:.2g}" if t < 1 else f"{t:.1f}"
 
 
 def seconds_since_process_start() -> float | None:
