@@ -98,8 +98,7 @@ class FlashI2VTransformer(nn.Module):
         self.block_swap = None  # set by flashi2v.offload.apply_block_swap: blocks visit the GPU one at a time
         self.defer_residuals = False  # True: each block's last update is added by the next norm (fuse_norms)
         self.checkpoint_blocks = False  # True once flashi2v.train.parallel.apply_activation_checkpointing wraps blocks
-        if not self.head.head.weight.is_meta:  # on meta (weights to come from a checkpoint) initialising is moot, and
-            self.reset_parameters()  # its normal_ would import torch._dynamo and sympy (wan.modulation_table says why)
+        self.reset_parameters()
 
     @classmethod
     def from_config(cls, config: TransformerConfig | str | dict, **overrides) -> "FlashI2VTransformer":

@@ -103,14 +103,6 @@ class ResidualNorm(nn.Module):
         return x, (norm(x.float()) * (1 + scale) + shift).to(x.dtype)
 
 
-def modulation_table(rows: int, dim: int) -> torch.Tensor:
-    """Wan's AdaLN modulation table, 1 x rows x dim drawn from N(0, 1/dim). On the meta device (a model built to
-    receive a checkpoint) only its shape: torch runs meta randn and division through Python reference kernels whose
-    first use imports torch._dynamo and sympy, about a second of every model load."""
-    table = torch.empty(1, rows, dim)
-    return table if table.is_meta else torch.randn(1, rows, dim) / dim**0.5
-
-
 class WanBlock(ResidualNorm):
     """One DiT block: AdaLN-modulated self-attention, cross-attention to the text, modulated FFN."""
 
@@ -122,7 +114,7 @@ class WanBlock(ResidualNorm):
         self.cross_attn = Attention(dim, num_heads, eps)
         self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
-        self.modulation = nn.Parameter(modulation_table(6, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, context: torch.Tensor, rope,
                 residual: tuple[torch.Tensor, torch.Tensor] | None = None, defer: bool = False):
@@ -149,7 +141,7 @@ class WanHead(ResidualNorm):
         super().__init__()
         self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.head = nn.Linear(dim, out_dim * math.prod(patch_size))
-        self.modulation = nn.Parameter(modulation_table(2, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, residual: tuple[torch.Tensor, torch.Tensor] | None = None):
         """e: B x dim float32 timestep embedding (before the 6-way projection); residual: the last block's
