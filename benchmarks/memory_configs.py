@@ -14,6 +14,7 @@ step and how far the latents are from the first configuration's (same seed: bloc
 
     python benchmarks/memory_configs.py --out results/         # H100: about 4 minutes
     python benchmarks/memory_configs.py --tiny                 # CPU smoke test
+    python benchmarks/memory_configs.py --markdown results/memory_configs.json   # docs/performance.md's table
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import transformers.models.umt5.modeling_umt5  # noqa: E402,F401
 sys.path.insert(0, _HERE)
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -61,8 +64,12 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test with the tiny random pipeline")
     ap.add_argument("--estimate-only", action="store_true",
                     help="no GPU: build the components on the meta device and print only the estimated peaks")
+    ap.add_argument("--markdown", metavar="JSON", default=None,
+                    help="no run: print a results file (memory_configs.json) as docs/performance.md's table")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.markdown:
+        return print(markdown(args.markdown))
     out = out_dir(args.out)
     if args.estimate_only:
         return estimate_only(args)
@@ -156,6 +163,33 @@ def main() -> None:
           f"vs_baseline = time / {base['config'] if base else '-'}'s")
     if rows:
         print(table(rows, list(rows[0])))
+
+
+def markdown(path: str) -> str:
+    """docs/performance.md's "Memory configurations" table from a results file: times relative to the first row,
+    what was held before the timed generation (a leftover of an earlier configuration shows there first)."""
+    with open(path) as f:
+        result = json.load(f)
+    rows, runs = result["rows"], result["runs"]
+    first = rows[0]
+    lines = [f"| configuration | s / generation | vs {first['config']} | peak GiB | peak GB | estimate GiB | "
+             f"held before GiB | latents vs {first['config']} |", "|---|---|---|---|---|---|---|---|"]
+
+    def sig3(x: float | None) -> str:  # three significant digits, trailing zeros kept (24.0, 7.60); "-": not measured
+        if x is None:
+            return "-"
+        return f"{x:.{max(0, 2 - math.floor(math.log10(abs(x))))}f}" if x else "0"
+
+    for row in rows:
+        run = runs[row["config"]]
+        err = row["latents_rel_err"]
+        same = "-" if row is first else "identical" if err == 0 else f"{100 * err:.1f} %"
+        if same.endswith("%") and run["config"].get("vae_tiling"):
+            same += " (tiled decode)"
+        lines.append(f"| {row['config']} | {sig3(row['s_per_generation'])} | "
+                     f"{row['s_per_generation'] / first['s_per_generation']:.2f} | {sig3(row['peak_gib'])} | "
+                     f"{sig3(row['peak_gb'])} | {sig3(row['estimate_gib'])} | {sig3(run['held_before_gib'])} | {same} |")
+    return "\n".join(lines)
 
 
 def estimate_only(args) -> None:

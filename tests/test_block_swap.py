@@ -133,3 +133,54 @@ def test_pipeline_latents_unchanged_by_block_swap(make_tiny_pipeline, example_im
     plain = pipe(example_image, "a dog runs", **kwargs).latents
     apply_block_swap(pipe.transformer, blocks_on_device=0, slots=2)
     assert torch.equal(pipe(example_image, "a dog runs", **kwargs).latents, plain)
+
+
+def held_bytes(model):
+    """Bytes the model would hold on its device outside a forward: every storage its tensors point at, except the
+    swapped blocks' pinned homes, plus the swap slots."""
+    swap = getattr(model, "block_swap", None)
+    homes = {h.untyped_storage().data_ptr() for h in swap.homes} if swap else set()
+    storages = {}
+    for t in (*model.parameters(), *model.buffers()):
+        st = t.untyped_storage()
+        if st.data_ptr() not in homes:
+            storages[st.data_ptr()] = st.nbytes()
+    return sum(storages.values()) + (swap.nbytes if swap else 0)
+
+
+@torch.no_grad()
+def test_memory_configurations_in_a_row_hold_no_dead_bytes(model):
+    """benchmarks/memory_configs.py's order on one model: offload for the decode (the model comes back as one
+    storage), block swap, swap removed and offload again, block swap again. The H100 run before
+    ``offload._compact`` held the whole model's storage beside the swap (3.3 GiB), then a second copy of it after
+    the swap was removed (5.8 GiB): each step must hold only the bytes of what it keeps (plus alignment)."""
+    from flashi2v.fast_path.fusion import fuse_qkv
+    from flashi2v.offload import load_to_device, offload_to_cpu
+
+    m = FlashI2VTransformer.from_config("tiny", num_layers=5).eval()
+    m.load_state_dict(model.state_dict())
+    fuse_qkv(m)  # the fast path's views of one buffer per block
+    plain = m(*inputs(2))
+    whole = held_bytes(m)  # every storage its own, none shared: the bytes the model needs
+    slack = 256 * sum(1 for _ in (*m.parameters(), *m.buffers()))  # storages start 256-byte aligned
+
+    def generation_with_offload():  # what the pipeline does on a GPU around the decode and the next denoising
+        offload_to_cpu(m, force=True)
+        load_to_device(m, "cpu", force=True)
+
+    def swapped_held():
+        swap = m.block_swap
+        return whole - sum(h.numel() for h in swap.homes) + swap.nbytes
+
+    generation_with_offload()  # offload-for-decode
+    assert len({p.untyped_storage().data_ptr() for p in m.parameters()}) == 1
+    assert held_bytes(m) <= whole + slack
+    for _ in range(2):
+        apply_block_swap(m, blocks_on_device=0, slots=2)  # block-swap
+        assert held_bytes(m) <= swapped_held() + slack
+        assert torch.equal(m(*inputs(2)), plain)
+        remove_block_swap(m)  # offload-for-decode+tiled-decode
+        assert held_bytes(m) <= whole + slack
+        generation_with_offload()
+        assert held_bytes(m) <= whole + slack
+        assert torch.equal(m(*inputs(2)), plain)

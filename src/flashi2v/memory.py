@@ -145,8 +145,9 @@ def estimate_peak(pipe, settings: GenerationSettings, config: MemoryConfig) -> d
 
 
 # Configurations whose estimated peak the H100 measurement confirmed (docs/performance.md, "Memory configurations");
-# the block-swap and tiled-decode rows measured higher than estimated in that run (block swap then kept the packed
-# transformer storage on the GPU, fixed since) and wait for a new measurement.
+# the block-swap and tiled-decode rows measured higher than estimated in that run (the transformer's weights reloaded as
+# one storage stayed alive under the tensors block swap kept on the GPU, and were carried on to the tiled rows; fixed
+# since by offload._compact, tests/test_block_swap.py) and wait for a new measurement.
 CONFIRMED_ON_GPU = ("resident", "text-encoder-streamed", "offload-for-decode")
 
 
