@@ -52,6 +52,9 @@ class AutoencoderRecipe:
     # spread (u uniform in [0, 1] per clip), so the decoder tolerates the small errors of generated latents.
     latent_noise: float = 0.1
     l1_weight: float = 0.5  # loss = MSE + l1_weight x L1 on pixels in [-1, 1] (L1 sharpens early training)
+    # Weight of frame 0 against one later frame in the loss. Frame 0 is the condition image's frame, the one every
+    # generated video starts from, but only 1 of 4k + 1 frames: with weight 1 it gets 1/17 of a 17-frame loss.
+    first_frame_weight: float = 1.0
     statistics_clips: int = 512  # clips the exported latent statistics are measured on
     compile: bool = False
     time_limit_min: float | None = None  # stop (checkpoint + export) once this much wall time has passed
@@ -75,7 +78,7 @@ AUTOENCODER_RANGES: dict[str, tuple] = {
     "autoencoder.channels": (1, None), "autoencoder.features": (1, None), "autoencoder.trunk": (1, None),
     "recipe.steps": (1, None), "recipe.batch_size": (1, None), "recipe.precision": ("bf16", "fp32"),
     "recipe.seed": (0, None), "recipe.latent_noise": (0, None), "recipe.l1_weight": (0, None),
-    "recipe.statistics_clips": (1, None), "recipe.time_limit_min": (0, None, "> 0"),
+    "recipe.statistics_clips": (1, None), "recipe.first_frame_weight": (0, None, "> 0"), "recipe.time_limit_min": (0, None, "> 0"),
 }
 
 
@@ -113,9 +116,11 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_loss(model: CausalVideoAutoencoder, video: torch.Tensor, noise: float, l1_weight: float,
-                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, MSE) of decode(encode(video) + noise): the noise std is u x ``noise`` x each channel's spread over
-    the batch (frame 0 and the groups apart), u ~ U(0, 1) per clip."""
+                        generator: torch.Generator, first_frame_weight: float = 1.0
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, MSE, frame 0's MSE) of decode(encode(video) + noise): the noise std is u x ``noise`` x each channel's
+    spread over the batch (frame 0 and the groups apart), u ~ U(0, 1) per clip. The loss is a weighted mean over
+    frames of MSE + l1_weight x L1, frame 0 weighted ``first_frame_weight`` against 1 for every later frame."""
     z = model.encode_raw(video)
     if noise > 0:
         spread = torch.cat([z[:, :, :1].std(dim=(0, 2, 3, 4), keepdim=True).expand_as(z[:, :, :1]),
@@ -124,8 +129,12 @@ def reconstruction_loss(model: CausalVideoAutoencoder, video: torch.Tensor, nois
         eps = torch.randn(z.shape, device=z.device, generator=generator)
         z = z + noise * u * spread * eps
     out = model.decode_raw(z)
-    mse = F.mse_loss(out, video)
-    return mse + l1_weight * (out - video).abs().mean(), mse.detach()
+    error = out.float() - video.float()
+    mse_f, l1_f = error.square().mean(dim=(0, 1, 3, 4)), error.abs().mean(dim=(0, 1, 3, 4))  # per frame
+    weights = torch.ones_like(mse_f)
+    weights[0] = first_frame_weight
+    loss = (weights * (mse_f + l1_weight * l1_f)).sum() / weights.sum()
+    return loss, mse_f.mean().detach(), mse_f[0].detach()
 
 
 def build_autoencoder(cfg: AutoencoderTrainConfig) -> CausalVideoAutoencoder:
@@ -187,8 +196,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = N
         # the noise of step s is the same whether the run was resumed or not
         generator = torch.Generator(info.device).manual_seed(cfg.recipe.seed * 1_000_003 + step * 1009 + info.rank)
         with autocast:
-            loss, mse = reconstruction_loss(forward if not info.distributed else trained, video,
-                                            cfg.recipe.latent_noise, cfg.recipe.l1_weight, generator)
+            loss, mse, mse_first = reconstruction_loss(forward if not info.distributed else trained, video,
+                                                       cfg.recipe.latent_noise, cfg.recipe.l1_weight, generator,
+                                                       cfg.recipe.first_frame_weight)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
         optimizer.step()
@@ -197,19 +207,22 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = N
         step += 1
         update_ema(ema, model, ema_decay(o.ema_decay, step, o.ema_warmup))
         loss_value, mse_value = all_mean(loss.detach(), info).item(), all_mean(mse, info).item()
+        mse_first = all_mean(mse_first, info).item()
         result.losses.append(loss_value)
         if cfg.recipe.time_limit_min and _agreed_timeout(started, cfg.recipe.time_limit_min, info):
             last_step = step  # out of time: this step becomes the final one (checkpoint, export)
         if info.is_main:
             now = time.perf_counter()
             row = {"step": step, "loss": loss_value, "psnr": float(psnr(torch.tensor(mse_value))),
+                   "psnr_frame0": float(psnr(torch.tensor(mse_first))),
                    "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "sec_per_step": now - t_last}
             t_last = now
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(row) + "\n")
             bar.update(1)
             if step % cfg.output.log_every == 0 or step == last_step:
-                bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{row['psnr']:.2f}", lr=f"{row['lr']:.2e}")
+                bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{row['psnr']:.2f}", psnr0=f"{row['psnr_frame0']:.2f}",
+                                lr=f"{row['lr']:.2e}")
         if step % cfg.output.checkpoint_every == 0 or step == last_step:
             state = {"step": step, "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(consumed=consumed),
                      "autoencoder": _settings(cfg)}
