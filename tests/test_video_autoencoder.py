@@ -171,3 +171,30 @@ def test_cli_trains_from_an_autoencoder_config_and_refuses_a_second_run(photos, 
     assert "already holds a run" in capsys.readouterr().err
     assert main([*args, "autoencoder.encoder_widths=[8,8]", "--overwrite"]) == 2
     assert "autoencoder.encoder_widths" in capsys.readouterr().err
+
+
+def test_a_pipeline_trains_and_generates_on_the_autoencoders_latents(photos, tmp_path):
+    """The autoencoder behind the VAE interface: the DiT trainer encodes clips with it, the pipeline decodes with it."""
+    from flashi2v.pipeline import FlashI2VPipeline
+    from flashi2v.random_components import TINY_Z_DIM, random_tiny_pipeline
+    from flashi2v.train import load_config, train
+
+    folder = tmp_path / "pipe"
+    random_tiny_pipeline(seed=0).save_pretrained(folder)
+    shutil.rmtree(folder / "vae")
+    codec = CausalVideoAutoencoder(**{**TINY, "channels": TINY_Z_DIM})
+    codec.fit_statistics([video(9, 32)])
+    codec.save_pretrained(folder / "vae")
+    cfg = load_config("tiny", [f"model.components={folder}", f"data.photos={photos}", "data.num_frames=5",
+                               "data.height=32", "data.width=32", "data.num_workers=0", "recipe.batch_size=2",
+                               "recipe.steps=2", "recipe.precision=fp32", f"output.dir={tmp_path / 'run'}",
+                               "output.tensorboard=false"])
+    result = train(cfg, device="cpu", progress=False)
+    assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
+    pipe = FlashI2VPipeline.from_pretrained(folder)
+    assert isinstance(pipe.vae, CausalVideoAutoencoder)
+    image = (video(1, 32)[0, :, 0].permute(1, 2, 0) * 127.5 + 127.5).byte().numpy()
+    a = pipe(image, "the camera pans left", num_frames=5, height=32, width=32, steps=2, seed=0, progress=False)
+    b = pipe(image, "the camera pans left", num_frames=5, height=32, width=32, steps=2, seed=0, progress=False)
+    assert a.frames.shape == (5, 32, 32, 3)
+    assert (a.frames == b.frames).all()

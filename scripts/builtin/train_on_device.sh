@@ -6,7 +6,9 @@
 #   builtin_model.tgz.part*  the pipeline folder to copy to src/flashi2v/builtin_model (float16, shards < 16 MB)
 #   train.tgz.part*          train/ (metrics.jsonl, loss_curve.png, config.json, train.log)
 #   tune.tgz.part*           tune/ (the grid, best.json, frame strips of the best setting)
-# Usage: [KIT=.kit] [FILL=1] bash scripts/builtin/train_on_device.sh MINUTES [key=value training overrides ...]
+# Usage: [KIT=.kit] [CONFIG=builtin] [COMPONENTS=$KIT/components] [FILL=1] bash scripts/builtin/train_on_device.sh MINUTES
+#            [key=value training overrides ...]
+# The second edition: CONFIG=builtin-2 COMPONENTS=.kit/components-2 ... model.init=.kit/init (second_edition_kit.py).
 # FILL=1 first times PROBE_STEPS (default 60) steps with the same overrides, then sets recipe.steps to what fits in
 # MINUTES at that pace, so that a decaying learning rate (optim.decay=linear) reaches its end inside the time limit.
 set -eu
@@ -15,9 +17,11 @@ shift || true
 OUT=${OUT:-outputs/builtin}
 run=runs/builtin
 kit=${KIT:-.kit}
+config=${CONFIG:-builtin}
+components=${COMPONENTS:-$kit/components}
 mkdir -p "$OUT/train" "$OUT/tune"
 train() {
-    python3 -m flashi2v.cli train builtin model.components="$kit/components" data.photos="$kit/photos" \
+    python3 -m flashi2v.cli train "$config" model.components="$components" data.photos="$kit/photos" \
         data.real_clips="$kit/real_clips.pt" "$@"
 }
 if [ -n "${FILL:-}" ]; then
@@ -39,9 +43,9 @@ python3 -c "
 import json
 from flashi2v.builtin import assemble
 signed = json.load(open('$run/config.json'))['model']['signed_fourier']
-assemble('$run/ema_transformer', '$kit/components', '$OUT/builtin_model', signed_fourier=signed)"
+assemble('$run/ema_transformer', '$components', '$OUT/builtin_model', signed_fourier=signed)"
 python3 scripts/builtin/tune_sampling.py --model "$OUT/builtin_model" --photos "$kit/held_out" \
-    --text-encoder "$kit/components/text_encoder" --out "$OUT/tune" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune/tune.log"
+    --text-encoder "$components/text_encoder" --out "$OUT/tune" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune/tune.log"
 for folder in builtin_model train tune; do
     tar -C "$OUT" -czf - "$folder" | split -b 15M - "$OUT/$folder.tgz.part" && rm -rf "${OUT:?}/$folder"
 done
