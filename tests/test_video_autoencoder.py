@@ -198,3 +198,34 @@ def test_a_pipeline_trains_and_generates_on_the_autoencoders_latents(photos, tmp
     b = pipe(image, "the camera pans left", num_frames=5, height=32, width=32, steps=2, seed=0, progress=False)
     assert a.frames.shape == (5, 32, 32, 3)
     assert (a.frames == b.frames).all()
+
+
+def test_two_processes_match_one(photos, tmp_path):
+    """Same global batch (4): 1 process x 4 vs torchrun 2 processes (gloo, DistributedDataParallel) x 2, no latent
+    noise (each process draws its own): the same losses and the same exported weights."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    common = ["recipe.steps=3", "output.checkpoint_every=3", "recipe.latent_noise=0"]
+    train_autoencoder(config(photos, tmp_path / "one", *common), device="cpu", progress=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    args = ["train", "builtin-autoencoder", f"data.photos={photos}", "data.num_frames=5", "data.height=32",
+            "data.width=32", "data.num_workers=0", "data.synthetic_clips=64", "recipe.batch_size=2",
+            "recipe.precision=fp32", "recipe.statistics_clips=8", "optim.warmup_steps=0", "optim.decay=constant",
+            f"output.dir={tmp_path / 'two'}", *common,
+            *[f"autoencoder.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY.items()], "--device", "cpu"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+                           "-m", "flashi2v.cli", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+              for run in ("one", "two")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    for k in one:
+        if not k.startswith(("mean", "std")):  # the statistics come from each run's own export clips
+            torch.testing.assert_close(two[k], one[k], rtol=0, atol=1e-5, msg=k)

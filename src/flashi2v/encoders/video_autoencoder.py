@@ -171,6 +171,18 @@ class CausalVideoAutoencoder(nn.Module):
         x = self.renderer(feats.flatten(0, 1)).reshape(b, frames, 3, 8 * h, 8 * w)
         return x.transpose(1, 2).float()
 
+    def forward(self, pixels: torch.Tensor, noise_scale: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The training pass, raw pixels out: decode_raw(encode_raw(pixels) + noise_scale x spread x noise), the
+        spread being each latent channel's std over the batch (frame 0 and the groups apart), ``noise_scale`` one
+        number per clip. One call, so that data-parallel wrappers see the whole pass."""
+        z = self.encode_raw(pixels)
+        if noise is not None:
+            spread = torch.cat([z[:, :, :1].std(dim=(0, 2, 3, 4), keepdim=True).expand_as(z[:, :, :1]),
+                                z[:, :, 1:].std(dim=(0, 2, 3, 4), keepdim=True).expand_as(z[:, :, 1:])], dim=2)
+            z = z + noise_scale.view(-1, 1, 1, 1, 1) * spread.detach() * noise
+        return self.decode_raw(z)
+
     def normalise(self, z: torch.Tensor) -> torch.Tensor:
         mean, std = self._stats(z.shape[2], z.device)
         return (z - mean) / std

@@ -114,26 +114,27 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
 
 
-def reconstruction_loss(model: CausalVideoAutoencoder, video: torch.Tensor, noise: float, l1_weight: float,
-                        generator: torch.Generator, first_frame_weight: float = 1.0
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, MSE, frame 0's MSE) of decode(encode(video) + noise): the noise std is u x ``noise`` x each channel's
-    spread over the batch (frame 0 and the groups apart), u ~ U(0, 1) per clip. The loss is a weighted mean over
-    frames of MSE + l1_weight x L1, frame 0 weighted ``first_frame_weight`` against 1 for every later frame."""
-    z = model.encode_raw(video)
+def reconstruction_loss(model, video: torch.Tensor, noise: float, l1_weight: float, generator: torch.Generator,
+                        first_frame_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, MSE, frame 0's MSE) of ``model(video)`` (CausalVideoAutoencoder.forward, or a data-parallel wrapper of
+    it) with latent noise of std u x ``noise`` x each channel's spread, u ~ U(0, 1) per clip. The loss is a weighted
+    mean over frames of MSE + l1_weight x L1, frame 0 weighted ``first_frame_weight`` against 1 for each later frame."""
+    b, _, f, h, w = video.shape
+    scale = eps = None
     if noise > 0:
-        spread = torch.cat([z[:, :, :1].std(dim=(0, 2, 3, 4), keepdim=True).expand_as(z[:, :, :1]),
-                            z[:, :, 1:].std(dim=(0, 2, 3, 4), keepdim=True).expand_as(z[:, :, 1:])], dim=2).detach()
-        u = torch.rand(z.shape[0], 1, 1, 1, 1, device=z.device, generator=generator)
-        eps = torch.randn(z.shape, device=z.device, generator=generator)
-        z = z + noise * u * spread * eps
-    out = model.decode_raw(z)
-    error = out.float() - video.float()
+        latent = (b, model_channels(model), (f - 1) // 4 + 1, h // 8, w // 8)
+        scale = noise * torch.rand(b, device=video.device, generator=generator)
+        eps = torch.randn(latent, device=video.device, generator=generator)
+    error = model(video, scale, eps).float() - video.float()
     mse_f, l1_f = error.square().mean(dim=(0, 1, 3, 4)), error.abs().mean(dim=(0, 1, 3, 4))  # per frame
     weights = torch.ones_like(mse_f)
     weights[0] = first_frame_weight
     loss = (weights * (mse_f + l1_weight * l1_f)).sum() / weights.sum()
     return loss, mse_f.mean().detach(), mse_f[0].detach()
+
+
+def model_channels(model) -> int:
+    return getattr(model, "module", model).channels  # through DistributedDataParallel
 
 
 def build_autoencoder(cfg: AutoencoderTrainConfig) -> CausalVideoAutoencoder:
@@ -195,7 +196,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = N
         # the noise of step s is the same whether the run was resumed or not
         generator = torch.Generator(info.device).manual_seed(cfg.recipe.seed * 1_000_003 + step * 1009 + info.rank)
         with autocast:
-            loss, mse, mse_first = reconstruction_loss(forward if not info.distributed else trained, video,
+            loss, mse, mse_first = reconstruction_loss(trained if info.distributed else forward, video,
                                                        cfg.recipe.latent_noise, cfg.recipe.l1_weight, generator,
                                                        cfg.recipe.first_frame_weight)
         loss.backward()
