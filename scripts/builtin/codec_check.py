@@ -15,7 +15,9 @@ same clips one after the other.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -41,7 +43,7 @@ def main() -> None:
 
 
 def check(codec, clips: CameraMotionClips, name: str) -> None:
-    rows = []
+    rows, decode_s = [], []
     print(f"\n{name} ({type(codec).__name__}, {codec.latent_channels} channels)\n")
     print("| motion | pace | drift, whole frames | drift, aligned | drift after codec | codec PSNR frame 0 / later "
           "| camera path after codec (dy, dx, log scale): pair sums / direct fit |")
@@ -49,7 +51,10 @@ def check(codec, clips: CameraMotionClips, name: str) -> None:
     for i in range(len(clips)):
         frames, spec = clips.render(i)
         with torch.no_grad():
-            decoded = codec.decode(codec.encode(clip_video(frames)[None]))[0]
+            latents = codec.encode(clip_video(frames)[None])
+            started = time.perf_counter()
+            decoded = codec.decode(latents)[0]
+            decode_s.append(time.perf_counter() - started)
         back = to_uint8(decoded).permute(1, 2, 3, 0).numpy()
         motions = pair_motions(back)
         row = (colour_drift(frames, aligned=False), colour_drift(frames), colour_drift(back, motions=motions),
@@ -63,6 +68,8 @@ def check(codec, clips: CameraMotionClips, name: str) -> None:
         print(f"\n{name}, {label} ({len(r)} clips): whole-frame drift up to {r[:, 0].max():.1f} %, aligned up to "
               f"{r[:, 1].max():.2f} %, after the codec up to {r[:, 2].max():.2f} % (mean {r[:, 2].mean():.2f} %); "
               f"codec PSNR frame 0 {r[:, 3].mean():.1f} dB, later frames {r[:, 4].mean():.1f} dB (means)")
+    print(f"decode of one clip on {torch.get_num_threads()} threads: median {statistics.median(decode_s):.3f} s, "
+          f"first {decode_s[0]:.3f} s")
 
 
 if __name__ == "__main__":

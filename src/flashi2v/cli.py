@@ -659,7 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train with a YAML config (or a preset name: tiny, flashi2v-1.3b) and "
                        "section.key=value overrides, e.g. `flashi2v train tiny data.index=clips.jsonl recipe.steps=50`. "
                        "Multi-GPU: `torchrun --nproc_per_node N -m flashi2v.cli train CONFIG`.")
-    t.add_argument("config", help="YAML config file or preset name (tiny, flashi2v-1.3b)")
+    t.add_argument("config", help="YAML config file or preset name (tiny, flashi2v-1.3b, builtin-2, ...); a config with "
+                   "an autoencoder: section (e.g. builtin-autoencoder) trains a video autoencoder")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides (recipe.steps=100 data.index=...)")
     t.add_argument("--resume", nargs="?", const="latest", default=None,
                    help="continue from the newest complete checkpoint of the run, or from the given step folder")
