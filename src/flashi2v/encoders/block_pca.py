@@ -10,8 +10,9 @@ from flashi2v.errors import FlashI2VError
 
 from ..jsonfile import read_json
 from .files import load_safetensors
+from .latent_codec import LatentCodec
 
-class BlockPCACodec(torch.nn.Module):
+class BlockPCACodec(LatentCodec):
     """The built-in model's latent space: pixel blocks projected on their principal components.
 
     Frame 0 is cut into ``spatial x spatial`` RGB blocks (4 x 4 x 3 = 48 values), every later group of
@@ -108,23 +109,7 @@ class BlockPCACodec(torch.nn.Module):
                 getattr(self, name).copy_(value.float())
         return self
 
-    # -- codec interface (as WanVAE) -----------------------------------------------------------------
-
-    @property
-    def latent_channels(self) -> int:
-        return self.channels
-
-    @property
-    def spatial_factor(self) -> int:
-        return self.spatial
-
-    @property
-    def temporal_factor(self) -> int:
-        return self.temporal
-
-    @property
-    def device(self) -> torch.device:
-        return self.mean.device
+    # -- codec interface (as WanVAE; sizes and device from LatentCodec) ------------------------------
 
     def pixel_scales(self, latent_frames: int) -> torch.Tensor:
         """C x T: the length in pixel space of one unit of each latent channel in each latent frame (frame 0 has
@@ -133,11 +118,7 @@ class BlockPCACodec(torch.nn.Module):
         return torch.stack([first] + [later] * (latent_frames - 1), dim=1)
 
     def _check(self, pixels: torch.Tensor) -> None:
-        _, c, f, h, w = pixels.shape
-        t, s = self.temporal, self.spatial
-        if c != 3 or (f - 1) % t or h % s or w % s:
-            raise FlashI2VError(f"the built-in codec needs RGB video of {t}k+1 frames with sizes divisible by {s}, "
-                                f"got {c} channels, {f}x{h}x{w}")
+        self.check_video(pixels, "the built-in codec")
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """B x 3 x F x H x W in [-1, 1] (F = 4k + 1) -> B x C x (k + 1) x H/s x W/s."""

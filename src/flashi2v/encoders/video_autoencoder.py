@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from ..errors import FlashI2VError
 from ..jsonfile import read_json
 from .files import load_safetensors
+from .latent_codec import LatentCodec
 
 
 class ResBlock(nn.Module):
@@ -81,7 +82,7 @@ class FrameRenderer(nn.Module):
         return self.layers(x)
 
 
-class CausalVideoAutoencoder(nn.Module):
+class CausalVideoAutoencoder(LatentCodec):
     """A small causal video autoencoder: B x 3 x (4k + 1) x H x W in [-1, 1] <-> B x C x (k + 1) x H/8 x W/8.
 
     The constructor is the config (saved as config.json beside the weights). ``channels``: latent channels;
@@ -117,32 +118,10 @@ class CausalVideoAutoencoder(nn.Module):
         self.register_buffer("mean", torch.zeros(channels))
         self.register_buffer("std", torch.ones(channels))
 
-    # -- codec interface (as WanVAE, BlockPCACodec) --------------------------------------------------------------
-
-    @property
-    def latent_channels(self) -> int:
-        return self.channels
-
-    @property
-    def spatial_factor(self) -> int:
-        return self.spatial
-
-    @property
-    def temporal_factor(self) -> int:
-        return self.temporal
-
-    @property
-    def device(self) -> torch.device:
-        return self.mean.device
+    # -- codec interface (as WanVAE; sizes and device from LatentCodec) ---------------------------------------
 
     def _check(self, pixels: torch.Tensor) -> None:
-        if pixels.ndim != 5:
-            raise FlashI2VError(f"the video autoencoder needs B x 3 x F x H x W video, got shape {tuple(pixels.shape)}")
-        _, c, f, h, w = pixels.shape
-        t, s = self.temporal, self.spatial
-        if c != 3 or (f - 1) % t or h % s or w % s:
-            raise FlashI2VError(f"the video autoencoder needs RGB video of {t}k+1 frames with sizes divisible by {s}, "
-                                f"got {c} channels, {f}x{h}x{w}")
+        self.check_video(pixels, "the video autoencoder")
 
     def encode_raw(self, pixels: torch.Tensor) -> torch.Tensor:
         """Unnormalised latents (what the statistics are measured on)."""

@@ -240,17 +240,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = N
 
 def _restore(root: Path, resume, cfg, info: DistInfo, model, ema, optimizer, scheduler, sampler) -> int:
     """The newest complete checkpoint (or the given step folder): weights, optimizer, RNG, schedule, data position."""
-    from .checkpoint import DamagedCheckpoint, check_checkpoint, find_resumable
+    from .checkpoint import resume_point
 
-    if resume is True:
-        folder, state = find_resumable(root, announce=info.is_main)
-    else:
-        folder = Path(resume)
-        try:
-            state, _ = check_checkpoint(folder)
-        except DamagedCheckpoint as e:
-            raise FlashI2VError(f"cannot resume from '{folder}': {e}; pass another step folder, or --resume alone "
-                                "for the newest complete one") from None
+    folder, state = resume_point(root, resume, announce=info.is_main)
     if state.get("autoencoder") != _settings(cfg):
         raise FlashI2VError(f"checkpoint '{folder}' was trained with other autoencoder settings "
                             f"({state.get('autoencoder')}): resume with the same autoencoder.* settings, or start a "

@@ -250,6 +250,20 @@ def find_resumable(root: Path, announce: bool = True) -> tuple[Path, dict]:
 
 # ---- writing --------------------------------------------------------------------------------------------
 
+def resume_point(root: Path, resume, announce: bool) -> tuple[Path, dict]:
+    """(folder, train_state) to resume from: the newest complete checkpoint under ``root`` (damaged newer ones are
+    named and passed over) when ``resume`` is True, else the given step folder, which must be complete."""
+    if resume is True:
+        return find_resumable(root, announce=announce)
+    folder = Path(resume)
+    try:
+        state, _ = check_checkpoint(folder)
+    except DamagedCheckpoint as e:
+        raise FlashI2VError(f"cannot resume from '{folder}': {e}; pass another step folder, or --resume alone "
+                            "for the newest complete one") from None
+    return folder, state
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

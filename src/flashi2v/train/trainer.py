@@ -448,17 +448,9 @@ def model_settings(cfg: TrainConfig) -> dict:
 def restore(run: Run, resume: str | bool) -> None:
     """Weights, optimizer, RNG, schedule and data position from the newest complete checkpoint (damaged
     newer ones are named and passed over) or from the given step folder."""
-    from .checkpoint import DamagedCheckpoint, check_checkpoint, find_resumable
+    from .checkpoint import resume_point
 
-    if resume is True:
-        folder, state = find_resumable(run.ckpt_dir, announce=run.info.is_main)
-    else:
-        folder = Path(resume)
-        try:
-            state, _ = check_checkpoint(folder)
-        except DamagedCheckpoint as e:
-            raise FlashI2VError(f"cannot resume from '{folder}': {e}; pass another step folder, or --resume alone "
-                                "for the newest complete one") from None
+    folder, state = resume_point(run.ckpt_dir, resume, announce=run.info.is_main)
     mine = model_settings(run.cfg)
     saved = {"paradigm": "flashi2v", **state.get("model", mine)}  # checkpoints from before paradigms were FlashI2V
     differ = [f"model.{k}={saved.get(k)!r} there, {v!r} here" for k, v in mine.items() if saved.get(k) != v]
