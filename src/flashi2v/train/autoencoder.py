@@ -83,13 +83,13 @@ AUTOENCODER_RANGES: dict[str, tuple] = {
 
 def autoencoder_config_from_mapping(values: dict) -> AutoencoderTrainConfig:
     """A checked AutoencoderTrainConfig from the sections of a training YAML (one with an ``autoencoder:`` section)."""
-    from .config import RANGES, _build, _check_range
+    from .config import RANGES, build_dataclass, check_range
 
-    c = _build(AutoencoderTrainConfig, values, "")
+    c = build_dataclass(AutoencoderTrainConfig, values, "")
     shared = {k: v for k, v in RANGES.items() if k.split(".")[0] in ("data", "optim", "output")}
     for key, rule in {**shared, **AUTOENCODER_RANGES}.items():
         section, name = key.split(".")
-        _check_range(key, getattr(getattr(c, section), name), rule)
+        check_range(key, getattr(getattr(c, section), name), rule)
     a = c.autoencoder
     for key, widths, n in (("encoder_widths", a.encoder_widths, 3), ("renderer_widths", a.renderer_widths, 2)):
         if not (isinstance(widths, list) and len(widths) == n and all(type(w) is int and w > 0 for w in widths)):
@@ -158,7 +158,7 @@ def _settings(cfg: AutoencoderTrainConfig) -> dict:
 def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = None, device: str = "auto",
                       progress: bool = True, overwrite: bool = False):
     """Train (or continue training) the autoencoder; the EMA weights and latent statistics go to output.dir/autoencoder."""
-    from .trainer import TrainResult, _agreed_timeout, build_data, claim_output_dir, plot_losses
+    from .trainer import TrainResult, agreed_timeout, build_data, claim_output_dir, plot_losses
 
     info = init_distributed(device)
     out = Path(cfg.output.dir)
@@ -209,7 +209,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = N
         loss_value, mse_value = all_mean(loss.detach(), info).item(), all_mean(mse, info).item()
         mse_first = all_mean(mse_first, info).item()
         result.losses.append(loss_value)
-        if cfg.recipe.time_limit_min and _agreed_timeout(started, cfg.recipe.time_limit_min, info):
+        if cfg.recipe.time_limit_min and agreed_timeout(started, cfg.recipe.time_limit_min, info):
             last_step = step  # out of time: this step becomes the final one (checkpoint, export)
         if info.is_main:
             now = time.perf_counter()

@@ -232,7 +232,7 @@ def _typed(value, annotation, key: str):
     return value
 
 
-def _build(cls, values, where: str):
+def build_dataclass(cls, values, where: str):
     if not isinstance(values, dict):
         raise FlashI2VError(f"config section {where!r} must be a mapping of key: value, got {values!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -247,7 +247,7 @@ def _build(cls, values, where: str):
         if sub is not None and dataclasses.is_dataclass(sub):
             if not isinstance(value, dict):
                 raise FlashI2VError(f"config section {key!r} must be a mapping of key: value, got {value!r}")
-            value = _build(sub, value, key)
+            value = build_dataclass(sub, value, key)
         else:
             value = _typed(value, hints[key], f"{where}.{key}" if where else key)
         kwargs[key] = value
@@ -279,7 +279,7 @@ def preset_path(name: str) -> Path:
 
 def config_from_mapping(values: dict) -> TrainConfig:
     """A checked TrainConfig from the sections of a training YAML already read into a dict."""
-    config = _build(TrainConfig, values, "")
+    config = build_dataclass(TrainConfig, values, "")
     validate(config)
     return config
 
@@ -318,7 +318,7 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
     return config_from_mapping(read_config_mapping(source, overrides))
 
 
-def _check_range(key: str, value, rule: tuple) -> None:
+def check_range(key: str, value, rule: tuple) -> None:
     if value is None:
         return  # optional and unset
     if isinstance(rule[0], str):
@@ -334,10 +334,10 @@ def _check_range(key: str, value, rule: tuple) -> None:
 
 
 def validate(c: TrainConfig) -> None:
-    """Every key against RANGES, then the rules that tie keys together. Types were checked by _build."""
+    """Every key against RANGES, then the rules that tie keys together. Types were checked by build_dataclass."""
     for key, rule in RANGES.items():
         section, name = key.split(".")
-        _check_range(key, getattr(getattr(c, section), name), rule)
+        check_range(key, getattr(getattr(c, section), name), rule)
     if c.recipe.shift != "dynamic" and not (isinstance(c.recipe.shift, (int, float)) and c.recipe.shift > 0):
         raise FlashI2VError(f"recipe.shift {c.recipe.shift!r}: use 'dynamic' or a positive number")
     if c.recipe.rho_range[0] > c.recipe.rho_range[1]:

@@ -323,7 +323,7 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, device: str = "aut
     started, last_step = time.perf_counter(), cfg.recipe.steps
     while run.step < last_step:
         loss, grad_norm = train_step(run)
-        if cfg.recipe.time_limit_min and _agreed_timeout(started, cfg.recipe.time_limit_min, info):
+        if cfg.recipe.time_limit_min and agreed_timeout(started, cfg.recipe.time_limit_min, info):
             last_step = run.step  # out of time: this step becomes the final one (checkpoint, sample, export)
         logger.log(run, loss, grad_norm, final=run.step == last_step)
         if run.step % cfg.output.checkpoint_every == 0 or run.step == last_step:
@@ -613,7 +613,7 @@ def export_ema(run: Run) -> None:
     barrier(run.info)
 
 
-def _agreed_timeout(started: float, minutes: float, info: DistInfo) -> bool:
+def agreed_timeout(started: float, minutes: float, info: DistInfo) -> bool:
     """True once the time budget is spent, decided by rank 0 so every rank stops at the same step."""
     flag = torch.tensor([float(time.perf_counter() - started > 60 * minutes)], device=info.device)
     if info.distributed:
