@@ -137,8 +137,9 @@ def final_weights(run) -> dict:
 
 
 def test_training_lowers_the_reconstruction_error(photos, tmp_path):
-    result = train_autoencoder(config(photos, tmp_path / "run", "recipe.steps=40", "optim.lr=3e-3"), device="cpu",
-                               progress=False)
+    # from scratch (no linear path): the convolutions alone must learn the codec
+    result = train_autoencoder(config(photos, tmp_path / "run", "recipe.steps=40", "optim.lr=3e-3",
+                                      "autoencoder.linear_path=false"), device="cpu", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     first, last = sum(r["psnr"] for r in rows[:5]) / 5, sum(r["psnr"] for r in rows[-5:]) / 5
     assert last > first + 2.0, (first, last)
@@ -229,3 +230,21 @@ def test_two_processes_match_one(photos, tmp_path):
     for k in one:
         if not k.startswith(("mean", "std")):  # the statistics come from each run's own export clips
             torch.testing.assert_close(two[k], one[k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_the_fitted_linear_path_is_the_principal_component_projection():
+    """Before training (the convolutions add zero), frame 0 comes back as its 8 x 8 blocks projected on their
+    leading principal components around the per-channel mean; a wrong weight layout or bias breaks this."""
+    model = CausalVideoAutoencoder(**TINY)  # fresh: the convolutions' last layers start at zero
+    x = video(9, 32, seed=3)
+    model.fit_linear(x)
+    with torch.no_grad():
+        back = model.decode_raw(model.encode_raw(x))
+    first = x[:, :, 0].double()
+    centre = first.mean(dim=(0, 2, 3)).view(1, 3, 1, 1)
+    blocks = torch.nn.functional.unfold(first - centre, 8, stride=8).transpose(1, 2).reshape(-1, 192)
+    basis = torch.linalg.svd(blocks, full_matrices=False)[2][:8]
+    projected = (blocks @ basis.T @ basis).reshape(2, -1, 192).transpose(1, 2)
+    expected = torch.nn.functional.fold(projected, (32, 32), 8, stride=8) + centre
+    torch.testing.assert_close(back[:, :, 0].double(), expected, rtol=0, atol=1e-4)
+    assert (back[:, :, 1:] - x[:, :, 1:]).square().mean() < x[:, :, 1:].var()  # the groups' path is fitted too

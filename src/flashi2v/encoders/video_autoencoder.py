@@ -11,6 +11,10 @@ Why each piece:
   latent frame t - 1 beside latent frame t, so content the camera moved keeps frame 0's detail;
 - latents are normalised per channel (frame 0 and the groups apart, as their statistics differ) so the DiT sees
   unit-variance channels; the statistics are measured on training clips after training (``fit_statistics``);
+- a linear path beside the convolutions (``linear_path``): each 8 x 8 block of frame 0 (and 8 x 8 x 4 block of a
+  group) goes to the latent by a linear map and back by another, fitted as principal components before training
+  (``fit_linear``), with the convolutions' outputs added and starting at zero: training starts from the best linear
+  codec of these sizes and learns what it misses, instead of learning the whole map from scratch;
 - during training the latents get Gaussian noise (``noise`` x their spread) before decoding, so the decoder stays
   well-behaved for the slightly-off latents a DiT generates.
 """
@@ -96,9 +100,10 @@ class CausalVideoAutoencoder(LatentCodec):
     temporal = 4
 
     def __init__(self, channels: int = 64, features: int = 128, trunk: int = 192,
-                 encoder_widths: tuple[int, int, int] = (32, 64, 128), renderer_widths: tuple[int, int] = (64, 48)):
+                 encoder_widths: tuple[int, int, int] = (32, 64, 128), renderer_widths: tuple[int, int] = (64, 48),
+                 linear_path: bool = True):
         super().__init__()
-        self.channels, self.features, self.trunk = channels, features, trunk
+        self.channels, self.features, self.trunk, self.linear_path = channels, features, trunk, linear_path
         self.encoder_widths, self.renderer_widths = tuple(encoder_widths), tuple(renderer_widths)
         t = self.temporal
         self.frame_encoder = FrameEncoder(self.encoder_widths, features)
@@ -112,6 +117,15 @@ class CausalVideoAutoencoder(LatentCodec):
         self.decode_group = nn.Sequential(nn.Conv2d(3 * channels, trunk, 3, padding=1), ResBlock(trunk),
                                           ResBlock(trunk), nn.Conv2d(trunk, t * features, 1))
         self.renderer = FrameRenderer(self.renderer_widths, features)
+        if linear_path:
+            s = self.spatial  # a convolution with kernel = stride = 8 is a linear map of each 8 x 8 block
+            self.linear_first = nn.Conv2d(3, channels, s, stride=s)
+            self.linear_first_out = nn.ConvTranspose2d(channels, 3, s, stride=s)
+            self.linear_group = nn.Conv2d(3 * t, channels, s, stride=s)
+            self.linear_group_out = nn.ConvTranspose2d(channels, 3 * t, s, stride=s)
+            for last in (self.encode_first[-1], self.encode_group[-1], self.renderer.layers[-2]):
+                nn.init.zeros_(last.weight)  # the convolutions add to the linear codec, from nothing at the start
+                nn.init.zeros_(last.bias)
         # per-channel latent statistics (frame 0, groups): identity until fit_statistics
         self.register_buffer("mean0", torch.zeros(channels))
         self.register_buffer("std0", torch.ones(channels))
@@ -132,6 +146,11 @@ class CausalVideoAutoencoder(LatentCodec):
         z = [self.encode_first(e[:, 0])]
         for start in range(1, f, self.temporal):  # frames start-1 .. start+3: the one before and the group
             z.append(self.encode_group(e[:, start - 1:start + self.temporal].flatten(1, 2)))
+        if self.linear_path:
+            x = x.reshape(b, f, 3, h, w)
+            z[0] = z[0] + self.linear_first(x[:, 0])
+            for i, start in enumerate(range(1, f, self.temporal), start=1):
+                z[i] = z[i] + self.linear_group(x[:, start:start + self.temporal].flatten(1, 2))
         return torch.stack(z, dim=2).float()
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
@@ -148,6 +167,12 @@ class CausalVideoAutoencoder(LatentCodec):
         feats = torch.cat(feats, dim=1)  # B x F x features x h x w
         frames = feats.shape[1]
         x = self.renderer(feats.flatten(0, 1)).reshape(b, frames, 3, 8 * h, 8 * w)
+        if self.linear_path:
+            linear = [self.linear_first_out(z[:, :, 0])[:, None]]
+            if n > 1:
+                groups = self.linear_group_out(z[:, :, 1:].transpose(1, 2).flatten(0, 1))
+                linear.append(groups.reshape(b, (n - 1) * self.temporal, 3, 8 * h, 8 * w))
+            x = x + torch.cat(linear, dim=1)
         return x.transpose(1, 2).float()
 
     def forward(self, pixels: torch.Tensor, noise_scale: torch.Tensor | None = None,
@@ -191,6 +216,37 @@ class CausalVideoAutoencoder(LatentCodec):
         return self.frame_encoder.layers[0].weight.dtype
 
     @torch.no_grad()
+    def fit_linear(self, videos: torch.Tensor) -> "CausalVideoAutoencoder":
+        """The linear path as principal components of the blocks of ``videos`` (B x 3 x F x H x W in [-1, 1]): frame 0's
+        8 x 8 x 3 blocks and the groups' 8 x 8 x 4 x 3 blocks, each centred on its per-channel mean (a constant per
+        channel, which a convolution's bias can hold), projected on its ``channels`` leading components and back."""
+        if not self.linear_path:
+            raise FlashI2VError("this autoencoder has no linear path (linear_path=False): nothing to fit")
+        self._check(videos)
+        s, t, c = self.spatial, self.temporal, self.channels
+        x = videos.double().cpu()
+        first = x[:, :, 0]
+        groups = x[:, :, 1:].reshape(x.shape[0], 3, -1, t, *x.shape[-2:]).permute(0, 2, 3, 1, 4, 5)
+        groups = groups.reshape(-1, t * 3, *x.shape[-2:])  # channel = frame in the group x 3 + colour
+        if not groups.shape[0]:
+            raise FlashI2VError("fit_linear needs clips of at least 5 frames (frame 0 and one group)")
+        for pixels, encode, decode in ((first, self.linear_first, self.linear_first_out),
+                                       (groups, self.linear_group, self.linear_group_out)):
+            centre = pixels.mean(dim=(0, 2, 3))  # per channel
+            blocks = F.unfold(pixels - centre.view(1, -1, 1, 1), s, stride=s).transpose(1, 2).reshape(-1, pixels.shape[1] * s * s)
+            if blocks.shape[1] < c:
+                raise FlashI2VError(f"fit_linear: {c} latent channels exceed the {blocks.shape[1]} values of a block")
+            _, _, vt = torch.linalg.svd(blocks[torch.randperm(len(blocks), generator=torch.Generator().manual_seed(0))[:200_000]],
+                                        full_matrices=False)
+            basis = vt[:c]  # c x D, rows orthonormal
+            centre_block = centre.repeat_interleave(s * s)  # D, in unfold's (channel, y, x) order
+            encode.weight.copy_(basis.reshape(c, -1, s, s).float())
+            encode.bias.copy_((-basis @ centre_block).float())
+            decode.weight.copy_(basis.reshape(c, -1, s, s).float())
+            decode.bias.copy_(centre.float())
+        return self
+
+    @torch.no_grad()
     def fit_statistics(self, videos) -> "CausalVideoAutoencoder":
         """Per-channel mean and std of the raw latents of ``videos`` (an iterable of B x 3 x F x H x W batches)."""
         sums = torch.zeros(2, 3, self.channels, dtype=torch.float64)  # [first, groups] x [n, sum, sum of squares]
@@ -216,7 +272,8 @@ class CausalVideoAutoencoder(LatentCodec):
     def config_dict(self) -> dict:
         return {"_class_name": type(self).__name__, "spatial": self.spatial, "temporal": self.temporal,
                 "channels": self.channels, "features": self.features, "trunk": self.trunk,
-                "encoder_widths": list(self.encoder_widths), "renderer_widths": list(self.renderer_widths)}
+                "encoder_widths": list(self.encoder_widths), "renderer_widths": list(self.renderer_widths),
+                "linear_path": self.linear_path}
 
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
         from safetensors.torch import save_file
@@ -237,7 +294,7 @@ class CausalVideoAutoencoder(LatentCodec):
             if (cfg["spatial"], cfg["temporal"]) != (cls.spatial, cls.temporal):
                 raise ValueError(f"spatial {cfg['spatial']} / temporal {cfg['temporal']}, this class is 8 / 4")
             model = cls(int(cfg["channels"]), int(cfg["features"]), int(cfg["trunk"]),
-                        tuple(cfg["encoder_widths"]), tuple(cfg["renderer_widths"]))
+                        tuple(cfg["encoder_widths"]), tuple(cfg["renderer_widths"]), bool(cfg.get("linear_path", False)))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise FlashI2VError(f"'{folder / cls.CONFIG}' is not a video autoencoder config ({err}): {fix}") from None
         state = load_safetensors(folder / cls.WEIGHTS, fix)

@@ -38,6 +38,7 @@ class AutoencoderSection:
     trunk: int = 192
     encoder_widths: list = field(default_factory=lambda: [32, 64, 128])
     renderer_widths: list = field(default_factory=lambda: [64, 48])
+    linear_path: bool = True  # a linear codec beside the convolutions, fitted before training (see the class)
     init: str | None = None  # a saved autoencoder folder to continue from (its architecture wins)
 
 
@@ -55,6 +56,7 @@ class AutoencoderRecipe:
     # generated video starts from, but only 1 of 4k + 1 frames: with weight 1 it gets 1/17 of a 17-frame loss.
     first_frame_weight: float = 1.0
     statistics_clips: int = 512  # clips the exported latent statistics are measured on
+    linear_fit_clips: int = 256  # clips the linear path is fitted on before training (not when resuming or from init)
     compile: bool = False
     time_limit_min: float | None = None  # stop (checkpoint + export) once this much wall time has passed
 
@@ -77,7 +79,7 @@ AUTOENCODER_RANGES: dict[str, tuple] = {
     "autoencoder.channels": (1, None), "autoencoder.features": (1, None), "autoencoder.trunk": (1, None),
     "recipe.steps": (1, None), "recipe.batch_size": (1, None), "recipe.precision": ("bf16", "fp32"),
     "recipe.seed": (0, None), "recipe.latent_noise": (0, None), "recipe.l1_weight": (0, None),
-    "recipe.statistics_clips": (1, None), "recipe.first_frame_weight": (0, None, "> 0"), "recipe.time_limit_min": (0, None, "> 0"),
+    "recipe.statistics_clips": (1, None), "recipe.linear_fit_clips": (1, None), "recipe.first_frame_weight": (0, None, "> 0"), "recipe.time_limit_min": (0, None, "> 0"),
 }
 
 
@@ -144,7 +146,8 @@ def build_autoencoder(cfg: AutoencoderTrainConfig) -> CausalVideoAutoencoder:
         log.info("initialised from %s", a.init)
         return model
     try:
-        return CausalVideoAutoencoder(a.channels, a.features, a.trunk, tuple(a.encoder_widths), tuple(a.renderer_widths))
+        return CausalVideoAutoencoder(a.channels, a.features, a.trunk, tuple(a.encoder_widths), tuple(a.renderer_widths),
+                                      a.linear_path)
     except (TypeError, ValueError) as err:
         raise FlashI2VError(f"autoencoder.* does not describe an autoencoder ({err}): fix the widths") from None
 
@@ -152,7 +155,8 @@ def build_autoencoder(cfg: AutoencoderTrainConfig) -> CausalVideoAutoencoder:
 def _settings(cfg: AutoencoderTrainConfig) -> dict:
     a = cfg.autoencoder
     return {"channels": a.channels, "features": a.features, "trunk": a.trunk,
-            "encoder_widths": list(a.encoder_widths), "renderer_widths": list(a.renderer_widths)}
+            "encoder_widths": list(a.encoder_widths), "renderer_widths": list(a.renderer_widths),
+            "linear_path": a.linear_path}
 
 
 def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = None, device: str = "auto",
@@ -164,7 +168,13 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = N
     out = Path(cfg.output.dir)
     claim_output_dir(out, info, resume, overwrite)
     torch.manual_seed(cfg.recipe.seed)
-    model = build_autoencoder(cfg).to(info.device)
+    dataset, sampler, loader, _ = build_data(cfg, info.rank, info.world_size, info.device)
+    model = build_autoencoder(cfg)
+    if model.linear_path and not cfg.autoencoder.init and not resume:
+        # the first clips of the dataset, the same on every rank (resuming restores the fitted weights instead)
+        count = min(cfg.recipe.linear_fit_clips, len(dataset))
+        model.fit_linear(torch.stack([dataset[i]["video"] for i in range(count)]))
+    model = model.to(info.device)
     ema = make_ema(model)
     trained = model
     if info.distributed:  # data parallel: every rank a copy, gradients averaged
@@ -176,7 +186,6 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = N
                                   weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(
         s, o.warmup_steps, cfg.recipe.steps, o.decay, o.min_lr_ratio))
-    _, sampler, loader, _ = build_data(cfg, info.rank, info.world_size, info.device)
     step = 0
     if resume:
         step = _restore(out / "checkpoints", resume, cfg, info, trained, ema, optimizer, scheduler, sampler)
