@@ -17,7 +17,7 @@ train() {
     python3 -m flashi2v.cli train builtin-autoencoder data.photos="$kit/photos" data.real_clips="$kit/real_clips.pt" "$@" --overwrite
 }
 probe=runs/builtin-autoencoder-probe
-train output.dir="$probe" output.checkpoint_every=100000 recipe.statistics_clips=16 \
+train output.dir="$probe" output.checkpoint_every=100000 recipe.statistics_clips=16 recipe.linear_fit_clips=16 \
     recipe.steps="${PROBE_STEPS:-40}" "$@" 2>&1 | tr '\r' '\n' > "$OUT/probe.log"
 steps=$(python3 -c "
 import json, statistics
