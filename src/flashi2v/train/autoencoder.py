@@ -124,7 +124,9 @@ def reconstruction_loss(model, video: torch.Tensor, noise: float, l1_weight: flo
     b, _, f, h, w = video.shape
     scale = eps = None
     if noise > 0:
-        latent = (b, model_channels(model), (f - 1) // 4 + 1, h // 8, w // 8)
+        codec = getattr(model, "module", model)  # through DistributedDataParallel
+        t, sp = codec.temporal_factor, codec.spatial_factor
+        latent = (b, codec.latent_channels, (f - 1) // t + 1, h // sp, w // sp)
         scale = noise * torch.rand(b, device=video.device, generator=generator)
         eps = torch.randn(latent, device=video.device, generator=generator)
     error = model(video, scale, eps).float() - video.float()
@@ -133,10 +135,6 @@ def reconstruction_loss(model, video: torch.Tensor, noise: float, l1_weight: flo
     weights[0] = first_frame_weight
     loss = (weights * (mse_f + l1_weight * l1_f)).sum() / weights.sum()
     return loss, mse_f.mean().detach(), mse_f[0].detach()
-
-
-def model_channels(model) -> int:
-    return getattr(model, "module", model).channels  # through DistributedDataParallel
 
 
 def build_autoencoder(cfg: AutoencoderTrainConfig) -> CausalVideoAutoencoder:
