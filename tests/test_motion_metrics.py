@@ -200,14 +200,19 @@ def test_metrics_reject_wrong_inputs(photos):
 def test_quality_report_bars_and_table():
     from flashi2v.eval.quality import QualityReport
 
-    summary = {"psnr_frame0": 29.7, "direction_accuracy": 17 / 18, "correct": 17, "directional": 18,
+    summary = {"psnr_frame0": 30.7, "direction_accuracy": 18 / 18, "correct": 18, "directional": 18,
                "colour_drift_max": 5.3, "still_motion": 0.08, "pan_motion": 1.09, "rho_low": 0.05, "rho_high": 0.6,
                "psnr_rho_low": 29.07, "psnr_rho_high": 29.09}
     report = QualityReport(summary=summary)
     assert report.bars() == {"psnr_frame0": True, "direction_accuracy": True, "colour_drift": False,
                              "still_vs_pan": True, "cutoff_knob": False}
     table = report.table()
-    assert "| 94 % (17/18) | >= 80 %: met |" in table and "| 5.30 | <= 3: not met |" in table
+    assert "| 100 % (18/18) | >= 95 %: met |" in table and "| 5.30 | <= 3: not met |" in table
+    report.summary = {**summary, "psnr_frame0": 29.7, "direction_accuracy": 17 / 18}  # 94 %: under the bar
+    assert not report.bars()["psnr_frame0"] and not report.bars()["direction_accuracy"]
+    for mean, lowest, met in ((29.0, 25.0, True), (29.0, 23.5, False), (27.5, 25.0, False)):
+        report.summary = {**summary, "aligned_psnr_mean": mean, "aligned_psnr_min": lowest}
+        assert report.bars()["aligned_psnr"] is met
     report.summary = {**summary, "still_motion": 0.6}  # more than half the pans' motion: not "clearly lower"
     assert not report.bars()["still_vs_pan"]
     for low, high, works in ((29.09, 29.07, False), (29.30, 29.10, True)):  # a noise-sized gain is not a working knob

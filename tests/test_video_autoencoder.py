@@ -139,7 +139,8 @@ def final_weights(run) -> dict:
 def test_training_lowers_the_reconstruction_error(photos, tmp_path):
     # from scratch (no linear path): the convolutions alone must learn the codec
     result = train_autoencoder(config(photos, tmp_path / "run", "recipe.steps=40", "optim.lr=3e-3",
-                                      "autoencoder.linear_path=false"), device="cpu", progress=False)
+                                      "autoencoder.linear_path=false", "autoencoder.linear_encoder=false"),
+                             device="cpu", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     first, last = sum(r["psnr"] for r in rows[:5]) / 5, sum(r["psnr"] for r in rows[-5:]) / 5
     assert last > first + 2.0, (first, last)
@@ -248,3 +249,47 @@ def test_the_fitted_linear_path_is_the_principal_component_projection():
     expected = torch.nn.functional.fold(projected, (32, 32), 8, stride=8) + centre
     torch.testing.assert_close(back[:, :, 0].double(), expected, rtol=0, atol=1e-4)
     assert (back[:, :, 1:] - x[:, :, 1:]).square().mean() < x[:, :, 1:].var()  # the groups' path is fitted too
+
+
+def test_a_linear_encoder_keeps_its_latent_space_while_the_decoder_trains(photos, tmp_path):
+    """autoencoder.linear_encoder: the encoder (the fitted linear path alone) and its latent statistics are fixed
+    before the first step, so the latents a DiT trained on meanwhile are the exported model's; the decoder learns."""
+    cfg = config(photos, tmp_path / "run", "recipe.steps=6", "optim.lr=3e-3", "autoencoder.linear_encoder=true",
+                 "recipe.linear_fit_clips=16")
+    train_autoencoder(cfg, device="cpu", progress=False)
+    first = CausalVideoAutoencoder.from_pretrained(tmp_path / "run" / "autoencoder")
+    assert first.linear_encoder and not hasattr(first, "frame_encoder")
+    assert first.std0.ne(1.0).all() and first.std.ne(1.0).all()  # statistics fitted with the linear path
+    x = video(5, 32, seed=4)
+    z = first.encode(x)
+    # continue from it: the encoder and statistics stay as they were, the decoder moves
+    train_autoencoder(config(photos, tmp_path / "more", "recipe.steps=6", "optim.lr=3e-3",
+                             "autoencoder.linear_encoder=true", f"autoencoder.init={tmp_path / 'run' / 'autoencoder'}"),
+                      device="cpu", progress=False)
+    second = CausalVideoAutoencoder.from_pretrained(tmp_path / "more" / "autoencoder")
+    torch.testing.assert_close(second.encode(x), z, rtol=0, atol=0)
+    before, after = first.state_dict(), second.state_dict()
+    assert not torch.equal(before["decode_group.0.weight"], after["decode_group.0.weight"])
+
+
+def test_pixel_scales_of_a_linear_encoder_are_its_channels_spread():
+    """With the fitted (orthonormal) linear path, one unit of normalised channel c moves std_c of pixel length: the
+    weights a DiT's loss uses (recipe.channel_loss_power). A convolutional encoder has none, and says so."""
+    model = CausalVideoAutoencoder(**TINY, linear_encoder=True)
+    x = video(9, 32, seed=5)
+    model.fit_linear(x).fit_statistics([x])
+    scales = model.pixel_scales(3)
+    assert scales.shape == (8, 3)
+    torch.testing.assert_close(scales[:, 0], model.std0, rtol=1e-4, atol=0)
+    torch.testing.assert_close(scales[:, 2], model.std, rtol=1e-4, atol=0)
+    # measured: decoding a unit step in channel 0 of latent frame 0 moves the frame by that much (linear decoder)
+    with torch.no_grad():
+        z = model.encode(x)
+        step = torch.zeros_like(z)
+        step[:, 0, 0] = 1.0
+        moved = (model.decode_raw(model.denormalise(z + step)) - model.decode_raw(model.denormalise(z)))[:, :, 0]
+    torch.testing.assert_close(moved[0, :, :8, :8].norm(), model.std0[0], rtol=1e-3, atol=0)
+    with pytest.raises(FlashI2VError, match="channel_loss_power"):
+        tiny_autoencoder().pixel_scales(3)
+    with pytest.raises(ValueError, match="linear_path"):
+        CausalVideoAutoencoder(**TINY, linear_path=False, linear_encoder=True)

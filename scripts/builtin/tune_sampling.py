@@ -62,20 +62,24 @@ def main() -> None:
         s = report.summary
         rows.append({"seed": args.seed, "steps": steps, "guidance": guidance, "shift": shift, "cutoff": cutoff, "guidance_mode": mode,
                      "bars": sum(report.bars().values()), **s, "videos": report.rows})
-        print(f"steps {steps} guidance {guidance} ({mode}) shift {shift} cutoff {cutoff}: bars {rows[-1]['bars']}/5, psnr {s['psnr_frame0']:.2f}, "
+        print(f"steps {steps} guidance {guidance} ({mode}) shift {shift} cutoff {cutoff}: bars {rows[-1]['bars']}/{len(report.bars())}, psnr {s['psnr_frame0']:.2f}, "
               f"accuracy {s['direction_accuracy']:.2f}, drift {s['colour_drift_max']:.2f}, still/pan "
-              f"{s['still_motion']:.2f}/{s['pan_motion']:.2f}, rho {s['psnr_rho_low']:.2f}/{s['psnr_rho_high']:.2f}", flush=True)
-    best = max(rows, key=lambda r: (r["bars"], r["direction_accuracy"], r["psnr_frame0"], -r["steps"]))
+              f"{s['still_motion']:.2f}/{s['pan_motion']:.2f}, rho {s['psnr_rho_low']:.2f}/{s['psnr_rho_high']:.2f}, "
+              f"aligned {s.get('aligned_psnr_mean', float('nan')):.2f}/{s.get('aligned_psnr_min', float('nan')):.2f}", flush=True)
+    # most bars met, then the camera prompts followed, then later frames that keep the photo, then frame 0
+    best = max(rows, key=lambda r: (r["bars"], r["direction_accuracy"], r.get("aligned_psnr_mean", 0.0),
+                                    r["psnr_frame0"], -r["steps"]))
     pipe.defaults = {**base, **{k: best[k] for k in ("steps", "guidance", "shift", "cutoff", "guidance_mode")}}
     report = evaluate_motion_model(pipe, photos, out / "best", seed=args.seed)
     (out / "grid.json").write_text(json.dumps(rows, indent=1))
     (out / "best.json").write_text(json.dumps(pipe.defaults, indent=1))
-    print("| steps | guidance | mode | shift | cutoff | bars | PSNR | accuracy | drift | still / pan | PSNR rho low / high |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| steps | guidance | mode | shift | cutoff | bars | PSNR | accuracy | drift | still / pan | PSNR rho low / high | aligned mean / min |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['steps']} | {r['guidance']} | {r['guidance_mode']} | {r['shift']} | {r['cutoff']} | {r['bars']}/5 | {r['psnr_frame0']:.2f} | "
+        print(f"| {r['steps']} | {r['guidance']} | {r['guidance_mode']} | {r['shift']} | {r['cutoff']} | {r['bars']} | {r['psnr_frame0']:.2f} | "
               f"{r['direction_accuracy']:.2f} | {r['colour_drift_max']:.2f} | {r['still_motion']:.2f} / {r['pan_motion']:.2f} | "
-              f"{r['psnr_rho_low']:.2f} / {r['psnr_rho_high']:.2f} |")
+              f"{r['psnr_rho_low']:.2f} / {r['psnr_rho_high']:.2f} | {r.get('aligned_psnr_mean', float('nan')):.2f} / "
+              f"{r.get('aligned_psnr_min', float('nan')):.2f} |")
     print(f"\nbest: {json.dumps(pipe.defaults)}\n{report.table()}")
     if args.final_seeds:
         reports = {args.seed: report}

@@ -15,6 +15,9 @@ Why each piece:
   group) goes to the latent by a linear map and back by another, fitted as principal components before training
   (``fit_linear``), with the convolutions' outputs added and starting at zero: training starts from the best linear
   codec of these sizes and learns what it misses, instead of learning the whole map from scratch;
+- ``linear_encoder``: the encoder is the linear path alone (no encoder convolutions). Fitted once and then kept,
+  its latent space is fixed before the decoder trains, so a DiT can train on those latents at the same time as the
+  decoder, and the decoder learns to undo what a linear encoder drops (and a DiT gets wrong);
 - during training the latents get Gaussian noise (``noise`` x their spread) before decoding, so the decoder stays
   well-behaved for the slightly-off latents a DiT generates.
 """
@@ -101,16 +104,20 @@ class CausalVideoAutoencoder(LatentCodec):
 
     def __init__(self, channels: int = 64, features: int = 128, trunk: int = 192,
                  encoder_widths: tuple[int, int, int] = (32, 64, 128), renderer_widths: tuple[int, int] = (64, 48),
-                 linear_path: bool = True):
+                 linear_path: bool = True, linear_encoder: bool = False):
         super().__init__()
+        if linear_encoder and not linear_path:
+            raise ValueError("linear_encoder=True encodes by the linear path alone: it needs linear_path=True")
         self.channels, self.features, self.trunk, self.linear_path = channels, features, trunk, linear_path
+        self.linear_encoder = linear_encoder
         self.encoder_widths, self.renderer_widths = tuple(encoder_widths), tuple(renderer_widths)
         t = self.temporal
-        self.frame_encoder = FrameEncoder(self.encoder_widths, features)
-        self.encode_first = nn.Sequential(ResBlock(features), nn.Conv2d(features, channels, 3, padding=1))
-        # a group's latent from its 4 frames' features and the frame before it
-        self.encode_group = nn.Sequential(nn.Conv2d((t + 1) * features, trunk, 1), ResBlock(trunk),
-                                          nn.Conv2d(trunk, channels, 3, padding=1))
+        if not linear_encoder:
+            self.frame_encoder = FrameEncoder(self.encoder_widths, features)
+            self.encode_first = nn.Sequential(ResBlock(features), nn.Conv2d(features, channels, 3, padding=1))
+            # a group's latent from its 4 frames' features and the frame before it
+            self.encode_group = nn.Sequential(nn.Conv2d((t + 1) * features, trunk, 1), ResBlock(trunk),
+                                              nn.Conv2d(trunk, channels, 3, padding=1))
         self.decode_first = nn.Sequential(nn.Conv2d(channels, trunk, 3, padding=1), ResBlock(trunk), ResBlock(trunk),
                                           nn.Conv2d(trunk, features, 1))
         # group t's 4 frames from latent frames 0, t - 1 and t
@@ -123,7 +130,10 @@ class CausalVideoAutoencoder(LatentCodec):
             self.linear_first_out = nn.ConvTranspose2d(channels, 3, s, stride=s)
             self.linear_group = nn.Conv2d(3 * t, channels, s, stride=s)
             self.linear_group_out = nn.ConvTranspose2d(channels, 3 * t, s, stride=s)
-            for last in (self.encode_first[-1], self.encode_group[-1], self.renderer.layers[-2]):
+            convolutional_ends = [self.renderer.layers[-2]]
+            if not linear_encoder:
+                convolutional_ends += [self.encode_first[-1], self.encode_group[-1]]
+            for last in convolutional_ends:
                 nn.init.zeros_(last.weight)  # the convolutions add to the linear codec, from nothing at the start
                 nn.init.zeros_(last.bias)
         # per-channel latent statistics (frame 0, groups): identity until fit_statistics
@@ -142,14 +152,18 @@ class CausalVideoAutoencoder(LatentCodec):
         self._check(pixels)
         b, _, f, h, w = pixels.shape
         x = pixels.to(self.mean.device, self.conv_dtype).transpose(1, 2).reshape(b * f, 3, h, w)
-        e = self.frame_encoder(x).reshape(b, f, self.features, h // 8, w // 8)
-        z = [self.encode_first(e[:, 0])]
-        for start in range(1, f, self.temporal):  # frames start-1 .. start+3: the one before and the group
-            z.append(self.encode_group(e[:, start - 1:start + self.temporal].flatten(1, 2)))
+        starts = range(1, f, self.temporal)
+        if self.linear_encoder:
+            z = [0] * (1 + len(starts))
+        else:
+            e = self.frame_encoder(x).reshape(b, f, self.features, h // 8, w // 8)
+            z = [self.encode_first(e[:, 0])]
+            for start in starts:  # frames start-1 .. start+3: the one before and the group
+                z.append(self.encode_group(e[:, start - 1:start + self.temporal].flatten(1, 2)))
         if self.linear_path:
             x = x.reshape(b, f, 3, h, w)
             z[0] = z[0] + self.linear_first(x[:, 0])
-            for i, start in enumerate(range(1, f, self.temporal), start=1):
+            for i, start in enumerate(starts, start=1):
                 z[i] = z[i] + self.linear_group(x[:, start:start + self.temporal].flatten(1, 2))
         return torch.stack(z, dim=2).float()
 
@@ -213,7 +227,25 @@ class CausalVideoAutoencoder(LatentCodec):
 
     @property
     def conv_dtype(self) -> torch.dtype:
-        return self.frame_encoder.layers[0].weight.dtype
+        return self.decode_first[0].weight.dtype
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The parameters that decide the latents (what a frozen latent space keeps fixed)."""
+        modules = [self.linear_first, self.linear_group] if self.linear_path else []
+        if not self.linear_encoder:
+            modules += [self.frame_encoder, self.encode_first, self.encode_group]
+        return [p for m in modules for p in m.parameters()]
+
+    def pixel_scales(self, latent_frames: int) -> torch.Tensor:
+        """C x T: how far in pixels one unit of each normalised latent channel moves the decoded video, read from
+        the linear path's decoder (for a linear encoder, its orthonormal basis: each channel's spread). What
+        ``flow.channel_loss_weights`` weights a DiT's loss by (``recipe.channel_loss_power``)."""
+        if not self.linear_encoder:
+            raise FlashI2VError("pixel_scales needs an autoencoder with linear_encoder=True (a convolutional encoder "
+                                "has no per-channel pixel scale): set recipe.channel_loss_power to 0")
+        first = self.std0 * self.linear_first_out.weight.float().flatten(1).norm(dim=1)
+        later = self.std * self.linear_group_out.weight.float().flatten(1).norm(dim=1)
+        return torch.stack([first] + [later] * (latent_frames - 1), dim=1)
 
     @torch.no_grad()
     def fit_linear(self, videos: torch.Tensor) -> "CausalVideoAutoencoder":
@@ -273,7 +305,7 @@ class CausalVideoAutoencoder(LatentCodec):
         return {"_class_name": type(self).__name__, "spatial": self.spatial, "temporal": self.temporal,
                 "channels": self.channels, "features": self.features, "trunk": self.trunk,
                 "encoder_widths": list(self.encoder_widths), "renderer_widths": list(self.renderer_widths),
-                "linear_path": self.linear_path}
+                "linear_path": self.linear_path, "linear_encoder": self.linear_encoder}
 
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
         from safetensors.torch import save_file
@@ -294,7 +326,8 @@ class CausalVideoAutoencoder(LatentCodec):
             if (cfg["spatial"], cfg["temporal"]) != (cls.spatial, cls.temporal):
                 raise ValueError(f"spatial {cfg['spatial']} / temporal {cfg['temporal']}, this class is 8 / 4")
             model = cls(int(cfg["channels"]), int(cfg["features"]), int(cfg["trunk"]),
-                        tuple(cfg["encoder_widths"]), tuple(cfg["renderer_widths"]), bool(cfg.get("linear_path", False)))
+                        tuple(cfg["encoder_widths"]), tuple(cfg["renderer_widths"]), bool(cfg.get("linear_path", False)),
+                        bool(cfg.get("linear_encoder", False)))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise FlashI2VError(f"'{folder / cls.CONFIG}' is not a video autoencoder config ({err}): {fix}") from None
         state = load_safetensors(folder / cls.WEIGHTS, fix)

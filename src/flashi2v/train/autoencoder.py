@@ -39,6 +39,9 @@ class AutoencoderSection:
     encoder_widths: list = field(default_factory=lambda: [32, 64, 128])
     renderer_widths: list = field(default_factory=lambda: [64, 48])
     linear_path: bool = True  # a linear codec beside the convolutions, fitted before training (see the class)
+    # The encoder is the linear path alone, fitted before training and then frozen with its latent statistics: the
+    # latent space is fixed from the start, so the DiT can train on it while the decoder trains.
+    linear_encoder: bool = False
     init: str | None = None  # a saved autoencoder folder to continue from (its architecture wins)
 
 
@@ -145,7 +148,7 @@ def build_autoencoder(cfg: AutoencoderTrainConfig) -> CausalVideoAutoencoder:
         return model
     try:
         return CausalVideoAutoencoder(a.channels, a.features, a.trunk, tuple(a.encoder_widths), tuple(a.renderer_widths),
-                                      a.linear_path)
+                                      a.linear_path, a.linear_encoder)
     except (TypeError, ValueError) as err:
         raise FlashI2VError(f"autoencoder.* does not describe an autoencoder ({err}): fix the widths") from None
 
@@ -154,7 +157,7 @@ def _settings(cfg: AutoencoderTrainConfig) -> dict:
     a = cfg.autoencoder
     return {"channels": a.channels, "features": a.features, "trunk": a.trunk,
             "encoder_widths": list(a.encoder_widths), "renderer_widths": list(a.renderer_widths),
-            "linear_path": a.linear_path}
+            "linear_path": a.linear_path, "linear_encoder": a.linear_encoder}
 
 
 def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = None, device: str = "auto",
@@ -171,7 +174,13 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = N
     if model.linear_path and not cfg.autoencoder.init and not resume:
         # the first clips of the dataset, the same on every rank (resuming restores the fitted weights instead)
         count = min(cfg.recipe.linear_fit_clips, len(dataset))
-        model.fit_linear(torch.stack([dataset[i]["video"] for i in range(count)]))
+        clips = torch.stack([dataset[i]["video"] for i in range(count)])
+        model.fit_linear(clips)
+        if model.linear_encoder:  # the latent space is final now: so are its statistics
+            model.fit_statistics(clips.split(32))
+    if model.linear_encoder:
+        for p in model.encoder_parameters():
+            p.requires_grad_(False)
     model = model.to(info.device)
     ema = make_ema(model)
     trained = model
@@ -180,7 +189,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: str | bool | None = N
                                                             if info.device.type == "cuda" else None)
     forward = torch.compile(model) if cfg.recipe.compile else model
     o = cfg.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                   weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(
         s, o.warmup_steps, cfg.recipe.steps, o.decay, o.min_lr_ratio))
@@ -264,8 +273,12 @@ def _restore(root: Path, resume, cfg, info: DistInfo, model, ema, optimizer, sch
 
 @torch.no_grad()
 def export_autoencoder(ema: torch.nn.Module, loader, clips: int, folder: Path) -> CausalVideoAutoencoder:
-    """The EMA weights with per-channel latent statistics measured on ``clips`` training clips, saved to ``folder``."""
+    """The EMA weights with per-channel latent statistics measured on ``clips`` training clips, saved to ``folder``.
+    A linear encoder keeps the statistics it was fitted with: a DiT may already be training on those latents."""
     model = ema.eval()
+    if model.linear_encoder:
+        model.save_pretrained(folder)
+        return model
 
     def videos():
         seen = 0

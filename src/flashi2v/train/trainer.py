@@ -414,7 +414,7 @@ def build(cfg: TrainConfig, info: DistInfo) -> Run:
     if cfg.recipe.channel_loss_power:
         if not hasattr(vae, "pixel_scales"):
             raise FlashI2VError(f"recipe.channel_loss_power needs a linear codec that knows its channels' pixel scales "
-                                f"(the built-in BlockPCACodec); {type(vae).__name__} does not: set it to 0")
+                                f"(the built-in codecs); {type(vae).__name__} does not: set it to 0")
         objective.channel_weight = flow.channel_loss_weights(vae.pixel_scales(shape[1]),
                                                              cfg.recipe.channel_loss_power).to(info.device)
     return Run(cfg, info, transformer, ema, objective, optimizer, scheduler, sampler, loader, conditioner, vae,
