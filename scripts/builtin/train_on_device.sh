@@ -62,11 +62,18 @@ python3 -c "
 import json
 from flashi2v.builtin import assemble
 signed = json.load(open('$run/config.json'))['model']['signed_fourier']
-assemble('$run/ema_transformer', '$assembly', '$OUT/builtin_model', signed_fourier=signed)"
+assemble('$run/ema_transformer', '$assembly', 'runs/builtin_model', signed_fourier=signed)"
+cp -r runs/builtin_model "$OUT/"
+archive() {  # parts of at most 15 MB: the device returns no file over 16 MB
+    for folder in "$@"; do
+        tar -C "$OUT" -czf - "$folder" | split -b 15M - "$OUT/$folder.tgz.part" && rm -rf "${OUT:?}/$folder"
+    done
+}
+archive builtin_model train ${autoencoder_pid:+autoencoder-run}  # before the grid: a time limit cannot lose them
 if [ "${TUNE:-1}" != 0 ]; then
-    python3 scripts/builtin/tune_sampling.py --model "$OUT/builtin_model" --photos "$kit/held_out" \
-        --text-encoder "$components/text_encoder" --out "$OUT/tune" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune/tune.log"
+    # TUNE_SECONDS: stop the grid after this long (its log keeps every setting measured by then)
+    timeout "${TUNE_SECONDS:-0}" python3 scripts/builtin/tune_sampling.py --model runs/builtin_model \
+        --photos "$kit/held_out" --text-encoder "$components/text_encoder" --out "$OUT/tune" ${TUNE_ARGS:-} 2>&1 \
+        | tee "$OUT/tune/tune.log" || true
 fi
-for folder in builtin_model train tune ${autoencoder_pid:+autoencoder-run}; do
-    tar -C "$OUT" -czf - "$folder" | split -b 15M - "$OUT/$folder.tgz.part" && rm -rf "${OUT:?}/$folder"
-done
+archive tune
