@@ -293,3 +293,33 @@ def test_pixel_scales_of_a_linear_encoder_are_its_channels_spread():
         tiny_autoencoder().pixel_scales(3)
     with pytest.raises(ValueError, match="linear_path"):
         CausalVideoAutoencoder(**TINY, linear_path=False, linear_encoder=True)
+
+
+def test_the_dit_trainer_weights_its_loss_by_a_linear_encoders_channels(photos, tmp_path):
+    """recipe.channel_loss_power with a linear-encoder autoencoder as the VAE: the trainer reads pixel_scales, so the
+    same steps give another loss than unweighted (and a convolutional encoder is refused in one line)."""
+    from flashi2v.random_components import TINY_Z_DIM, random_tiny_pipeline
+    from flashi2v.train import load_config, train
+
+    folder = tmp_path / "pipe"
+    random_tiny_pipeline(seed=0).save_pretrained(folder)
+    shutil.rmtree(folder / "vae")
+    codec = CausalVideoAutoencoder(**{**TINY, "channels": TINY_Z_DIM}, linear_encoder=True)
+    clips = video(9, 32)
+    codec.fit_linear(clips).fit_statistics([clips])
+    codec.save_pretrained(folder / "vae")
+
+    def losses(power, run):
+        cfg = load_config("tiny", [f"model.components={folder}", f"data.photos={photos}", "data.num_frames=5",
+                                   "data.height=32", "data.width=32", "data.num_workers=0", "recipe.batch_size=2",
+                                   "recipe.steps=2", "recipe.precision=fp32", f"output.dir={tmp_path / run}",
+                                   "output.tensorboard=false", f"recipe.channel_loss_power={power}"])
+        return train(cfg, device="cpu", progress=False).losses
+
+    plain, weighted = losses(0, "plain"), losses(1, "weighted")
+    assert all(torch.isfinite(torch.tensor(weighted)))
+    assert abs(weighted[0] - plain[0]) > 1e-4 * abs(plain[0])
+    shutil.rmtree(folder / "vae")
+    CausalVideoAutoencoder(**{**TINY, "channels": TINY_Z_DIM}).save_pretrained(folder / "vae")  # no pixel scales
+    with pytest.raises(FlashI2VError, match="channel_loss_power"):
+        losses(1, "conv")
