@@ -28,7 +28,7 @@ def branches(pipe, example_image):
         s = pipe.encode_image([example_image], 128, 128)
         phi_s, s_high = pipe.transformer.learnable_proj(s, 2), fourier.fourier_features(s, 0.1, 2)
         context, negative = pipe.encode_prompt(["the camera pans left", ""]).split([1, 1])
-    z = torch.randn((1, pipe.transformer.config.in_dim, 2, 32, 32), generator=torch.Generator().manual_seed(0))
+    z = torch.randn((1, pipe.transformer.config.in_dim, 2, *s.shape[-2:]), generator=torch.Generator().manual_seed(0))
 
     def velocity(guidance, mode="cfg", ctx=context):
         v = conditioned_velocity(pipe.transformer, Condition(phi_s, s_high), ctx, negative, guidance, guidance_mode=mode)

@@ -104,9 +104,12 @@ def test_far_from_trained_is_a_warning_beyond_twice_the_frames_or_area():
 
 
 def test_builtin_136_works_through_the_api_and_100_names_its_factor(builtin):
-    assert builtin.latent_factors == builtin_factors() == BUILTIN
+    factors = builtin.latent_factors
+    assert factors == builtin_factors()  # read from the config files without loading the model
+    # either edition: pixels per token 8 in space (a 4x codec with 2 x 2 patches, or an 8x one with 1 x 1), 4 in time
+    assert factors.spatial * factors.patch[1] == 8 and factors.temporal == 4
     out = builtin(EXAMPLE, "the camera pans left", height=136, width=136, **TINY)
-    assert out.latents.shape == (1, 16, 1, 34, 34)
+    assert out.latents.shape == (1, builtin.vae.latent_channels, 1, 136 // factors.spatial, 136 // factors.spatial)
     with pytest.raises(FlashI2VError, match="height 100 must be a multiple of 8"):
         builtin(EXAMPLE, "x", height=100, **TINY)
 

@@ -462,7 +462,9 @@ def markdown(c: LeakageStudyConfig, data: dict, verdicts: list[dict], config_nam
         "Frechet distance of the weight-free features (colour means, contrast, sharpness, flow, flicker): the I3D "
         "weights FVD needs cannot be downloaded here, so it is a proxy, not FVD |",
         "",
-        "Latents come from the built-in model's frozen codec and captions from all-MiniLM-L6-v2, shared by every "
+        "Latents come from the built-in model's first-edition codec (block PCA, frozen; the study keeps its own copy "
+        "in `flashi2v/study/codec`, so its numbers do not move when the built-in model ships another codec) and "
+        "captions from all-MiniLM-L6-v2, shared by every "
         f"paradigm as the Wan VAE and umT5 are in the paper. The **{CODEC}** row is the reference clips encoded and "
         "decoded by that codec: no model can do better on the distance than this floor.",
         "",

@@ -30,6 +30,11 @@ from .config import LeakageStudyConfig, train_config
 SETS = ("in-domain", "out-of-domain")
 KIT_PHOTO_SIZE = 512
 
+# The study's latent codec: the built-in model's first-edition block-PCA codec (16 KB), a copy of its own, so the
+# study's numbers do not move when the built-in model ships another codec. Its presets (builtin, builtin-tiny) read
+# these 16 channels in 2 x 2 patches.
+STUDY_CODEC = Path(__file__).parent / "codec"
+
 
 def kit_dir(root: str | Path) -> Path:
     return Path(root) / "kit"
@@ -117,7 +122,6 @@ def text_table(captions: list[str], text_len: int):
 
 def prepare(c: LeakageStudyConfig, root: str | Path, log=print) -> Path:
     """Write ``root``/kit (replaced as a whole, atomically)."""
-    from ..builtin import builtin_path
     from ..captions import all_captions
     from ..config import PRESETS
 
@@ -134,7 +138,7 @@ def prepare(c: LeakageStudyConfig, root: str | Path, log=print) -> Path:
         for name, items in sets.items():
             _write_set(kit / "sets" / name, items, d.fps)
             log(f"prepare: {name} set, {len(items)} clips")
-        shutil.copytree(builtin_path() / "vae", kit / "components" / "vae")
+        shutil.copytree(STUDY_CODEC, kit / "components" / "vae")
         captions = all_captions() + sorted({caption for items in sets.values() for _, _, caption in items})
         text_table(captions, text_len).save_pretrained(kit / "components" / "text_encoder")
     size = sum(f.stat().st_size for f in kit_dir(root).rglob("*") if f.is_file()) / 2**20
