@@ -27,7 +27,7 @@ def test_builtin_is_deterministic_keeps_the_photo_and_pans(pipe, example_image):
     assert a.shape == (17, 128, 128, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
     photo = to_uint8(image_to_tensor(example_image, 128, 128).permute(1, 2, 0)).numpy()
-    assert psnr(a[0], photo) > 24.0  # bar of the full evaluation: 25 dB on average over held-out photos
+    assert psnr(a[0], photo) > 24.0  # loose: the full evaluation's bar is 30 dB on average over held-out photos
     assert classify_motion(a)[0] == "pan_left"  # content moves right
     # later frames keep the photo: frame 0 moved by the pan matches them (the shipped model: 22.1 dB; a frame-0 copy
     # would score 100, later frames of noise 7.7); the second edition aims at 24 dB for every video

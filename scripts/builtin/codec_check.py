@@ -44,7 +44,8 @@ def main() -> None:
 
 def check(codec, clips: CameraMotionClips, name: str) -> None:
     rows, decode_s = [], []
-    print(f"\n{name} ({type(codec).__name__}, {codec.latent_channels} channels)\n")
+    weights = sum(t.numel() for t in codec.state_dict().values() if t.is_floating_point())
+    print(f"\n{name} ({type(codec).__name__}, {codec.latent_channels} channels, {weights:,} stored weights)\n")
     print("| motion | pace | drift, whole frames | drift, aligned | drift after codec | codec PSNR frame 0 / later "
           "| camera path after codec (dy, dx, log scale): pair sums / direct fit |")
     print("|---|---|---|---|---|---|---|")
