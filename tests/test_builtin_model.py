@@ -27,20 +27,21 @@ def test_builtin_is_deterministic_keeps_the_photo_and_pans(pipe, example_image):
     assert a.shape == (17, 128, 128, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
     photo = to_uint8(image_to_tensor(example_image, 128, 128).permute(1, 2, 0)).numpy()
-    assert psnr(a[0], photo) > 24.0  # loose: the full evaluation's bar is 30 dB on average over held-out photos
+    assert psnr(a[0], photo) > 26.0  # the shipped model: 28.0; the full evaluation's bar is 30 dB on average over held-out photos
     assert classify_motion(a)[0] == "pan_left"  # content moves right
-    # later frames keep the photo: frame 0 moved by the pan matches them (the shipped model: 22.1 dB; a frame-0 copy
-    # would score 100, later frames of noise 7.7); the second edition aims at 24 dB for every video
-    assert aligned_psnr(a) > 20.0
+    # later frames keep the photo: frame 0 moved by the pan matches them (the shipped model: 24.7 dB, the first
+    # edition's block codec 22.1; a frame-0 copy would score 100, later frames of noise 7.7). 24 dB is the bar for
+    # every video of the full evaluation
+    assert aligned_psnr(a) > 24.0
 
 
 def test_builtin_detail_knob_lower_cutoff_keeps_more_of_the_photo(pipe, example_image):
     """The cutoff rho is the user's detail knob: at a lower cutoff the signed Fourier features carry more of the
-    photo, and frame 0 comes out closer to it (docs/builtin.md: +0.4 dB on the held-out photos)."""
+    photo, and frame 0 comes out closer to it (docs/builtin.md: +2.2 dB on the held-out photos; here 27.9 against 25.1)."""
     photo = to_uint8(image_to_tensor(example_image, 128, 128).permute(1, 2, 0)).numpy()
     low, high = (psnr(pipe(example_image, "the camera pans left", seed=0, cutoff=rho, progress=False).frames.numpy()[0], photo)
                  for rho in (0.05, 0.6))
-    assert low > high + 0.1
+    assert low > high + 1.0
 
 
 def test_cli_uses_the_builtin_model_by_default(tmp_path, capsys, example_image):

