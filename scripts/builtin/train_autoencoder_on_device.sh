@@ -7,7 +7,7 @@
 # A probe of PROBE_STEPS steps first times the pace; recipe.steps is then what fits in MINUTES, so that the learning
 # rate's decay (optim.decay) reaches its end inside the time limit. STEPS=N sets recipe.steps instead, without a
 # probe: for a run that shares the GPU (a probe would time it alone).
-set -eu
+set -euo pipefail
 minutes=${1:-7}
 shift || true
 OUT=${OUT:-outputs/builtin-autoencoder}

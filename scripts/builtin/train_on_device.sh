@@ -17,11 +17,11 @@
 # TUNE=0 skips the sampling-defaults grid (an intermediate stage).
 # FILL=1 first times PROBE_STEPS (default 60) steps with the same overrides, then sets recipe.steps to what fits in
 # MINUTES at that pace, so that a decaying learning rate (optim.decay=linear) reaches its end inside the time limit.
-set -eu
+set -euo pipefail  # a failed training must stop the script, not go on to assemble an older run
 minutes=${1:-12}
 shift || true
 OUT=${OUT:-outputs/builtin}
-run=runs/builtin
+run=${RUN:-runs/builtin}  # RUN: the scratch run folder (a new one per call: a folder that holds a run is refused)
 kit=${KIT:-.kit}
 config=${CONFIG:-builtin}
 components=${COMPONENTS:-$kit/components}
@@ -32,14 +32,14 @@ if [ -n "${AUTOENCODER_MINUTES:-}" ]; then
     OUT="$OUT/autoencoder-run" KIT=$kit STEPS=${AUTOENCODER_STEPS:-} bash scripts/builtin/train_autoencoder_on_device.sh "$AUTOENCODER_MINUTES" \
         autoencoder.init="$components/vae" ${AUTOENCODER_ARGS:-} > "$OUT/autoencoder.log" 2>&1 &
     autoencoder_pid=$!
-    assembly=runs/components-trained
+    assembly=$run-components
 fi
 train() {
     python3 -m flashi2v.cli train "$config" model.components="$components" data.photos="$kit/photos" \
         data.real_clips="$kit/real_clips.pt" "$@"
 }
 if [ -n "${FILL:-}" ]; then
-    probe=runs/builtin-probe
+    probe=$run-probe
     train output.dir="$probe" --overwrite output.checkpoint_every=100000 recipe.steps="${PROBE_STEPS:-60}" "$@" 2>&1 \
         | tr '\r' '\n' > "$OUT/train/probe.log"
     steps=$(python3 -c "
@@ -62,8 +62,8 @@ python3 -c "
 import json
 from flashi2v.builtin import assemble
 signed = json.load(open('$run/config.json'))['model']['signed_fourier']
-assemble('$run/ema_transformer', '$assembly', 'runs/builtin_model', signed_fourier=signed)"
-cp -r runs/builtin_model "$OUT/"
+assemble('$run/ema_transformer', '$assembly', '$run-assembled/builtin_model', signed_fourier=signed)"
+cp -r "$run-assembled/builtin_model" "$OUT/"
 archive() {  # parts of at most 15 MB: the device returns no file over 16 MB
     for folder in "$@"; do
         tar -C "$OUT" -czf - "$folder" | split -b 15M - "$OUT/$folder.tgz.part" && rm -rf "${OUT:?}/$folder"
@@ -72,7 +72,7 @@ archive() {  # parts of at most 15 MB: the device returns no file over 16 MB
 archive builtin_model train ${autoencoder_pid:+autoencoder-run}  # before the grid: a time limit cannot lose them
 if [ "${TUNE:-1}" != 0 ]; then
     # TUNE_SECONDS: stop the grid after this long (its log keeps every setting measured by then)
-    timeout "${TUNE_SECONDS:-0}" python3 scripts/builtin/tune_sampling.py --model runs/builtin_model \
+    timeout "${TUNE_SECONDS:-0}" python3 scripts/builtin/tune_sampling.py --model "$run-assembled/builtin_model" \
         --photos "$kit/held_out" --text-encoder "$components/text_encoder" --out "$OUT/tune" ${TUNE_ARGS:-} 2>&1 \
         | tee "$OUT/tune/tune.log" || true
 fi

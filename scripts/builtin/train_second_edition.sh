@@ -9,7 +9,12 @@
 # on from its last finished stage. The warm start is the first edition's transformer (git history, FIRST_EDITION).
 # Stages 1-4 ended at their time limit or step count on an H100 as listed; the limits are kept so that a rerun on
 # the same GPU stops where they did (compiled kernels are not bit-reproducible, so weights differ slightly).
-set -eu
+# EXTRA / AUTOENCODER_EXTRA: key=value overrides added to every stage's transformer / autoencoder run, e.g. a smoke run
+# of the whole chain on a CPU:
+#   EXTRA="recipe.steps=2 recipe.batch_size=2 recipe.compile=false recipe.precision=fp32 data.num_workers=0" \
+#   AUTOENCODER_EXTRA="recipe.steps=2 recipe.batch_size=2 recipe.precision=fp32 data.num_workers=0" \
+#   bash scripts/builtin/train_second_edition.sh outputs/second-edition-smoke
+set -euo pipefail
 work=${1:-outputs/second-edition}
 first_edition=${FIRST_EDITION:-8b99dce}  # the last commit that ships the first edition
 kit=$work/kit
@@ -41,10 +46,11 @@ stage() {
         init=$work/stage$((k - 1))/builtin_model/transformer
     fi
     rm -rf "$out.partial" && mkdir -p "$out.partial"
-    OUT=$out.partial KIT=$kit CONFIG=builtin-2 COMPONENTS=$components TUNE=0 AUTOENCODER_MINUTES=$minutes \
-        AUTOENCODER_STEPS=$ae_steps AUTOENCODER_ARGS="data.num_workers=6 optim.lr=$ae_lr" \
-        bash scripts/builtin/train_on_device.sh "$minutes" model.init="$init" data.num_workers=9 "$@"
-    (cd "$out.partial" && cat builtin_model.tgz.part* | tar xzf - && cat train.tgz.part* | tar xzf -)
+    # shellcheck disable=SC2086  # EXTRA and AUTOENCODER_EXTRA are lists of key=value words
+    RUN=$out.partial/run OUT=$out.partial KIT=$kit CONFIG=builtin-2 COMPONENTS=$components TUNE=0 AUTOENCODER_MINUTES=$minutes \
+        AUTOENCODER_STEPS=$ae_steps AUTOENCODER_ARGS="data.num_workers=6 optim.lr=$ae_lr ${AUTOENCODER_EXTRA:-}" \
+        bash scripts/builtin/train_on_device.sh "$minutes" model.init="$init" data.num_workers=9 "$@" ${EXTRA:-}
+    (cd "$out.partial" && cat builtin_model.tgz.part* | tar xzf - && cat train.tgz.part* | tar xzf - && rm -rf run run-*)
     mv "$out.partial" "$out"
 }
 stage 1 7 19073 5e-4 recipe.steps=3500  # the autoencoder: a cosine over 19,073 steps, cut at 4,530 by the limit
