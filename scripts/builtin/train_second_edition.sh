@@ -31,7 +31,7 @@ fi
 
 # stage k: minutes, autoencoder steps, autoencoder lr, transformer overrides
 stage() {
-    local k=$1 minutes=$2 ae_steps=$3 ae_lr=$4
+    local k=$1 minutes=$2 ae_steps=$3 ae_lr=$4 init
     shift 4
     local out=$work/stage$k
     [ -d "$out/builtin_model" ] && return 0
@@ -59,6 +59,6 @@ stage 3 3.2 2100 2e-4 recipe.steps=2000 optim.lr=5e-5 optim.warmup_steps=50
 stage 4 7 4300 2e-4 recipe.steps=4600 optim.lr=1e-4 optim.warmup_steps=100
 stage 5 8.4 5000 1.5e-4 recipe.steps=4400 optim.lr=6e-5 optim.warmup_steps=50
 
+# the assembled folder already holds the shipped sampling defaults (flashi2v.builtin.DEFAULTS, written by assemble)
 rm -rf "$work/builtin_model" && cp -r "$work/stage5/builtin_model" "$work/builtin_model"
-cp src/flashi2v/builtin_model/pipeline.json "$work/builtin_model/pipeline.json"  # the defaults chosen in docs/builtin.md
 echo "the built-in model: $work/builtin_model (measure it: flashi2v eval motion --model $work/builtin_model --seed 0 1 2)"
